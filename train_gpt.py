@@ -1,0 +1,852 @@
+"""Parameter Golf trainer: an 11-layer GQA transformer trained under a wallclock cap, exported as
+int6+lzma, scored in bits per byte. Run: torchrun --standalone --nproc_per_node=8 train_gpt.py
+Every setting is an env var (see SETTINGS); the defaults are the record configuration."""
+from __future__ import annotations
+
+import contextlib, copy, difflib, glob, hashlib, io, lzma, math, os, resource, sys, time
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+try:
+    from flash_attn_interface import flash_attn_func  # FlashAttention-3, when installed
+except ImportError:
+    flash_attn_func = None
+
+# ----------------------------------------------------------------------------- HYPERPARAMETERS
+# One table of env vars and defaults; a bare run is the record configuration. Types follow the
+# defaults. Bad combinations fail at start, and an unknown var that looks like ours is reported.
+
+SETTINGS = dict(
+    # data and run
+    DATA_PATH="./data/datasets/fineweb10B_sp1024", TOKENIZER_PATH="./data/tokenizers/fineweb_1024_bpe.model",
+    RUN_ID="", SEED=42, VAL_MAX_TOKENS=0, EVAL_ONLY=False, ARTIFACT_PATH="final_model.int6.ptz",
+    # model
+    VOCAB_SIZE=1024, NUM_LAYERS=11, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=3.0,
+    LEAKY_RELU=True, ROPE_DIMS=16, ROPE_BASE=10000.0, QK_GAIN_INIT=1.5, LOGIT_SOFTCAP=30.0,
+    TIED_EMBED_INIT_STD=0.005, LN_SCALE=True, XSA_LAST_N=4, VRL_ENABLED=True,
+    BIGRAM_VOCAB_SIZE=2048, BIGRAM_DIM=128, VE_ENABLED=True, VE_DIM=128, VE_LAYERS="9,10",
+    # training
+    TRAIN_BATCH_TOKENS=786432, TRAIN_SEQ_LEN=2048, ITERATIONS=20000, MAX_WALLCLOCK_SECONDS=600.0,
+    WARMUP_STEPS=20, WARMDOWN_ITERS=3500, TRAIN_LOG_EVERY=500, VAL_LOSS_EVERY=4000,
+    MATRIX_LR=0.025, SCALAR_LR=0.025, TIED_EMBED_LR=0.035, ADAM_WD=0.04, GRAD_CLIP_NORM=0.3,
+    MUON_MOMENTUM=0.99, MUON_MOMENTUM_WARMUP_START=0.92, MUON_MOMENTUM_WARMUP_STEPS=1500,
+    MUON_BACKEND_STEPS=5, MUON_WD=0.04, EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
+    # evaluation
+    EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32,
+)
+OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
+SIZE_LIMIT_BYTES = 16_000_000
+
+
+class UserError(Exception):
+    """A problem the user can fix; reported as one line, never as a traceback."""
+
+
+def _parse(name: str, raw: str, default):
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("0", "1", "true", "false"):
+                raise ValueError
+            return raw.lower() in ("1", "true")
+        return type(default)(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not a valid {type(default).__name__} (default {default!r})") from None
+
+
+class Hyperparameters:
+    def __init__(self, environ=os.environ):
+        for name, default in SETTINGS.items():
+            raw = environ.get(name)
+            setattr(self, name.lower(), default if raw is None else _parse(name, raw, default))
+        self.ve_layers = tuple(int(s) for s in self.ve_layers.split(",") if s.strip()) if self.ve_enabled else ()
+        self.eval_seq_len = self.eval_seq_len or self.train_seq_len
+        self.warnings = [w for w in map(self._unknown_var_warning, sorted(environ)) if w]
+        self._validate()
+
+    @staticmethod
+    def _unknown_var_warning(name: str) -> str | None:
+        prefixes = {n.split("_")[0] + "_" for n in SETTINGS if "_" in n}
+        if name in SETTINGS or not any(name.startswith(p) for p in prefixes):
+            return None
+        close = difflib.get_close_matches(name, SETTINGS, n=1)
+        return f"unknown setting {name} ignored" + (f" (did you mean {close[0]}?)" if close else "")
+
+    def _validate(self):
+        checks = [
+            (self.model_dim % self.num_heads == 0, "MODEL_DIM must be divisible by NUM_HEADS"),
+            (self.num_heads % self.num_kv_heads == 0, "NUM_HEADS must be divisible by NUM_KV_HEADS"),
+            (self.rope_dims % 2 == 0 and 0 < self.rope_dims <= self.model_dim // self.num_heads,
+             "ROPE_DIMS must be even and in 1..head_dim (MODEL_DIM/NUM_HEADS)"),
+            (0 <= self.xsa_last_n <= self.num_layers, "XSA_LAST_N must be in 0..NUM_LAYERS"),
+            (all(0 <= i < self.num_layers for i in self.ve_layers), "VE_LAYERS must be layer indices in 0..NUM_LAYERS-1"),
+            (self.num_layers >= 1 and self.vocab_size >= 2, "NUM_LAYERS must be >= 1 and VOCAB_SIZE >= 2"),
+            (self.bigram_vocab_size == 0 or self.bigram_vocab_size >= 2, "BIGRAM_VOCAB_SIZE must be 0 (off) or >= 2"),
+            (self.train_seq_len > 0 and self.train_batch_tokens > 0, "TRAIN_SEQ_LEN and TRAIN_BATCH_TOKENS must be > 0"),
+            (0 < self.eval_stride <= self.eval_seq_len, "EVAL_STRIDE must be in 1..EVAL_SEQ_LEN"),
+            (self.iterations > 0 and self.warmdown_iters >= 0 and self.warmup_steps >= 0, "ITERATIONS must be > 0, WARMDOWN_ITERS and WARMUP_STEPS >= 0"),
+            (0 <= self.complement_alpha <= 1, "COMPLEMENT_ALPHA must be in [0, 1]"),
+            (0 <= self.ema_decay < 1 and 0 <= self.late_qat_threshold <= 1, "EMA_DECAY must be in [0, 1) and LATE_QAT_THRESHOLD in [0, 1]"),
+            (self.train_log_every > 0 and self.eval_batch_seqs > 0, "TRAIN_LOG_EVERY and EVAL_BATCH_SEQS must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def items(self):
+        return [(name, getattr(self, name.lower())) for name in SETTINGS]
+
+
+# ----------------------------------------------------------------------------- DATA
+# Challenge shards: 256 int32 header words (magic, version, token count), then uint16 tokens.
+# Training reads the shards in order, each rank a contiguous span per micro-step, so a run is
+# deterministic and the same tokens are seen for any world size. BPB needs the byte length of
+# every token: we count UTF-8 bytes of each piece, plus one for a leading space unless the
+# previous token is a boundary (control/unknown) token.
+
+SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 1024
+
+
+def read_shard_header(path: Path) -> int:
+    size = path.stat().st_size
+    header = np.fromfile(path, dtype="<i4", count=256) if size >= HEADER_BYTES else None
+    if header is None or header[0] != SHARD_MAGIC or header[1] != SHARD_VERSION:
+        raise UserError(f"{path} is not a challenge shard (bad header); re-download or regenerate it")
+    expected = HEADER_BYTES + 2 * int(header[2])
+    if size != expected:
+        raise UserError(f"{path} is truncated or corrupt: header says {header[2]} tokens ({expected} bytes), file has {size} bytes")
+    return int(header[2])
+
+
+def read_shard(path: Path) -> np.ndarray:
+    return np.fromfile(path, dtype="<u2", count=read_shard_header(path), offset=HEADER_BYTES)
+
+
+def find_shards(data_path: str, split: str) -> list[Path]:
+    files = sorted(Path(p) for p in glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))
+    if not files:
+        raise UserError(f"no fineweb_{split}_*.bin shards in DATA_PATH={data_path}; download them with "
+                        "`python data/cached_challenge_fineweb.py --variant sp1024` or set DATA_PATH")
+    for f in files:
+        read_shard_header(f)
+    return files
+
+
+class TrainStream:
+    """Endless token stream over the train shards; every rank reads the same sequence."""
+
+    def __init__(self, files: list[Path]):
+        self.files, self.file_index, self.tokens, self.pos = files, 0, read_shard(files[0]), 0
+
+    def take(self, n: int) -> np.ndarray:
+        parts = []
+        while n > 0:
+            if self.pos == len(self.tokens):
+                self.file_index = (self.file_index + 1) % len(self.files)
+                self.tokens, self.pos = read_shard(self.files[self.file_index]), 0
+            part = self.tokens[self.pos:self.pos + n]
+            parts.append(part)
+            self.pos += len(part)
+            n -= len(part)
+        return np.concatenate(parts)
+
+
+def next_batch(stream: TrainStream, micro_tokens: int, seq_len: int, rank: int, world: int, device):
+    """One micro-batch: the global chunk is cut in world spans (+1 token for the shifted target)."""
+    span = micro_tokens + 1
+    chunk = stream.take(span * world)[rank * span:(rank + 1) * span]
+    local = torch.from_numpy(chunk.astype(np.int64)).to(device, non_blocking=True)
+    return local[:-1].view(-1, seq_len), local[1:].view(-1, seq_len)
+
+
+def load_val_tokens(args) -> Tensor:
+    tokens = np.concatenate([read_shard(f) for f in find_shards(args.data_path, "val")])
+    if args.val_max_tokens:
+        tokens = tokens[:args.val_max_tokens]
+    usable = ((len(tokens) - 1) // args.eval_seq_len) * args.eval_seq_len
+    if usable == 0:
+        raise UserError(f"validation set has {len(tokens)} tokens, fewer than EVAL_SEQ_LEN+1={args.eval_seq_len + 1}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
+
+
+def load_tokenizer(args, log) -> spm.SentencePieceProcessor:
+    path = Path(args.tokenizer_path)
+    if not path.is_file():
+        raise UserError(f"tokenizer not found at TOKENIZER_PATH={path}; download it with "
+                        "`python data/cached_challenge_fineweb.py --variant sp1024`")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != OFFICIAL_TOKENIZER_SHA256:
+        log(f"WARNING: tokenizer {path} is not the official sp1024 model (sha256 differs); val_bpb is not comparable to the leaderboard")
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    if sp.vocab_size() != args.vocab_size:
+        raise UserError(f"tokenizer has {sp.vocab_size()} pieces but VOCAB_SIZE={args.vocab_size}; set VOCAB_SIZE={sp.vocab_size()}")
+    return sp
+
+
+def byte_tables(sp: spm.SentencePieceProcessor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per token id: UTF-8 bytes without the leading space, has-leading-space, is-boundary."""
+    n = sp.vocab_size()
+    base, space, boundary = np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool)
+    for i in range(n):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        piece = sp.id_to_piece(i)
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        space[i] = piece.startswith("\u2581")
+        base[i] = len(piece.removeprefix("\u2581").encode("utf-8"))
+    return torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary)
+
+
+def target_bytes(prev: Tensor, target: Tensor, tables) -> Tensor:
+    base, space, boundary = tables
+    return base[target] + (space[target] & ~boundary[prev]).long()
+
+
+# ----------------------------------------------------------------------------- MODEL
+# GPT with U-Net skips between encoder and decoder halves. Extras over a plain transformer:
+# SmearGate (mix each position with its predecessor), BigramHash (hashed previous-token embedding),
+# value embeddings on chosen layers, value-residual learning (layer 0's V added to later layers
+# with a learned scalar starting at 0), exclusive self-attention on the last layers (remove each
+# head's output component along its own value), LeakyReLU(0.5)^2 MLPs and soft-capped tied logits.
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class CastedLinear(nn.Linear):
+    """fp32 master weight used in the activation dtype. With `qat` set (late training), the weight
+    goes through soft rounding onto the int6 grid the export uses, so training sees its error."""
+
+    def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
+        super().__init__(fan_in, fan_out, bias=False)
+        self.zero_init, self.qat = zero_init, False
+        self.register_buffer("qat_temperature", torch.ones(()), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if self.qat and self.training:
+            scale = w.detach().abs().amax(1, keepdim=True).clamp_min(1e-8) / INT6_MAX
+            scaled = w / scale
+            nearest = torch.round(scaled).detach()
+            t = self.qat_temperature
+            w = (nearest + 0.5 * torch.tanh((scaled - nearest) / t) / torch.tanh(0.5 / t)).clamp(-INT6_MAX, INT6_MAX) * scale
+        return F.linear(x, w.to(x.dtype))
+
+
+def rotary_tables(seq_len: int, dims: int, base: float, device) -> tuple[Tensor, Tensor]:
+    inv_freq = 1.0 / base ** (torch.arange(0, dims, 2, device=device, dtype=torch.float32) / dims)
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first 2*cos.size(-1) dims of each head (half-split pairs); leave the rest."""
+    half = cos.size(-1)
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest), dim=-1)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """(B, T, heads, D) inputs; GQA without repeating K/V."""
+    if flash_attn_func is not None and q.is_cuda:
+        out = flash_attn_func(q, k, v, causal=True)
+        return out[0] if isinstance(out, tuple) else out
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
+    return y.transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, args, exclusive: bool):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = args.num_heads, args.num_kv_heads, args.model_dim // args.num_heads
+        kv_dim = self.kv_heads * self.head_dim
+        self.q, self.k, self.v = CastedLinear(args.model_dim, args.model_dim), CastedLinear(args.model_dim, kv_dim), CastedLinear(args.model_dim, kv_dim)
+        self.proj = CastedLinear(args.model_dim, args.model_dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((self.heads,), args.qk_gain_init))
+        self.exclusive = exclusive
+
+    def forward(self, x: Tensor, extra_v: Tensor | None, rotary) -> tuple[Tensor, Tensor]:
+        B, T, _ = x.shape
+        own_v = self.v(x)
+        v = (own_v if extra_v is None else own_v + extra_v).view(B, T, self.kv_heads, self.head_dim)
+        q = apply_rotary(rms_norm(self.q(x).view(B, T, self.heads, self.head_dim)), *rotary) * self.q_gain[:, None]
+        k = apply_rotary(rms_norm(self.k(x).view(B, T, self.kv_heads, self.head_dim)), *rotary)
+        y = causal_attention(q.to(v.dtype), k.to(v.dtype), v)
+        if self.exclusive:  # XSA: drop the component along the head's own value vector
+            y = y.view(B, T, self.kv_heads, -1, self.head_dim)
+            unit_v = F.normalize(v, dim=-1).unsqueeze(3)
+            y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
+        return self.proj(y.reshape(B, T, -1)), own_v
+
+
+class MLP(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        hidden = int(args.mlp_mult * args.model_dim)
+        self.fc, self.proj = CastedLinear(args.model_dim, hidden), CastedLinear(hidden, args.model_dim, zero_init=True)
+        self.negative_slope = 0.5 if args.leaky_relu else 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.leaky_relu(self.fc(x), self.negative_slope).square())
+
+
+class Block(nn.Module):
+    def __init__(self, args, index: int):
+        super().__init__()
+        self.attn = Attention(args, exclusive=index >= args.num_layers - args.xsa_last_n)
+        self.mlp = MLP(args)
+        self.attn_scale, self.mlp_scale = nn.Parameter(torch.ones(args.model_dim)), nn.Parameter(torch.ones(args.model_dim))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(args.model_dim), torch.zeros(args.model_dim))))
+        self.ln_scale = 1 / math.sqrt(index + 1) if args.ln_scale else 1.0
+
+    def forward(self, x, x0, extra_v, rotary):
+        x = self.resid_mix[0] * x + self.resid_mix[1] * x0
+        attn_out, v = self.attn(rms_norm(x) * self.ln_scale, extra_v, rotary)
+        x = x + self.attn_scale * attn_out
+        return x + self.mlp_scale * self.mlp(rms_norm(x) * self.ln_scale), v
+
+
+class BigramHash(nn.Module):
+    """Embedding of a hash of (previous token, token); position 0 gets its own bucket."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        self.embed, self.proj = nn.Embedding(buckets, dim), CastedLinear(dim, model_dim)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+        nn.init.zeros_(self.embed.weight)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        last = self.embed.num_embeddings - 1
+        h = torch.bitwise_xor(36313 * idx[:, 1:], 27191 * idx[:, :-1]) % last
+        h = torch.cat((torch.full_like(idx[:, :1], last), h), dim=1)
+        return self.proj(self.embed(h)) * self.scale
+
+
+class GPT(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.args = args
+        self.tok_emb = nn.Embedding(args.vocab_size, args.model_dim)
+        self.bigram = BigramHash(args.bigram_vocab_size, args.bigram_dim, args.model_dim) if args.bigram_vocab_size else None
+        self.smear_gate = nn.Parameter(torch.zeros(args.model_dim))
+        self.blocks = nn.ModuleList(Block(args, i) for i in range(args.num_layers))
+        self.encoder_layers = args.num_layers // 2
+        self.skip_weights = nn.Parameter(torch.ones(min(self.encoder_layers, args.num_layers - self.encoder_layers), args.model_dim))
+        self.vrl_scales = nn.Parameter(torch.zeros(args.num_layers - 1)) if args.vrl_enabled else None
+        if args.ve_layers:
+            kv_dim = args.num_kv_heads * (args.model_dim // args.num_heads)
+            self.ve_embed, self.ve_proj = nn.Embedding(args.vocab_size, args.ve_dim), CastedLinear(args.ve_dim, kv_dim)
+            self.ve_scale, self.ve_layer_scales = nn.Parameter(torch.tensor(0.1)), nn.Parameter(torch.ones(len(args.ve_layers)))
+        self._init_weights()
+
+    def _init_weights(self):
+        nn.init.normal_(self.tok_emb.weight, std=self.args.tied_embed_init_std)
+        if self.args.ve_layers:
+            nn.init.normal_(self.ve_embed.weight, std=0.01)
+        for name, m in self.named_modules():
+            if isinstance(m, CastedLinear):
+                if m.zero_init:
+                    nn.init.zeros_(m.weight)
+                elif min(m.weight.shape) >= 64:
+                    nn.init.orthogonal_(m.weight)
+                    if name.endswith("proj"):
+                        m.weight.data /= math.sqrt(2 * self.args.num_layers)
+
+    def hidden(self, idx: Tensor) -> Tensor:
+        """Final normed hidden states (B, T, model_dim)."""
+        args = self.args
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx)
+        x = rms_norm(x)
+        gate = torch.sigmoid(self.smear_gate)
+        x = x0 = (1 - gate) * x + gate * F.pad(x[:, :-1], (0, 0, 1, 0))
+        rotary = rotary_tables(idx.size(1), args.rope_dims, args.rope_base, idx.device)
+        value_emb = self.ve_proj(self.ve_embed(idx)) * self.ve_scale if args.ve_layers else None
+        skips, v0 = [], None
+        for i, block in enumerate(self.blocks):
+            if i >= self.encoder_layers and skips:
+                x = x + self.skip_weights[i - self.encoder_layers] * skips.pop()
+            extra_v = self.vrl_scales[i - 1] * v0 if v0 is not None and self.vrl_scales is not None else None
+            if i in args.ve_layers:
+                ve = value_emb * self.ve_layer_scales[args.ve_layers.index(i)]
+                extra_v = ve if extra_v is None else extra_v + ve
+            x, v = block(x, x0, extra_v, rotary)
+            if i == 0:
+                v0 = v
+            if i < self.encoder_layers:
+                skips.append(x)
+        return rms_norm(x)
+
+    def head(self, h: Tensor) -> Tensor:
+        cap = self.args.logit_softcap
+        return cap * torch.tanh(F.linear(h, self.tok_emb.weight.to(h.dtype)).float() / cap)
+
+    def forward(self, idx: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Mean (optionally per-token weighted) cross-entropy in nats."""
+        logits = self.head(self.hidden(idx))
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+        return (ce * weights.reshape(-1)).mean() if weights is not None else ce.mean()
+
+
+# ----------------------------------------------------------------------------- OPTIMIZERS
+# Muon (orthogonalized momentum, after modded-nanogpt) for every linear weight; AdamW for the
+# embeddings and the small control tensors. Muon shares work across ranks: parameter i is
+# orthogonalized on rank i % world, then one all-reduce hands every rank all updates.
+
+def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
+        self.orthogonalize = torch.compile(newton_schulz) if torch.cuda.is_available() else newton_schulz
+
+    @torch.no_grad()
+    def step(self):
+        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+        for group in self.param_groups:
+            params, mu = group["params"], group["momentum"]
+            updates = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world == rank:
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.mul_(mu).add_(p.grad)
+                    g = self.orthogonalize(p.grad.add(buf, alpha=mu), group["backend_steps"])
+                    updates[offset:offset + p.numel()] = g.flatten().float() * max(1, p.size(0) / p.size(1)) ** 0.5
+                offset += p.numel()
+            if world > 1:
+                dist.all_reduce(updates)
+            offset = 0
+            for p in params:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(updates[offset:offset + p.numel()].view_as(p), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def build_optimizers(model: GPT, args) -> list[torch.optim.Optimizer]:
+    matrices = [m.weight for m in model.modules() if isinstance(m, CastedLinear)]
+    embeddings = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    taken = {id(p) for p in matrices + embeddings}
+    scalars = [p for p in model.parameters() if id(p) not in taken]
+    adam = torch.optim.AdamW([dict(params=embeddings, lr=args.tied_embed_lr), dict(params=scalars, lr=args.scalar_lr)],
+                             betas=(0.9, 0.95), eps=1e-8, weight_decay=args.adam_wd, fused=torch.cuda.is_available())
+    muon = Muon(matrices, lr=args.matrix_lr, momentum=args.muon_momentum, backend_steps=args.muon_backend_steps, weight_decay=args.muon_wd)
+    optimizers = [adam, muon]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
+    return optimizers
+
+
+def lr_multiplier(args, step: int, elapsed_ms: float) -> float:
+    """1 until the warmdown, then linear to 0 at whichever comes first: ITERATIONS or the cap.
+    The wallclock warmdown starts when the remaining time is WARMDOWN_ITERS average steps."""
+    if args.warmdown_iters == 0:
+        return 1.0
+    by_steps = (args.iterations - step) / args.warmdown_iters
+    if args.max_wallclock_seconds <= 0 or step == 0:
+        return min(1.0, by_steps)
+    remaining_ms = max(args.max_wallclock_seconds * 1000 - elapsed_ms, 0.0)
+    return min(1.0, by_steps, remaining_ms / (args.warmdown_iters * elapsed_ms / step))
+
+
+# ----------------------------------------------------------------------------- TRAINING
+# Complementary loss: tokens that a bigram model of the training stream already predicts well get
+# less weight (w = max(0.1, 1 - COMPLEMENT_ALPHA * p_bigram(y|x))), leaving them to the eval-time
+# n-gram cache. Counts come from earlier steps only and are summed over all ranks.
+
+class BigramCounts:
+    def __init__(self, vocab_size: int, alpha: float, device):
+        self.vocab_size, self.alpha = vocab_size, alpha
+        self.counts = torch.zeros(vocab_size * vocab_size, device=device)
+        self.row_totals = torch.zeros(vocab_size, device=device)
+
+    def weights(self, x: Tensor, y: Tensor) -> Tensor:
+        p = self.counts[x * self.vocab_size + y] / (self.row_totals[x] + 1)
+        return (1 - self.alpha * p).clamp_min(0.1)
+
+    def add(self, pairs: list[tuple[Tensor, Tensor]]):
+        keys = torch.cat([(x * self.vocab_size + y).flatten() for x, y in pairs])
+        delta = torch.bincount(keys, minlength=self.counts.numel()).float()
+        if dist.is_initialized():
+            dist.all_reduce(delta)
+        self.counts += delta
+        self.row_totals += delta.view(self.vocab_size, -1).sum(1)
+
+
+def set_qat(model: GPT, enabled: bool, temperature: float = 1.0):
+    for m in model.modules():
+        if isinstance(m, CastedLinear) and int6_eligible(m):
+            m.qat = enabled
+            m.qat_temperature.fill_(temperature)
+
+
+def train(args, model: GPT, ctx, log) -> int:
+    """Train until ITERATIONS or the wallclock cap; leaves the EMA weights in `model`."""
+    device, rank, world = ctx["device"], ctx["rank"], ctx["world"]
+    grad_accum = max(1, 8 // world)
+    if args.train_batch_tokens % (world * grad_accum * args.train_seq_len):
+        raise UserError(f"TRAIN_BATCH_TOKENS={args.train_batch_tokens} must be divisible by world_size*grad_accum*TRAIN_SEQ_LEN"
+                        f" = {world}*{grad_accum}*{args.train_seq_len}")
+    micro_tokens = args.train_batch_tokens // (world * grad_accum)
+    log(f"world_size:{world} grad_accum:{grad_accum} micro_batch_seqs:{micro_tokens // args.train_seq_len}")
+    train_files = find_shards(args.data_path, "train")
+    log(f"train_shards:{len(train_files)} train_tokens:{sum(map(read_shard_header, train_files))}")
+    compiled = torch.compile(model, dynamic=False, fullgraph=True) if device.type == "cuda" else model
+    net = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False) if world > 1 else compiled
+    optimizers = build_optimizers(model, args)
+    bigrams = BigramCounts(args.vocab_size, args.complement_alpha, device) if args.complement_alpha > 0 else None
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    params = list(model.parameters())
+
+    def train_step(stream, step, lr_mul):
+        mu_frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps else 1.0
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_mul
+                if "momentum" in group:
+                    group["momentum"] = (1 - mu_frac) * args.muon_momentum_warmup_start + mu_frac * args.muon_momentum
+        pairs, total = [], torch.zeros((), device=device)
+        for micro in range(grad_accum):
+            x, y = next_batch(stream, micro_tokens, args.train_seq_len, rank, world, device)
+            sync = micro == grad_accum - 1 or world == 1
+            with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+                loss = net(x, y, bigrams.weights(x, y) if bigrams else None)
+            (loss / grad_accum).backward()
+            total += loss.detach() / grad_accum
+            pairs.append((x, y))
+        if args.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, args.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return total, pairs
+
+    # Compile warmup: real steps (including the late-QAT graph) whose effects are then undone.
+    if args.warmup_steps:
+        snapshot = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
+        stream, t0 = TrainStream(train_files), time.perf_counter()
+        for i in range(args.warmup_steps):
+            set_qat(model, i == args.warmup_steps - 1 and args.late_qat_threshold > 0)
+            train_step(stream, 0, 1.0)
+        set_qat(model, False)
+        model.load_state_dict(snapshot[0])
+        for opt, state in zip(optimizers, snapshot[1]):
+            opt.load_state_dict(state)
+        log(f"compile_warmup steps:{args.warmup_steps} seconds:{time.perf_counter() - t0:.1f} (not counted in the cap)")
+
+    stream = TrainStream(train_files)
+    ema = [p.detach().float().clone() for p in params]
+    cap_ms = args.max_wallclock_seconds * 1000
+    train_ms, step, qat_on = 0.0, 0, False
+    synchronize(device)
+    t0 = time.perf_counter()
+    while step < args.iterations:
+        if args.val_loss_every and step and step % args.val_loss_every == 0:
+            synchronize(device)
+            train_ms += 1000 * (time.perf_counter() - t0)
+            loss, bpb = evaluate(model, ctx, args.eval_seq_len, "periodic")
+            log(f"step:{step} val_loss:{loss:.4f} val_bpb:{bpb:.4f}")
+            t0 = time.perf_counter()
+        elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
+        lr_mul = lr_multiplier(args, step, elapsed_ms)
+        if args.late_qat_threshold > 0 and lr_mul < args.late_qat_threshold:
+            set_qat(model, True, 0.05 ** (1 - lr_mul / args.late_qat_threshold))  # 1.0 -> 0.05 as the LR reaches 0
+            if not qat_on:
+                qat_on = True
+                log(f"late_qat: enabled at step:{step} lr_mul:{lr_mul:.3f}")
+        loss, pairs = train_step(stream, step, lr_mul)
+        if bigrams:
+            bigrams.add(pairs)
+        decay = min(args.ema_decay, (1 + step) / (10 + step))  # short runs average only recent steps
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        step += 1
+        elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
+        flags = torch.stack((torch.tensor(float(cap_ms > 0 and elapsed_ms >= cap_ms), device=device), (~torch.isfinite(loss)).float()))
+        if world > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        cap_hit, bad_loss = flags.tolist()
+        if bad_loss:
+            raise UserError(f"non-finite train_loss at step {step}; stopped (log kept). Try a lower MATRIX_LR or GRAD_CLIP_NORM")
+        if step % args.train_log_every == 0 or step == args.iterations or cap_hit or step <= 10:
+            avg_ms = elapsed_ms / step
+            remaining_s = (args.iterations - step) * avg_ms / 1000
+            if cap_ms > 0:
+                remaining_s = min(remaining_s, max(cap_ms - elapsed_ms, 0) / 1000)
+            log(f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} lr_mul:{lr_mul:.3f} elapsed:{elapsed_ms / 1000:.1f}s "
+                f"step_avg:{avg_ms:.1f}ms tokens_per_s:{args.train_batch_tokens / avg_ms * 1000 / 1e6:.3f}M eta:{format_seconds(remaining_s)}")
+        if cap_hit:
+            log(f"stopping_early: wallclock cap reached at step:{step}/{args.iterations} elapsed:{elapsed_ms / 1000:.1f}s")
+            break
+    set_qat(model, False)
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    return step
+
+
+# ----------------------------------------------------------------------------- EXPORT
+# Attention/MLP matrices: int6 per row, the clip percentile chosen per tensor by reconstruction
+# error. Embeddings: int8 per row. Small tensors: fp16. The whole dict is lzma-compressed. The
+# artifact counted against the 16 MB cap is this file's bytes plus the compressed blob.
+
+INT6_MAX, INT8_MAX, SMALL_TENSOR = 31, 127, 65536
+INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+
+
+def int6_eligible(m: CastedLinear) -> bool:
+    return m.weight.numel() > SMALL_TENSOR and m.weight.ndim == 2
+
+
+def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
+    scale = (clip.clamp_min(1e-8) / qmax).half()
+    q = torch.clamp(torch.round(w / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
+    return q, scale
+
+
+def quantize_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for name, t in state.items():
+        t = t.detach()
+        if not t.is_floating_point() or t.numel() <= SMALL_TENSOR:
+            out[name] = t.half() if t.is_floating_point() else t
+            continue
+        w = t.float()
+        if ".attn." in name or ".mlp." in name:
+            candidates = [quantize_rows(w, torch.quantile(w.abs(), p, dim=1) if p < 1 else w.abs().amax(1), INT6_MAX) for p in INT6_PERCENTILES]
+            q, scale = min(candidates, key=lambda qs: (qs[0].float() * qs[1].float()[:, None] - w).square().mean().item())
+        else:
+            q, scale = quantize_rows(w, torch.quantile(w.abs(), 0.9999984, dim=1), INT8_MAX)
+        out[name + ".q"], out[name + ".scale"] = q.contiguous(), scale
+    return out
+
+
+def dequantize_state(blob: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, Tensor]:
+    state = {}
+    for name, ref in reference.items():
+        if name + ".q" in blob:
+            state[name] = (blob[name + ".q"].float() * blob[name + ".scale"].float()[:, None]).to(ref.dtype)
+        else:
+            state[name] = blob[name].to(ref.dtype)
+    return state
+
+
+def save_artifact(model: GPT, path: Path):
+    buf = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in quantize_state(model.state_dict()).items()}, buf)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(lzma.compress(buf.getvalue(), preset=6))
+    tmp.replace(path)
+
+
+def load_artifact(path: Path, model: GPT):
+    if not path.is_file():
+        raise UserError(f"artifact not found at ARTIFACT_PATH={path}; train first or point ARTIFACT_PATH at a .ptz file")
+    try:
+        blob = torch.load(io.BytesIO(lzma.decompress(path.read_bytes())), map_location="cpu")
+        model.load_state_dict(dequantize_state(blob, model.state_dict()))
+    except (lzma.LZMAError, KeyError, RuntimeError) as e:
+        raise UserError(f"{path} is not an artifact of this model configuration: {str(e).splitlines()[0]}") from None
+
+
+# ----------------------------------------------------------------------------- EVALUATION
+# BPB = total NLL in bits over the bytes of the scored targets. Every target i (token i given
+# tokens < i) is scored exactly once. Windows of EVAL_SEQ_LEN tokens end every `stride` targets; a
+# window scores only the targets its predecessor did not, so each target sees up to
+# EVAL_SEQ_LEN - stride tokens of context. stride = EVAL_SEQ_LEN is the plain non-sliding pass.
+
+def window_plan(n_tokens: int, seq_len: int, stride: int) -> tuple[Tensor, Tensor]:
+    """End target index of each window and how many leading positions it leaves unscored."""
+    last = n_tokens - 1
+    length = min(seq_len, last)
+    ends = torch.tensor(list(range(length, last, stride)) + [last])
+    previous = torch.cat((torch.zeros(1, dtype=torch.long), ends[:-1]))
+    return ends, previous - ends + length
+
+
+def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tensor, length: int, batch_seqs: int, progress=None):
+    """Yield (target index, logits) for the scored positions of the given windows, in order."""
+    offsets = torch.arange(length, device=tokens.device)
+    for b in range(0, len(ends), batch_seqs):
+        e, s = ends[b:b + batch_seqs].to(tokens.device), skips[b:b + batch_seqs].to(tokens.device)
+        n = len(e)
+        if n < batch_seqs:  # pad so every batch has the compiled shape
+            e, s = torch.cat((e, e[-1:].expand(batch_seqs - n))), torch.cat((s, s[-1:].expand(batch_seqs - n)))
+        first = int(s[:n].min())
+        positions = (e - length + 1)[:, None] + offsets  # target index of every window position
+        h = model_hidden(tokens[positions - 1])[:n, first:]
+        keep = offsets[first:][None, :] >= s[:n, None]
+        yield positions[:n, first:][keep], head(h[keep])
+        if progress:
+            progress(min(b + batch_seqs, len(ends)), len(ends))
+
+
+def rank_slice(n: int, rank: int, world: int) -> slice:
+    return slice(n * rank // world, n * (rank + 1) // world)
+
+
+@torch.no_grad()
+def evaluate(model: GPT, ctx, stride: int, label: str) -> tuple[float, float]:
+    """(val_loss in nats/token, val_bpb) of `model` on the whole val set, split over ranks."""
+    args, device, log = model.args, ctx["device"], ctx["log"]
+    tokens, tables = ctx["val_tokens"], ctx["byte_tables"]
+    ends, skips = window_plan(len(tokens), args.eval_seq_len, stride)
+    mine = rank_slice(len(ends), ctx["rank"], ctx["world"])
+    was_training = model.training
+    model.eval()
+    hidden = torch.compile(model.hidden, dynamic=False) if device.type == "cuda" else model.hidden
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # nll nats, bytes, targets
+    t0, last_report = time.perf_counter(), [time.perf_counter()]
+
+    def progress(done, total):
+        now = time.perf_counter()
+        if now - last_report[0] > 30:
+            last_report[0] = now
+            log(f"eval:{label} windows:{done}/{total} eta:{format_seconds((now - t0) / done * (total - done))}")
+
+    with autocast:
+        for idx, logits in scored_logits(hidden, model.head, tokens, ends[mine], skips[mine], min(args.eval_seq_len, len(tokens) - 1), args.eval_batch_seqs, progress):
+            nll = F.cross_entropy(logits.float(), tokens[idx], reduction="sum")
+            sums += torch.stack((nll.double(), target_bytes(tokens[idx - 1], tokens[idx], tables).sum().double(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
+    if ctx["world"] > 1:
+        dist.all_reduce(sums)
+    model.train(was_training)
+    nll, n_bytes, n_targets = sums.tolist()
+    log(f"eval:{label} seconds:{time.perf_counter() - t0:.1f} targets:{int(n_targets)} tokens_per_s:{n_targets / (time.perf_counter() - t0):.0f}")
+    return nll / n_targets, nll / math.log(2) / n_bytes
+
+
+# ----------------------------------------------------------------------------- MAIN
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def make_logger(args, rank: int):
+    run_id = args.run_id or time.strftime("run_%Y%m%d_%H%M%S")
+    path = Path("logs") / f"{run_id}.txt"
+    if rank == 0:
+        path.parent.mkdir(exist_ok=True)
+    handle = path.open("a") if rank == 0 else None
+
+    def log(msg: str):
+        if handle:
+            print(msg, flush=True)
+            handle.write(msg + "\n")
+            handle.flush()
+    return log, path
+
+
+def main():
+    code_bytes = len(Path(__file__).read_bytes())
+    try:
+        args = Hyperparameters()
+    except UserError as e:
+        sys.exit(f"ERROR: {e}")
+    distributed = "RANK" in os.environ
+    if distributed:
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if distributed and rank == 0 and not args.run_id:
+        args.run_id = time.strftime("run_%Y%m%d_%H%M%S")
+    if distributed:
+        holder = [args.run_id]
+        dist.broadcast_object_list(holder)
+        args.run_id = holder[0]
+    log, log_path = make_logger(args, rank)
+    try:
+        run(args, dict(device=device, rank=rank, world=world, log=log), code_bytes, log_path)
+    except UserError as e:
+        log(f"ERROR: {e}")
+        if rank == 0:
+            print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+def run(args, ctx, code_bytes: int, log_path: Path):
+    log, device = ctx["log"], ctx["device"]
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    attention_path = "flash_attn_3" if flash_attn_func is not None and device.type == "cuda" else "sdpa"
+    log(f"run_id:{log_path.stem} torch:{torch.__version__} device:{gpu} world_size:{ctx['world']} attention:{attention_path} code_bytes:{code_bytes}")
+    for name, value in args.items():
+        log(f"hyperparameter {name}={value}")
+    for w in args.warnings:
+        log(f"WARNING: {w}")
+    sp = load_tokenizer(args, log)
+    ctx["byte_tables"] = tuple(t.to(device) for t in byte_tables(sp))
+    ctx["val_tokens"] = load_val_tokens(args).to(device)
+    log(f"val_tokens:{len(ctx['val_tokens']) - 1} (scored targets)")
+    model = GPT(args).to(device)
+    log(f"model_params:{sum(p.numel() for p in model.parameters())}")
+    artifact = Path(args.artifact_path)
+    if args.eval_only:
+        log(f"eval_only: loading {artifact}")
+        artifact_bytes = artifact.stat().st_size if artifact.is_file() else 0
+    else:
+        t0 = time.perf_counter()
+        steps = train(args, model, ctx, log)
+        log(f"training_done steps:{steps} seconds:{time.perf_counter() - t0:.1f}")
+        loss, bpb = evaluate(model, ctx, args.eval_seq_len, "pre_quant")
+        log(f"pre_quant val_loss:{loss:.4f} val_bpb:{bpb:.4f} (EMA weights, before quantization)")
+        if ctx["rank"] == 0:
+            torch.save(model.state_dict(), artifact.with_name("final_model.pt"))
+            save_artifact(model, artifact)
+        if ctx["world"] > 1:
+            dist.barrier()
+        artifact_bytes = artifact.stat().st_size
+        log(f"artifact:{artifact} compressed_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
+    model = GPT(args).to(device)
+    load_artifact(artifact, model)
+    loss, bpb = evaluate(model, ctx, args.eval_seq_len, "int6_roundtrip")
+    log(f"final_int6_roundtrip val_loss:{loss:.8f} val_bpb:{bpb:.8f}")
+    loss, bpb = evaluate(model, ctx, args.eval_stride, "int6_sliding_window")
+    log(f"final_int6_sliding_window val_loss:{loss:.8f} val_bpb:{bpb:.8f} stride:{args.eval_stride}")
+    total = artifact_bytes + code_bytes
+    log(f"Total submission size int6+lzma: {total} bytes")
+    if device.type == "cuda":
+        log(f"peak memory allocated: {torch.cuda.max_memory_allocated(device) // 2**20} MiB reserved: {torch.cuda.max_memory_reserved(device) // 2**20} MiB")
+    else:
+        log(f"peak memory allocated: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB (cpu: process peak RSS)")
+    if total > SIZE_LIMIT_BYTES:
+        raise UserError(f"ARTIFACT OVER LIMIT: {total} bytes > {SIZE_LIMIT_BYTES} (everything was saved; shrink the model or the code)")
+
+
+if __name__ == "__main__":
+    main()
