@@ -39,10 +39,14 @@ SETTINGS = dict(
     MUON_MOMENTUM=0.99, MUON_MOMENTUM_WARMUP_START=0.92, MUON_MOMENTUM_WARMUP_STEPS=1500,
     MUON_BACKEND_STEPS=5, MUON_WD=0.04, EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
     # evaluation
-    EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32,
+    EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32, EVAL_DUMP_NLL="",
+    NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_MIN_COUNT=2, ALPHA_BASE=0.20, ALPHA_RANGE=0.55, ALPHA_CENTER=3.0,
+    TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
+    TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
 )
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 SIZE_LIMIT_BYTES = 16_000_000
+AUDIT_TOLERANCE = 1e-6  # max |sum_v p(v) - 1| allowed for a mixed distribution
 
 
 class UserError(Exception):
@@ -94,6 +98,10 @@ class Hyperparameters:
             (0 <= self.complement_alpha <= 1, "COMPLEMENT_ALPHA must be in [0, 1]"),
             (0 <= self.ema_decay < 1 and 0 <= self.late_qat_threshold <= 1, "EMA_DECAY must be in [0, 1) and LATE_QAT_THRESHOLD in [0, 1]"),
             (self.train_log_every > 0 and self.eval_batch_seqs > 0, "TRAIN_LOG_EVERY and EVAL_BATCH_SEQS must be > 0"),
+            (self.ttt_chunk_tokens > 0 and self.ttt_chunk_tokens % self.eval_seq_len == 0, "TTT_CHUNK_TOKENS must be a positive multiple of EVAL_SEQ_LEN"),
+            (self.ngram_order >= 2 and self.ngram_min_count >= 1, "NGRAM_ORDER must be >= 2 and NGRAM_MIN_COUNT >= 1"),
+            (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0, "TTT_FREEZE_BLOCKS must be in 0..NUM_LAYERS and TTT_EPOCHS >= 0"),
+            (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -566,8 +574,8 @@ def train(args, model: GPT, ctx, log) -> int:
         if args.val_loss_every and step and step % args.val_loss_every == 0:
             synchronize(device)
             train_ms += 1000 * (time.perf_counter() - t0)
-            loss, bpb = evaluate(model, ctx, args.eval_seq_len, "periodic")
-            log(f"step:{step} val_loss:{loss:.4f} val_bpb:{bpb:.4f}")
+            result = evaluate(model, ctx, args.eval_seq_len, "periodic")
+            log(f"step:{step} val_loss:{result['val_loss']:.4f} val_bpb:{result['val_bpb']:.4f}")
             t0 = time.perf_counter()
         elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
         lr_mul = lr_multiplier(args, step, elapsed_ms)
@@ -706,36 +714,263 @@ def rank_slice(n: int, rank: int, world: int) -> slice:
     return slice(n * rank // world, n * (rank + 1) // world)
 
 
-@torch.no_grad()
-def evaluate(model: GPT, ctx, stride: int, label: str) -> tuple[float, float]:
-    """(val_loss in nats/token, val_bpb) of `model` on the whole val set, split over ranks."""
-    args, device, log = model.args, ctx["device"], ctx["log"]
+class ExactIndex:
+    """Map int64 keys to dense ids 0, 1, 2, ... in first-seen order, on any device. Open addressing
+    with linear probing and full-key comparison: two different keys never share an id."""
+
+    def __init__(self, device, capacity: int = 1 << 10):
+        self.keys = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        self.ids = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        self.size = 0
+
+    def _home(self, keys: Tensor) -> Tensor:  # Fibonacci hashing: top bits of key * 2^64/phi
+        bits = self.keys.numel().bit_length() - 1
+        return ((keys * -7046029254386353131) >> (64 - bits)) & (self.keys.numel() - 1)
+
+    def lookup(self, keys: Tensor) -> Tensor:
+        """Id of each key, -1 where absent."""
+        slot, ids = self._home(keys), torch.full_like(keys, -1)
+        todo = torch.arange(len(keys), device=keys.device)
+        while todo.numel():
+            stored = self.keys[slot[todo]]
+            hit = stored == keys[todo]
+            ids[todo[hit]] = self.ids[slot[todo[hit]]]
+            todo = todo[~hit & (stored != -1)]
+            slot[todo] = (slot[todo] + 1) & (self.keys.numel() - 1)
+        return ids
+
+    def add(self, keys: Tensor) -> Tensor:
+        """Id of each key; absent keys get the next ids, in sorted key order (deterministic)."""
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        ids = self.lookup(unique)
+        new = (ids < 0).nonzero().squeeze(1)
+        if new.numel():
+            ids[new] = self.size + torch.arange(new.numel(), device=keys.device)
+            self.size += new.numel()
+            if 2 * self.size > self.keys.numel():  # keep the load under 1/2: rebuild twice as large
+                old = self.keys != -1
+                old_keys, old_ids = self.keys[old], self.ids[old]
+                capacity = 1 << (4 * self.size).bit_length()
+                self.keys, self.ids = torch.full_like(self.keys, -1).new_full((capacity,), -1), self.ids.new_full((capacity,), -1)
+                self._place(old_keys, old_ids)
+            self._place(unique[new], ids[new])
+        return ids[inverse]
+
+    def _place(self, keys: Tensor, ids: Tensor):
+        slot, todo = self._home(keys), torch.arange(len(keys), device=keys.device)
+        while todo.numel():
+            free = self.keys[slot[todo]] == -1
+            claim = todo[free]
+            self.keys[slot[claim]] = keys[claim]  # keys racing for one slot: one wins, the rest move on
+            won = self.keys[slot[claim]] == keys[claim]
+            self.ids[slot[claim[won]]] = ids[claim[won]]
+            todo = torch.cat((todo[~free], claim[~won]))
+            slot[todo] = (slot[todo] + 1) & (self.keys.numel() - 1)
+
+
+def grown(counts: Tensor, size: int) -> Tensor:
+    return counts if counts.numel() >= size else torch.cat((counts, counts.new_zeros(max(size, 2 * counts.numel()) - counts.numel())))
+
+
+class NgramMixer:
+    """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
+
+    Contexts of length 1..NGRAM_ORDER-1 get exact ids level by level (a trie: the id of a length-m
+    context is looked up by the exact key (id of its length m-1 suffix, token m back)), and counts
+    N(context, v) are kept per id, so no two contexts ever share a counter. For a position we take
+    the longest context seen at least NGRAM_MIN_COUNT times and q(v) = N(ctx, v) / N(ctx) over the
+    whole vocabulary. With the model's entropy H, alpha = ALPHA_BASE + ALPHA_RANGE*sigmoid(2(H -
+    ALPHA_CENTER)) (0 where no context qualifies) and p = (1 - alpha) p_model + alpha q. Neither the
+    order, alpha nor q reads the token being scored, and p sums to 1 over the vocabulary."""
+
+    def __init__(self, args, device):
+        self.args, self.vocab = args, args.vocab_size
+        self.max_context = args.ngram_order - 1
+        self.context_index = [ExactIndex(device) for _ in range(self.max_context)]  # [0] unused: id = token
+        self.pair_index = [ExactIndex(device) for _ in range(self.max_context)]
+        self.context_counts = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
+        self.pair_counts = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
+
+    def context_ids(self, tokens: Tensor, positions: Tensor, add: bool) -> list[Tensor]:
+        """For each context length m = 1.., the id of tokens[pos-m:pos] (-1: unseen or before 0)."""
+        ids = [tokens[positions - 1]]
+        for m in range(2, self.max_context + 1):
+            valid = (positions >= m) & (ids[-1] >= 0)
+            keys = ids[-1][valid] * self.vocab + tokens[positions[valid] - m]
+            level = torch.full_like(positions, -1)
+            level[valid] = self.context_index[m - 1].add(keys) if add else self.context_index[m - 1].lookup(keys)
+            ids.append(level)
+        return ids
+
+    def add(self, tokens: Tensor, first: int, end: int):
+        """Count the n-grams whose target index is in [first, end) (their contexts may reach back)."""
+        positions = torch.arange(max(first, 1), end, device=tokens.device)
+        for m, ids in enumerate(self.context_ids(tokens, positions, add=True)):
+            valid = ids >= 0
+            context = ids[valid]
+            self.context_counts[m] = grown(self.context_counts[m], self.context_index[m].size if m else self.vocab)
+            self.context_counts[m].index_add_(0, context, torch.ones_like(context))
+            pair = self.pair_index[m].add(context * self.vocab + tokens[positions[valid]])
+            self.pair_counts[m] = grown(self.pair_counts[m], self.pair_index[m].size)
+            self.pair_counts[m].index_add_(0, pair, torch.ones_like(pair))
+
+    def distribution(self, tokens: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """q (n, vocab) float64 and the order used (0 where no context qualifies; that row of q is 0)."""
+        ids = self.context_ids(tokens, positions, add=False)
+        order = torch.zeros_like(positions)
+        for m, context in enumerate(ids):
+            seen = self.context_counts[m][context.clamp_min(0)]
+            order[(context >= 0) & (seen >= self.args.ngram_min_count)] = m + 2
+        q = torch.zeros(len(positions), self.vocab, dtype=torch.float64, device=tokens.device)
+        vocab = torch.arange(self.vocab, device=tokens.device)
+        for m, context in enumerate(ids):
+            rows = (order == m + 2).nonzero().squeeze(1)
+            if rows.numel():
+                pair = self.pair_index[m].lookup((context[rows, None] * self.vocab + vocab).flatten()).view(len(rows), -1)
+                counts = torch.where(pair >= 0, self.pair_counts[m][pair.clamp_min(0)], 0).double()
+                q[rows] = counts / counts.sum(1, keepdim=True)
+        return q, order
+
+    def mix(self, log_probs: Tensor, tokens: Tensor, positions: Tensor) -> Tensor:
+        """Mixed distribution p (n, vocab) float64 from the model's log-probs at those positions."""
+        a = self.args
+        probs = log_probs.exp()
+        entropy = -(probs * log_probs).sum(1, keepdim=True)
+        q, order = self.distribution(tokens, positions)
+        alpha = (a.alpha_base + a.alpha_range * torch.sigmoid(2 * (entropy - a.alpha_center))) * (order > 0)[:, None]
+        return (1 - alpha) * probs + alpha * q
+
+
+class TestTimeTrainer:
+    """Score-first TTT: after a chunk is scored, AdamW trains on it for TTT_EPOCHS steps (byte-
+    weighted CE, one step per epoch over the whole chunk, split over ranks). Scoring uses Polyak
+    averages of the trained weights. Trained: the last TTT_FREEZE_BLOCKS blocks, every *scale*
+    tensor and the tied embedding; everything else stays frozen."""
+
+    def __init__(self, model: GPT, ctx, n_chunks: int):
+        args = self.args = model.args
+        self.ctx, self.n_chunks = ctx, n_chunks
+        first_trained = args.num_layers - args.ttt_freeze_blocks
+        for name, p in model.named_parameters():
+            block = int(name.split(".")[1]) if name.startswith("blocks.") else -1
+            p.requires_grad_(block >= first_trained or "scale" in name or name.startswith("tok_emb"))
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.polyak = [p.detach().clone() for p in self.params]
+        self.optimizer = torch.optim.AdamW(self.params, lr=args.ttt_lr, betas=(0.9, 0.999), weight_decay=0.0)
+        self.loss = torch.compile(model, dynamic=False) if ctx["device"].type == "cuda" else model
+        self.model = model
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.polyak)
+        yield
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, raw)
+
+    def train_chunk(self, tokens: Tensor, start: int, chunk: int):
+        """Train on targets tokens[start+1 : start+TTT_CHUNK_TOKENS+1], all of them already scored."""
+        args, ctx = self.args, self.ctx
+        length = args.eval_seq_len
+        n_seqs = args.ttt_chunk_tokens // length
+        x = tokens[start:start + n_seqs * length].view(n_seqs, length)
+        y = tokens[start + 1:start + 1 + n_seqs * length].view(n_seqs, length)
+        mine = rank_slice(n_seqs, ctx["rank"], ctx["world"])
+        weights = target_bytes(x, y, ctx["byte_tables"]).float()
+        weights = weights[mine] * (weights[mine].numel() / weights.sum())  # local mean = global byte-weighted share
+        progress = chunk / max(self.n_chunks - 1, 1)
+        lr = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * progress)) * (1 + 2 * min(chunk / (0.3 * self.n_chunks), 1))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        autocast = torch.autocast("cuda", torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
+        self.model.train()
+        for _ in range(args.ttt_epochs):
+            if weights.numel():
+                with autocast:
+                    self.loss(x[mine], y[mine], weights).backward()
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            if ctx["world"] > 1:
+                flat = torch.cat([g.flatten() for g in grads])
+                dist.all_reduce(flat)
+                grads = list(flat.split([g.numel() for g in grads]))
+            for p, g in zip(self.params, grads):
+                p.grad = g.view_as(p)
+            torch.nn.utils.clip_grad_norm_(self.params, args.ttt_grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                torch._foreach_lerp_(self.polyak, self.params, 1 - args.polyak_decay)
+        self.model.eval()
+
+
+def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, ttt: bool = False,
+             temperature: float = 1.0, dump_path: str = "") -> dict:
+    """Score every val target once, split over ranks. The legal stack is one loop over chunks of
+    TTT_CHUNK_TOKENS targets: score the chunk (model + mixer), add it to the mixer, train on it
+    (never the last). Returns val_loss (nats/token) and val_bpb of the model alone (after TTT, if
+    on) and, with the mixer, mixed_loss/mixed_bpb and the normalization audit. TTT changes `model`."""
+    args, device, log, rank, world = model.args, ctx["device"], ctx["log"], ctx["rank"], ctx["world"]
     tokens, tables = ctx["val_tokens"], ctx["byte_tables"]
+    n_targets = len(tokens) - 1
+    length = min(args.eval_seq_len, n_targets)
     ends, skips = window_plan(len(tokens), args.eval_seq_len, stride)
-    mine = rank_slice(len(ends), ctx["rank"], ctx["world"])
+    chunk_tokens = args.ttt_chunk_tokens if use_mixer or ttt else n_targets
+    n_chunks = -(-n_targets // chunk_tokens)
+    window_chunk = (ends - length + skips) // chunk_tokens  # chunk of each window's first scored target
+    bounds = torch.searchsorted(window_chunk, torch.arange(n_chunks + 1)).tolist()
+    mixer = NgramMixer(args, device) if use_mixer else None
+    trainer = TestTimeTrainer(model, ctx, n_chunks) if ttt else None
     was_training = model.training
     model.eval()
     hidden = torch.compile(model.hidden, dynamic=False) if device.type == "cuda" else model.hidden
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # nll nats, bytes, targets
-    t0, last_report = time.perf_counter(), [time.perf_counter()]
-
-    def progress(done, total):
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets
+    audit = torch.zeros((), device=device, dtype=torch.float64)
+    dump = torch.zeros(2, n_targets, device=device, dtype=torch.float64) if dump_path else None
+    t0 = last_report = time.perf_counter()
+    for c in range(n_chunks):
+        part = rank_slice(bounds[c + 1] - bounds[c], rank, world)
+        windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
+        with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
+            for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs):
+                log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
+                target = tokens[idx, None]
+                nll = -log_probs.gather(1, target).squeeze(1)
+                mixed_nll = nll.clone()
+                if mixer:
+                    for rows in torch.arange(len(idx), device=device).split(4096):
+                        p = mixer.mix(log_probs[rows], tokens, idx[rows])
+                        mixed_nll[rows] = -p.gather(1, target[rows]).squeeze(1).log()
+                        audit = torch.maximum(audit, (p.sum(1) - 1).abs().max())
+                n_bytes = target_bytes(tokens[idx - 1], tokens[idx], tables).double()
+                sums += torch.stack((nll.sum(), mixed_nll.sum(), n_bytes.sum(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
+                if dump is not None:
+                    dump[0, idx - 1], dump[1, idx - 1] = mixed_nll / math.log(2), n_bytes
+        if mixer:
+            mixer.add(tokens, c * chunk_tokens + 1, min((c + 1) * chunk_tokens, n_targets) + 1)
+        if trainer and c < n_chunks - 1:
+            trainer.train_chunk(tokens, c * chunk_tokens, c)
         now = time.perf_counter()
-        if now - last_report[0] > 30:
-            last_report[0] = now
-            log(f"eval:{label} windows:{done}/{total} eta:{format_seconds((now - t0) / done * (total - done))}")
-
-    with autocast:
-        for idx, logits in scored_logits(hidden, model.head, tokens, ends[mine], skips[mine], min(args.eval_seq_len, len(tokens) - 1), args.eval_batch_seqs, progress):
-            nll = F.cross_entropy(logits.float(), tokens[idx], reduction="sum")
-            sums += torch.stack((nll.double(), target_bytes(tokens[idx - 1], tokens[idx], tables).sum().double(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
-    if ctx["world"] > 1:
+        if now - last_report > 30 and c < n_chunks - 1:
+            last_report = now
+            log(f"eval:{label} chunk:{c + 1}/{n_chunks} elapsed:{format_seconds(now - t0)} eta:{format_seconds((now - t0) / (c + 1) * (n_chunks - c - 1))}")
+    if world > 1:
         dist.all_reduce(sums)
+        dist.all_reduce(audit, op=dist.ReduceOp.MAX)
+        if dump is not None:
+            dist.all_reduce(dump)
+    if dump is not None and rank == 0:
+        np.savez(dump_path, nll_bits=dump[0].float().cpu().numpy(), bytes=dump[1].to(torch.int32).cpu().numpy())
+        log(f"eval:{label} per-token NLL written to {dump_path}")
     model.train(was_training)
-    nll, n_bytes, n_targets = sums.tolist()
-    log(f"eval:{label} seconds:{time.perf_counter() - t0:.1f} targets:{int(n_targets)} tokens_per_s:{n_targets / (time.perf_counter() - t0):.0f}")
-    return nll / n_targets, nll / math.log(2) / n_bytes
+    seconds = time.perf_counter() - t0
+    nll, mixed_nll, n_bytes, count = sums.tolist()
+    log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f}")
+    result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
+    if mixer:
+        result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(count))
+    return result
 
 
 # ----------------------------------------------------------------------------- MAIN
@@ -823,8 +1058,8 @@ def run(args, ctx, code_bytes: int, log_path: Path):
         t0 = time.perf_counter()
         steps = train(args, model, ctx, log)
         log(f"training_done steps:{steps} seconds:{time.perf_counter() - t0:.1f}")
-        loss, bpb = evaluate(model, ctx, args.eval_seq_len, "pre_quant")
-        log(f"pre_quant val_loss:{loss:.4f} val_bpb:{bpb:.4f} (EMA weights, before quantization)")
+        result = evaluate(model, ctx, args.eval_seq_len, "pre_quant")
+        log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
         if ctx["rank"] == 0:
             torch.save(model.state_dict(), artifact.with_name("final_model.pt"))
             save_artifact(model, artifact)
@@ -834,19 +1069,41 @@ def run(args, ctx, code_bytes: int, log_path: Path):
         log(f"artifact:{artifact} compressed_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
     model = GPT(args).to(device)
     load_artifact(artifact, model)
-    loss, bpb = evaluate(model, ctx, args.eval_seq_len, "int6_roundtrip")
-    log(f"final_int6_roundtrip val_loss:{loss:.8f} val_bpb:{bpb:.8f}")
-    loss, bpb = evaluate(model, ctx, args.eval_stride, "int6_sliding_window")
-    log(f"final_int6_sliding_window val_loss:{loss:.8f} val_bpb:{bpb:.8f} stride:{args.eval_stride}")
+    result = evaluate(model, ctx, args.eval_seq_len, "int6_roundtrip")
+    log(f"final_int6_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
+    # Pass 1: sliding windows, model alone and (same pass, cheap) with the mixer. Pass 2: TTT.
+    sliding = evaluate(model, ctx, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,
+                       dump_path="" if args.ttt_enabled else args.eval_dump_nll)
+    log(f"final_int6_sliding_window val_loss:{sliding['val_loss']:.8f} val_bpb:{sliding['val_bpb']:.8f} stride:{args.eval_stride}")
+    final, audit = (sliding["val_loss"], sliding["val_bpb"]), [sliding]
+    if args.ngram_enabled:
+        final = sliding["mixed_loss"], sliding["mixed_bpb"]
+        log(f"ngram_only val_loss:{final[0]:.8f} val_bpb:{final[1]:.8f} (sliding window + n-gram mixer, no TTT)")
+    if args.ttt_enabled:
+        ttt = evaluate(model, ctx, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
+                       temperature=args.ttt_temperature, dump_path=args.eval_dump_nll)
+        log(f"ttt_only val_loss:{ttt['val_loss']:.8f} val_bpb:{ttt['val_bpb']:.8f} (TTT at temperature {args.ttt_temperature}, no mixer, same pass)")
+        final = (ttt["mixed_loss"], ttt["mixed_bpb"]) if args.ngram_enabled else (ttt["val_loss"], ttt["val_bpb"])
+        audit.append(ttt)
+    log(f"final_ngram_ttt val_loss:{final[0]:.8f} val_bpb:{final[1]:.8f} (ngram:{int(args.ngram_enabled)} ttt:{int(args.ttt_enabled)})")
+    gains = [f"total_gain:{sliding['val_bpb'] - final[1]:.6f}"]
+    if args.ngram_enabled:
+        gains.append(f"ngram_gain:{sliding['val_bpb'] - sliding['mixed_bpb']:.6f}")
+        worst = max(r["audit_max_abs_err"] for r in audit)
+        log(f"ngram_audit positions:{sum(r['audit_positions'] for r in audit)} max_abs_err:{worst:.3e}")
+    if args.ttt_enabled:
+        gains.append(f"ttt_gain:{sliding['val_bpb'] - ttt['val_bpb']:.6f}")
+    log("gains_bpb " + " ".join(gains) + " (each against final_int6_sliding_window)")
     total = artifact_bytes + code_bytes
     log(f"Total submission size int6+lzma: {total} bytes")
     if device.type == "cuda":
         log(f"peak memory allocated: {torch.cuda.max_memory_allocated(device) // 2**20} MiB reserved: {torch.cuda.max_memory_reserved(device) // 2**20} MiB")
     else:
         log(f"peak memory allocated: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB (cpu: process peak RSS)")
+    if args.ngram_enabled and worst > AUDIT_TOLERANCE:
+        raise UserError(f"ngram audit failed: a mixed distribution sums to 1 +- {worst:.3e} (> {AUDIT_TOLERANCE}); the score is not valid")
     if total > SIZE_LIMIT_BYTES:
         raise UserError(f"ARTIFACT OVER LIMIT: {total} bytes > {SIZE_LIMIT_BYTES} (everything was saved; shrink the model or the code)")
-
 
 if __name__ == "__main__":
     main()
