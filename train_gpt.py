@@ -4,6 +4,7 @@ Every setting is an env var (see SETTINGS); the defaults are the record configur
 from __future__ import annotations
 
 import contextlib, copy, difflib, glob, hashlib, io, lzma, math, os, resource, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ SETTINGS = dict(
     MUON_BACKEND_STEPS=5, MUON_WD=0.04, EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
     # evaluation
     EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32, EVAL_DUMP_NLL="",
-    NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_MIN_COUNT=2, ALPHA_BASE=0.20, ALPHA_RANGE=0.55, ALPHA_CENTER=3.0,
+    NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_MIN_COUNT=2, NGRAM_AUDIT_POSITIONS=256, ALPHA_BASE=0.20, ALPHA_RANGE=0.55, ALPHA_CENTER=3.0,
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
 )
@@ -69,7 +70,10 @@ class Hyperparameters:
         for name, default in SETTINGS.items():
             raw = environ.get(name)
             setattr(self, name.lower(), default if raw is None else _parse(name, raw, default))
-        self.ve_layers = tuple(int(s) for s in self.ve_layers.split(",") if s.strip()) if self.ve_enabled else ()
+        try:
+            self.ve_layers = tuple(int(s) for s in self.ve_layers.split(",") if s.strip()) if self.ve_enabled else ()
+        except ValueError:
+            raise UserError(f"VE_LAYERS={self.ve_layers!r} must be comma-separated layer indices, e.g. 9,10") from None
         self.eval_seq_len = self.eval_seq_len or self.train_seq_len
         self.warnings = [w for w in map(self._unknown_var_warning, sorted(environ)) if w]
         self._validate()
@@ -83,6 +87,10 @@ class Hyperparameters:
         return f"unknown setting {name} ignored" + (f" (did you mean {close[0]}?)" if close else "")
 
     def _validate(self):
+        for name in ("VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN",
+                     "ITERATIONS", "TRAIN_LOG_EVERY", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS"):
+            if getattr(self, name.lower()) <= 0:
+                raise UserError(f"{name} must be > 0")
         checks = [
             (self.model_dim % self.num_heads == 0, "MODEL_DIM must be divisible by NUM_HEADS"),
             (self.num_heads % self.num_kv_heads == 0, "NUM_HEADS must be divisible by NUM_KV_HEADS"),
@@ -90,15 +98,12 @@ class Hyperparameters:
              "ROPE_DIMS must be even and in 1..head_dim (MODEL_DIM/NUM_HEADS)"),
             (0 <= self.xsa_last_n <= self.num_layers, "XSA_LAST_N must be in 0..NUM_LAYERS"),
             (all(0 <= i < self.num_layers for i in self.ve_layers), "VE_LAYERS must be layer indices in 0..NUM_LAYERS-1"),
-            (self.num_layers >= 1 and self.vocab_size >= 2, "NUM_LAYERS must be >= 1 and VOCAB_SIZE >= 2"),
             (self.bigram_vocab_size == 0 or self.bigram_vocab_size >= 2, "BIGRAM_VOCAB_SIZE must be 0 (off) or >= 2"),
-            (self.train_seq_len > 0 and self.train_batch_tokens > 0, "TRAIN_SEQ_LEN and TRAIN_BATCH_TOKENS must be > 0"),
             (0 < self.eval_stride <= self.eval_seq_len, "EVAL_STRIDE must be in 1..EVAL_SEQ_LEN"),
-            (self.iterations > 0 and self.warmdown_iters >= 0 and self.warmup_steps >= 0, "ITERATIONS must be > 0, WARMDOWN_ITERS and WARMUP_STEPS >= 0"),
+            (self.warmdown_iters >= 0 and self.warmup_steps >= 0, "WARMDOWN_ITERS and WARMUP_STEPS must be >= 0"),
             (0 <= self.complement_alpha <= 1, "COMPLEMENT_ALPHA must be in [0, 1]"),
             (0 <= self.ema_decay < 1 and 0 <= self.late_qat_threshold <= 1, "EMA_DECAY must be in [0, 1) and LATE_QAT_THRESHOLD in [0, 1]"),
-            (self.train_log_every > 0 and self.eval_batch_seqs > 0, "TRAIN_LOG_EVERY and EVAL_BATCH_SEQS must be > 0"),
-            (self.ttt_chunk_tokens > 0 and self.ttt_chunk_tokens % self.eval_seq_len == 0, "TTT_CHUNK_TOKENS must be a positive multiple of EVAL_SEQ_LEN"),
+            (self.ttt_chunk_tokens % self.eval_seq_len == 0, "TTT_CHUNK_TOKENS must be a multiple of EVAL_SEQ_LEN"),
             (self.ngram_order >= 2 and self.ngram_min_count >= 1, "NGRAM_ORDER must be >= 2 and NGRAM_MIN_COUNT >= 1"),
             (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0, "TTT_FREEZE_BLOCKS must be in 0..NUM_LAYERS and TTT_EPOCHS >= 0"),
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
@@ -142,7 +147,8 @@ def find_shards(data_path: str, split: str) -> list[Path]:
         raise UserError(f"no fineweb_{split}_*.bin shards in DATA_PATH={data_path}; download them with "
                         "`python data/cached_challenge_fineweb.py --variant sp1024` or set DATA_PATH")
     for f in files:
-        read_shard_header(f)
+        if read_shard_header(f) == 0:
+            raise UserError(f"{f} holds no tokens; remove it or regenerate the shards")
     return files
 
 
@@ -243,9 +249,9 @@ class CastedLinear(nn.Linear):
         if self.qat and self.training:
             scale = w.detach().abs().amax(1, keepdim=True).clamp_min(1e-8) / INT6_MAX
             scaled = w / scale
-            nearest = torch.round(scaled).detach()
+            middle = torch.floor(scaled).detach() + 0.5  # soft rounding: identity at high t, round() as t -> 0
             t = self.qat_temperature
-            w = (nearest + 0.5 * torch.tanh((scaled - nearest) / t) / torch.tanh(0.5 / t)).clamp(-INT6_MAX, INT6_MAX) * scale
+            w = (middle + 0.5 * torch.tanh((scaled - middle) / t) / torch.tanh(0.5 / t)).clamp(-INT6_MAX, INT6_MAX) * scale
         return F.linear(x, w.to(x.dtype))
 
 
@@ -591,10 +597,10 @@ def train(args, model: GPT, ctx, log) -> int:
         torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         step += 1
         elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
-        flags = torch.stack((torch.tensor(float(cap_ms > 0 and elapsed_ms >= cap_ms), device=device), (~torch.isfinite(loss)).float()))
+        status = torch.stack((torch.tensor(float(cap_ms > 0 and elapsed_ms >= cap_ms), device=device), (~torch.isfinite(loss)).float(), loss / world))
         if world > 1:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        cap_hit, bad_loss = flags.tolist()
+            dist.all_reduce(status)  # flags > 0 on any rank stop every rank; the loss becomes the mean over ranks
+        cap_hit, bad_loss, loss = status.tolist()
         if bad_loss:
             raise UserError(f"non-finite train_loss at step {step}; stopped (log kept). Try a lower MATRIX_LR or GRAD_CLIP_NORM")
         if step % args.train_log_every == 0 or step == args.iterations or cap_hit or step <= 10:
@@ -602,7 +608,7 @@ def train(args, model: GPT, ctx, log) -> int:
             remaining_s = (args.iterations - step) * avg_ms / 1000
             if cap_ms > 0:
                 remaining_s = min(remaining_s, max(cap_ms - elapsed_ms, 0) / 1000)
-            log(f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} lr_mul:{lr_mul:.3f} elapsed:{elapsed_ms / 1000:.1f}s "
+            log(f"step:{step}/{args.iterations} train_loss:{loss:.4f} lr_mul:{lr_mul:.3f} elapsed:{elapsed_ms / 1000:.1f}s "
                 f"step_avg:{avg_ms:.1f}ms tokens_per_s:{args.train_batch_tokens / avg_ms * 1000 / 1e6:.3f}M eta:{format_seconds(remaining_s)}")
         if cap_hit:
             log(f"stopping_early: wallclock cap reached at step:{step}/{args.iterations} elapsed:{elapsed_ms / 1000:.1f}s")
@@ -615,11 +621,11 @@ def train(args, model: GPT, ctx, log) -> int:
 
 
 # ----------------------------------------------------------------------------- EXPORT
-# Attention/MLP matrices: int6 per row, the clip percentile chosen per tensor by reconstruction
-# error. Embeddings: int8 per row. Small tensors: fp16. The whole dict is lzma-compressed. The
+# Attention/MLP matrices: int6 per row (int5 where needed to fit the cap), the clip percentile
+# chosen per tensor by reconstruction error. Embeddings: int8 per row. Small tensors: fp16. The whole dict is lzma-compressed. The
 # artifact counted against the 16 MB cap is this file's bytes plus the compressed blob.
 
-INT6_MAX, INT8_MAX, SMALL_TENSOR = 31, 127, 65536
+INT5_MAX, INT6_MAX, INT8_MAX, SMALL_TENSOR = 15, 31, 127, 65536
 INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 
 
@@ -633,7 +639,7 @@ def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
-def quantize_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset()) -> dict[str, Tensor]:
     out = {}
     for name, t in state.items():
         t = t.detach()
@@ -642,7 +648,8 @@ def quantize_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
             continue
         w = t.float()
         if ".attn." in name or ".mlp." in name:
-            candidates = [quantize_rows(w, torch.quantile(w.abs(), p, dim=1) if p < 1 else w.abs().amax(1), INT6_MAX) for p in INT6_PERCENTILES]
+            qmax = INT5_MAX if name in int5 else INT6_MAX
+            candidates = [quantize_rows(w, torch.quantile(w.abs(), p, dim=1) if p < 1 else w.abs().amax(1), qmax) for p in INT6_PERCENTILES]
             q, scale = min(candidates, key=lambda qs: (qs[0].float() * qs[1].float()[:, None] - w).square().mean().item())
         else:
             q, scale = quantize_rows(w, torch.quantile(w.abs(), 0.9999984, dim=1), INT8_MAX)
@@ -651,6 +658,11 @@ def quantize_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def dequantize_state(blob: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, Tensor]:
+    expected = set()
+    for name in reference:
+        expected |= {name + ".q", name + ".scale"} if name + ".q" in blob else {name}
+    if expected != set(blob):
+        raise KeyError(f"tensors differ from the model's: missing {sorted(expected - set(blob))[:3]}, extra {sorted(set(blob) - expected)[:3]}")
     state = {}
     for name, ref in reference.items():
         if name + ".q" in blob:
@@ -660,12 +672,47 @@ def dequantize_state(blob: dict[str, Tensor], reference: dict[str, Tensor]) -> d
     return state
 
 
-def save_artifact(model: GPT, path: Path):
+def compress_state(state: dict[str, Tensor], int5: frozenset[str]) -> bytes:
+    """torch.save + lzma, in 4 MB blocks compressed on all cores (concatenated .xz streams)."""
     buf = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in quantize_state(model.state_dict()).items()}, buf)
+    torch.save({k: v.cpu() for k, v in quantize_state(state, int5).items()}, buf)
+    raw = buf.getvalue()
+    with ThreadPoolExecutor() as pool:
+        return b"".join(pool.map(lambda i: lzma.compress(raw[i:i + (1 << 22)], preset=6), range(0, len(raw), 1 << 22)))
+
+
+def int5_saving(w: Tensor) -> float:
+    """Estimated bytes saved by int5 over int6: the drop in per-weight entropy of the codes."""
+    def entropy_bits(qmax):
+        q, _ = quantize_rows(w.float(), w.float().abs().amax(1), qmax)
+        p = torch.bincount((q.flatten().long() + qmax)).float() / q.numel()
+        return -(p[p > 0] * p[p > 0].log2()).sum().item()
+    return w.numel() * (entropy_bits(INT6_MAX) - entropy_bits(INT5_MAX)) / 8
+
+
+def save_artifact(model: GPT, path: Path, code_bytes: int, log) -> int:
+    """Write the artifact; returns its bytes. If int6 would break the cap (weights of short runs
+    are near-Gaussian and compress worse than trained ones), matrices drop to int5, MLP first,
+    until code + artifact fit."""
+    state = model.state_dict()
+    matrices = sorted((n for n in state if (".mlp." in n or ".attn." in n) and state[n].numel() > SMALL_TENSOR), key=lambda n: ".attn." in n)
+    int5: frozenset[str] = frozenset()
+    data = compress_state(state, int5)
+    while len(data) + code_bytes > SIZE_LIMIT_BYTES and len(int5) < len(matrices):
+        excess, saved, more = len(data) + code_bytes - SIZE_LIMIT_BYTES, 0.0, []
+        for name in (n for n in matrices if n not in int5):
+            if saved > 1.05 * excess:
+                break
+            more.append(name)
+            saved += int5_saving(state[name])
+        int5 = int5 | set(more)
+        log(f"export: {len(data) + code_bytes} bytes is over the cap; storing {len(int5)}/{len(matrices)} matrices as int5")
+        data = compress_state(state, int5)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(lzma.compress(buf.getvalue(), preset=6))
+    tmp.write_bytes(data)
     tmp.replace(path)
+    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)}")
+    return len(data)
 
 
 def load_artifact(path: Path, model: GPT):
@@ -814,31 +861,25 @@ class NgramMixer:
             self.pair_counts[m] = grown(self.pair_counts[m], self.pair_index[m].size)
             self.pair_counts[m].index_add_(0, pair, torch.ones_like(pair))
 
-    def distribution(self, tokens: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """q (n, vocab) float64 and the order used (0 where no context qualifies; that row of q is 0)."""
-        ids = self.context_ids(tokens, positions, add=False)
-        order = torch.zeros_like(positions)
-        for m, context in enumerate(ids):
-            seen = self.context_counts[m][context.clamp_min(0)]
-            order[(context >= 0) & (seen >= self.args.ngram_min_count)] = m + 2
-        q = torch.zeros(len(positions), self.vocab, dtype=torch.float64, device=tokens.device)
-        vocab = torch.arange(self.vocab, device=tokens.device)
-        for m, context in enumerate(ids):
-            rows = (order == m + 2).nonzero().squeeze(1)
-            if rows.numel():
-                pair = self.pair_index[m].lookup((context[rows, None] * self.vocab + vocab).flatten()).view(len(rows), -1)
-                counts = torch.where(pair >= 0, self.pair_counts[m][pair.clamp_min(0)], 0).double()
-                q[rows] = counts / counts.sum(1, keepdim=True)
-        return q, order
-
-    def mix(self, log_probs: Tensor, tokens: Tensor, positions: Tensor) -> Tensor:
-        """Mixed distribution p (n, vocab) float64 from the model's log-probs at those positions."""
+    def probabilities(self, model_p: Tensor, entropy: Tensor, tokens: Tensor, positions: Tensor, columns: Tensor) -> Tensor:
+        """Mixed p(v) at the token ids `columns` (n, k) of each position, given the model's
+        probabilities there (n, k) and its entropy (n,). Scoring asks for the target column only,
+        the audit for all columns: one formula, so what is audited is what is scored."""
         a = self.args
-        probs = log_probs.exp()
-        entropy = -(probs * log_probs).sum(1, keepdim=True)
-        q, order = self.distribution(tokens, positions)
-        alpha = (a.alpha_base + a.alpha_range * torch.sigmoid(2 * (entropy - a.alpha_center))) * (order > 0)[:, None]
-        return (1 - alpha) * probs + alpha * q
+        level = torch.full_like(positions, -1)
+        context, seen = torch.zeros_like(positions), torch.zeros_like(positions)
+        for m, ids in enumerate(self.context_ids(tokens, positions, add=False)):
+            count = self.context_counts[m][ids.clamp_min(0)]
+            ok = (ids >= 0) & (count >= a.ngram_min_count)  # longer contexts overwrite shorter ones
+            level, context, seen = torch.where(ok, m, level), torch.where(ok, ids, context), torch.where(ok, count, seen)
+        q = torch.zeros_like(model_p)
+        for m in range(self.max_context):
+            rows = (level == m).nonzero().squeeze(1)
+            if rows.numel():
+                pair = self.pair_index[m].lookup((context[rows, None] * self.vocab + columns[rows]).flatten()).view(len(rows), -1)
+                q[rows] = torch.where(pair >= 0, self.pair_counts[m][pair.clamp_min(0)], 0).double() / seen[rows, None].double()
+        alpha = (a.alpha_base + a.alpha_range * torch.sigmoid(2 * (entropy - a.alpha_center))) * (level >= 0)
+        return (1 - alpha[:, None]) * model_p + alpha[:, None] * q
 
 
 class TestTimeTrainer:
@@ -925,28 +966,41 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     model.eval()
     hidden = torch.compile(model.hidden, dynamic=False) if device.type == "cuda" else model.hidden
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets
-    audit = torch.zeros((), device=device, dtype=torch.float64)
+    sums = torch.zeros(5, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets, audited
+    audit = torch.zeros((), device=device, dtype=torch.float64)  # max |sum_v p - 1| and |p_full(x) - p_scored(x)|
+    vocab = torch.arange(args.vocab_size, device=device)
     dump = torch.zeros(2, n_targets, device=device, dtype=torch.float64) if dump_path else None
     t0 = last_report = time.perf_counter()
     for c in range(n_chunks):
         part = rank_slice(bounds[c + 1] - bounds[c], rank, world)
         windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
+        audit_per_batch = -(-args.ngram_audit_positions // (world * max(1, -(-(part.stop - part.start) // args.eval_batch_seqs))))
+        scored, audited = [], []
         with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
             for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs):
                 log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
-                target = tokens[idx, None]
-                nll = -log_probs.gather(1, target).squeeze(1)
-                mixed_nll = nll.clone()
-                if mixer:
-                    for rows in torch.arange(len(idx), device=device).split(4096):
-                        p = mixer.mix(log_probs[rows], tokens, idx[rows])
-                        mixed_nll[rows] = -p.gather(1, target[rows]).squeeze(1).log()
-                        audit = torch.maximum(audit, (p.sum(1) - 1).abs().max())
+                nll = -log_probs.gather(1, tokens[idx, None]).squeeze(1)
                 n_bytes = target_bytes(tokens[idx - 1], tokens[idx], tables).double()
-                sums += torch.stack((nll.sum(), mixed_nll.sum(), n_bytes.sum(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
+                sums[:4] += torch.stack((nll.sum(), nll.sum(), n_bytes.sum(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
+                if mixer:
+                    entropy = -(log_probs.exp() * log_probs).sum(1)
+                    scored.append((idx, nll, entropy, n_bytes))
+                    rows = torch.linspace(0, len(idx) - 1, min(len(idx), audit_per_batch), device=device).long()
+                    audited.append((idx[rows], log_probs[rows].exp(), entropy[rows]))
+                elif dump is not None:
+                    dump[0, idx - 1], dump[1, idx - 1] = nll / math.log(2), n_bytes
+            if mixer and scored:
+                idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))
+                target = tokens[idx, None]
+                mixed_nll = -mixer.probabilities(torch.exp(-nll)[:, None], entropy, tokens, idx, target).squeeze(1).log()
+                sums[1] += mixed_nll.sum() - nll.sum()
                 if dump is not None:
                     dump[0, idx - 1], dump[1, idx - 1] = mixed_nll / math.log(2), n_bytes
+                a_idx, a_probs, a_entropy = map(torch.cat, zip(*audited))
+                full = mixer.probabilities(a_probs, a_entropy, tokens, a_idx, vocab.expand(len(a_idx), -1))
+                scored_p = torch.exp(-mixed_nll[torch.searchsorted(idx, a_idx)])
+                audit = torch.maximum(audit, torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, tokens[a_idx, None]).squeeze(1) - scored_p).abs()).max())
+                sums[4] += len(a_idx)
         if mixer:
             mixer.add(tokens, c * chunk_tokens + 1, min((c + 1) * chunk_tokens, n_targets) + 1)
         if trainer and c < n_chunks - 1:
@@ -965,11 +1019,11 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
         log(f"eval:{label} per-token NLL written to {dump_path}")
     model.train(was_training)
     seconds = time.perf_counter() - t0
-    nll, mixed_nll, n_bytes, count = sums.tolist()
+    nll, mixed_nll, n_bytes, count, audited = sums.tolist()
     log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f}")
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
     if mixer:
-        result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(count))
+        result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(audited))
     return result
 
 
@@ -985,8 +1039,7 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def make_logger(args, rank: int):
-    run_id = args.run_id or time.strftime("run_%Y%m%d_%H%M%S")
+def make_logger(run_id: str, rank: int):
     path = Path("logs") / f"{run_id}.txt"
     if rank == 0:
         path.parent.mkdir(exist_ok=True)
@@ -1002,27 +1055,19 @@ def make_logger(args, rank: int):
 
 def main():
     code_bytes = len(Path(__file__).read_bytes())
-    try:
-        args = Hyperparameters()
-    except UserError as e:
-        sys.exit(f"ERROR: {e}")
     distributed = "RANK" in os.environ
     if distributed:
-        local_rank = int(os.environ["LOCAL_RANK"])
         if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    if distributed and rank == 0 and not args.run_id:
-        args.run_id = time.strftime("run_%Y%m%d_%H%M%S")
+    run_id = [os.environ.get("RUN_ID") or time.strftime("run_%Y%m%d_%H%M%S")]
     if distributed:
-        holder = [args.run_id]
-        dist.broadcast_object_list(holder)
-        args.run_id = holder[0]
-    log, log_path = make_logger(args, rank)
+        dist.broadcast_object_list(run_id)
+    log, log_path = make_logger(run_id[0], rank)
     try:
-        run(args, dict(device=device, rank=rank, world=world, log=log), code_bytes, log_path)
+        run(Hyperparameters(), dict(device=device, rank=rank, world=world, log=log), code_bytes, log_path)
     except UserError as e:
         log(f"ERROR: {e}")
         if rank == 0:
@@ -1057,12 +1102,12 @@ def run(args, ctx, code_bytes: int, log_path: Path):
     else:
         t0 = time.perf_counter()
         steps = train(args, model, ctx, log)
-        log(f"training_done steps:{steps} seconds:{time.perf_counter() - t0:.1f}")
+        log(f"training_done steps:{steps} seconds:{time.perf_counter() - t0:.1f}" + (f" peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
         result = evaluate(model, ctx, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
         if ctx["rank"] == 0:
             torch.save(model.state_dict(), artifact.with_name("final_model.pt"))
-            save_artifact(model, artifact)
+            save_artifact(model, artifact, code_bytes, log)
         if ctx["world"] > 1:
             dist.barrier()
         artifact_bytes = artifact.stat().st_size
