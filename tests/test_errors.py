@@ -1,0 +1,221 @@
+"""Bad inputs: each gives one `ERROR: ...` line naming the fix (log + stderr) and exit code 2, or a
+`WARNING: ...` line where the run can go on."""
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train_gpt
+from conftest import OFFICIAL_TOKENIZER, REPO_ROOT, error_lines, log_line, run_trainer, train_losses, write_shard
+
+
+def assert_user_error(result, capsys, *fragments):
+    """Exit 2, exactly one ERROR line in the log, the same line on stderr, containing `fragments`."""
+    assert result.returncode == 2, result
+    errors = error_lines(result.log)
+    assert len(errors) == 1, result.log[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    assert errors[0] in capsys.readouterr().err.splitlines()
+    assert "Traceback" not in result.log
+    return errors[0]
+
+
+def test_no_shards_at_data_path(run_main, capsys, tiny_data_env, tmp_path):
+    empty = tmp_path / "nowhere"
+    empty.mkdir()
+    result = run_main(dict(tiny_data_env, DATA_PATH=str(empty)))
+    assert_user_error(result, capsys, f"no fineweb_val_*.bin shards in DATA_PATH={empty}",
+                      "python data/cached_challenge_fineweb.py --variant sp1024", "set DATA_PATH")
+
+
+def test_no_train_shards(run_main, capsys, tiny_data_env, tiny_data, tmp_path):
+    only_val = tmp_path / "only_val"
+    only_val.mkdir()
+    (only_val / "fineweb_val_000000.bin").write_bytes((tiny_data / "fineweb_val_000000.bin").read_bytes())
+    result = run_main(dict(tiny_data_env, DATA_PATH=str(only_val)))
+    assert_user_error(result, capsys, "no fineweb_train_*.bin shards", "cached_challenge_fineweb.py")
+
+
+def test_tokenizer_missing(run_main, capsys, tiny_data_env, tmp_path):
+    missing = tmp_path / "no_such.model"
+    result = run_main(dict(tiny_data_env, TOKENIZER_PATH=str(missing)))
+    assert_user_error(result, capsys, f"tokenizer not found at TOKENIZER_PATH={missing}", "cached_challenge_fineweb.py")
+
+
+def test_tokenizer_vocab_differs_from_vocab_size(run_main, capsys, tiny_data_env):
+    env = dict(tiny_data_env)
+    del env["VOCAB_SIZE"]  # default 1024, but the tokenizer has 64 pieces
+    result = run_main(env)
+    assert_user_error(result, capsys, "tokenizer has 64 pieces but VOCAB_SIZE=1024", "set VOCAB_SIZE=64")
+    assert "WARNING: tokenizer" in result.log and "not the official sp1024 model" in result.log
+
+
+def test_unofficial_tokenizer_is_only_a_warning(run_main, capsys, e2e_run, tmp_path):
+    """A tokenizer whose bytes differ from the official one (here: the official model plus an unknown
+    protobuf field, same pieces) is reported, and the run still scores the artifact as before."""
+    assert e2e_run.result.returncode == 0, e2e_run.result.output[-3000:]
+    altered = tmp_path / "altered.model"
+    altered.write_bytes(OFFICIAL_TOKENIZER.read_bytes() + b"\xa0\x06\x01")  # field 100, varint 1
+    env = dict(e2e_run.env, TOKENIZER_PATH=str(altered), EVAL_ONLY="1",
+               ARTIFACT_PATH=str(e2e_run.cwd / "final_model.int6.ptz"))
+    result = run_main(env)
+    assert result.returncode == 0, result.log[-3000:]
+    warnings = [line for line in result.log.splitlines() if line.startswith("WARNING: tokenizer")]
+    assert warnings == [f"WARNING: tokenizer {altered} is not the official sp1024 model (sha256 differs); "
+                        "val_bpb is not comparable to the leaderboard"]
+    assert error_lines(result.log) == []
+    assert log_line(result.log, "final_int6_roundtrip") == log_line(e2e_run.result.log, "final_int6_roundtrip")
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+@pytest.mark.parametrize("damage", ["bad_magic", "bad_version", "too_short"])
+def test_corrupt_shard_header(run_main, capsys, tiny_data_env, tiny_data, tmp_path, split, damage):
+    data = tmp_path / "data"
+    for s in ("train", "val"):
+        write_shard(data / f"fineweb_{s}_000000.bin", np.arange(5000) % 64)
+    bad = data / f"fineweb_{split}_000001.bin"
+    if damage == "too_short":
+        bad.write_bytes(b"\x00" * 100)
+    else:
+        write_shard(bad, np.arange(100), **({"magic": 12345} if damage == "bad_magic" else {"version": 2}))
+    result = run_main(dict(tiny_data_env, DATA_PATH=str(data)))
+    assert_user_error(result, capsys, f"{bad} is not a challenge shard (bad header)", "re-download or regenerate")
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_truncated_shard_names_the_file(run_main, capsys, tiny_data_env, tmp_path, split):
+    data = tmp_path / "data"
+    for s in ("train", "val"):
+        write_shard(data / f"fineweb_{s}_000000.bin", np.arange(5000) % 64)
+    bad = write_shard(data / f"fineweb_{split}_000001.bin", np.arange(500) % 64, count=1000)
+    result = run_main(dict(tiny_data_env, DATA_PATH=str(data)))
+    assert_user_error(result, capsys, f"{bad} is truncated or corrupt", "header says 1000 tokens (3024 bytes)",
+                      "file has 2024 bytes")
+
+
+def test_batch_tokens_not_divisible(run_main, capsys, tiny_data_env):
+    result = run_main(dict(tiny_data_env, TRAIN_BATCH_TOKENS="4000"))
+    assert_user_error(result, capsys, "TRAIN_BATCH_TOKENS=4000 must be divisible by world_size*grad_accum*TRAIN_SEQ_LEN",
+                      "= 1*8*64")
+
+
+@pytest.mark.parametrize("setting, step", [("TIED_EMBED_INIT_STD=1e39", 1), ("MATRIX_LR=1e30", 2)])
+def test_non_finite_loss_stops_with_step(run_main, capsys, tiny_data_env, setting, step):
+    name, value = setting.split("=")
+    result = run_main(dict(tiny_data_env, **{name: value}))
+    assert_user_error(result, capsys, f"non-finite train_loss at step {step}", "log kept", "lower MATRIX_LR")
+    assert result.log_path.is_file() and f"hyperparameter {name}=" in result.log  # the log is kept
+    assert sorted(train_losses(result.log)) == list(range(1, step))  # steps before the bad one were logged
+    assert all(math.isfinite(v) for v in train_losses(result.log).values())
+    assert not (result.log_path.parent.parent / "final_model.int6.ptz").exists()
+
+
+def test_artifact_over_size_limit(run_main, capsys, monkeypatch, tiny_data_env, tmp_path):
+    monkeypatch.setattr(train_gpt, "SIZE_LIMIT_BYTES", 1000)
+    result = run_main(tiny_data_env)
+    line = assert_user_error(result, capsys, "ARTIFACT OVER LIMIT", "> 1000", "everything was saved")
+    total = int(log_line(result.log, "total")["bytes"])
+    assert f"ARTIFACT OVER LIMIT: {total} bytes > 1000" in line
+    artifact = tmp_path / "final_model.int6.ptz"
+    assert artifact.is_file() and (tmp_path / "final_model.pt").is_file()
+    assert total == artifact.stat().st_size + len(Path(train_gpt.__file__).read_bytes())
+    assert log_line(result.log, "final_int6_roundtrip") is not None  # scoring still happened
+
+
+def test_eval_only_with_missing_artifact(run_main, capsys, tiny_data_env, tmp_path):
+    result = run_main(dict(tiny_data_env, EVAL_ONLY="1", ARTIFACT_PATH=str(tmp_path / "nope.ptz")))
+    assert_user_error(result, capsys, f"artifact not found at ARTIFACT_PATH={tmp_path / 'nope.ptz'}", "train first")
+
+
+# ----------------------------------------------------------------------------- settings
+
+BAD_SETTINGS = [
+    (dict(VE_LAYERS="1,5"), "VE_LAYERS must be layer indices in 0..NUM_LAYERS-1"),
+    (dict(XSA_LAST_N="3"), "XSA_LAST_N must be in 0..NUM_LAYERS"),
+    (dict(MODEL_DIM="66"), "MODEL_DIM must be divisible by NUM_HEADS"),
+    (dict(NUM_KV_HEADS="3"), "NUM_HEADS must be divisible by NUM_KV_HEADS"),
+    (dict(SEED="abc"), "SEED='abc' is not a valid int (default 42)"),
+    (dict(SEED="1.5"), "SEED='1.5' is not a valid int"),
+    (dict(LEAKY_RELU="yes"), "LEAKY_RELU='yes' is not a valid bool"),
+    (dict(MATRIX_LR="fast"), "MATRIX_LR='fast' is not a valid float"),
+    (dict(EVAL_STRIDE="128"), "EVAL_STRIDE must be in 1..EVAL_SEQ_LEN"),
+    (dict(COMPLEMENT_ALPHA="2"), "COMPLEMENT_ALPHA must be in [0, 1]"),
+    (dict(ITERATIONS="0"), "ITERATIONS must be > 0"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_SETTINGS, ids=[next(iter(o)) + "=" + next(iter(o.values())) for o, _ in BAD_SETTINGS])
+def test_inconsistent_settings_are_rejected_at_start(run_main, tiny_data_env, overrides, message):
+    result = run_main(dict(tiny_data_env, **overrides))
+    assert result.returncode == 2, result.log
+    errors = [line for line in result.log.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and message in errors[0], result.log
+    assert "hyperparameter" not in result.log and "model_params" not in result.log  # rejected before anything ran
+
+
+CRASHING_SETTINGS = [
+    pytest.param(dict(VE_LAYERS="1,x"), "VE_LAYERS", id="VE_LAYERS=1,x"),
+    *[pytest.param(overrides, name, id=f"{name}=0")
+      for name, overrides in (("NUM_KV_HEADS", dict(NUM_KV_HEADS="0")), ("NUM_HEADS", dict(NUM_HEADS="0")),
+                              # EVAL_SEQ_LEN=0 (its default) means "= TRAIN_SEQ_LEN"; modulo by it must not crash
+                              ("TRAIN_SEQ_LEN", dict(TRAIN_SEQ_LEN="0", EVAL_SEQ_LEN="0")))],
+]
+
+
+@pytest.mark.parametrize("overrides, setting", CRASHING_SETTINGS)
+def test_malformed_settings_are_a_clear_error(run_main, tiny_data_env, overrides, setting):
+    result = run_main(dict(tiny_data_env, **overrides))
+    assert result.returncode == 2
+    assert any(line.startswith("ERROR: ") and setting in line for line in result.log.splitlines()), result.log
+
+
+def test_empty_train_shards_are_an_error_not_a_hang(tiny_data_env, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fineweb_val_000000.bin").write_bytes((tiny_data / "fineweb_val_000000.bin").read_bytes())
+    write_shard(data / "fineweb_train_000000.bin", np.zeros(0))
+    try:
+        result = run_trainer(dict(tiny_data_env, DATA_PATH=str(data)), tmp_path / "run", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung (killed after 20 s)")
+    assert result.returncode == 2 and "ERROR: " in result.output
+
+
+def test_settings_error_exit_code_is_2(tiny_data_env, tmp_path):
+    result = run_trainer(dict(tiny_data_env, SEED="abc"), tmp_path)
+    assert "ERROR: SEED='abc' is not a valid int (default 42)" in result.output.splitlines()
+    assert result.returncode == 2
+
+
+def test_unknown_setting_warning():
+    args = train_gpt.Hyperparameters(environ={"COMPLEMENT_ALHPA": "0.1", "PATH": "/bin", "HOME": "/root",
+                                              "TRAIN_STEPS": "5", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"})
+    assert args.complement_alpha == 0.5  # the typo is ignored
+    assert args.warnings[0] == "unknown setting COMPLEMENT_ALHPA ignored (did you mean COMPLEMENT_ALPHA?)"
+    assert len(args.warnings) == 2 and args.warnings[1].startswith("unknown setting TRAIN_STEPS ignored")
+    assert train_gpt.Hyperparameters(environ={"PATH": "/bin", "LANG": "C"}).warnings == []
+
+
+def test_unknown_setting_is_logged_as_warning(run_main, tiny_data_env, tmp_path):
+    # the run stops early (EVAL_ONLY without an artifact); the warning comes before that
+    result = run_main(dict(tiny_data_env, COMPLEMENT_ALHPA="0.1", EVAL_ONLY="1", ARTIFACT_PATH=str(tmp_path / "x.ptz")))
+    assert "WARNING: unknown setting COMPLEMENT_ALHPA ignored (did you mean COMPLEMENT_ALPHA?)" in result.log.splitlines()
+    assert "hyperparameter COMPLEMENT_ALPHA=0.5" in result.log.splitlines()
+    assert result.returncode == 2
+
+
+def test_download_command_named_in_errors_exists(tmp_path):
+    """The errors for missing data/tokenizer tell users to run a command: it must exist in the repo."""
+    with pytest.raises(train_gpt.UserError) as missing:
+        train_gpt.find_shards(str(tmp_path), "val")
+    command = re.search(r"`python (\S+) --variant (\S+)`", str(missing.value))
+    assert command, str(missing.value)
+    script, variant = REPO_ROOT / command[1], command[2]
+    assert script.is_file(), f"{script} is named in the error message but does not exist"
+    usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "--variant" in usage.stdout and variant in usage.stdout

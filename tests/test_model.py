@@ -1,0 +1,210 @@
+"""The GPT model: shapes, loss, gradients, parameter count, causality and each architecture switch."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_gpt
+from conftest import randomize_, tiny_args
+
+
+def expected_param_count(a) -> int:
+    """Parameter count derived from the architecture description, independently of GPT's code."""
+    D, L, V = a.model_dim, a.num_layers, a.vocab_size
+    kv = a.num_kv_heads * (D // a.num_heads)
+    hidden = int(a.mlp_mult * D)
+    n = V * D + D                                                    # tied embedding, smear gate
+    if a.bigram_vocab_size:
+        n += a.bigram_vocab_size * a.bigram_dim + a.bigram_dim * D + 1  # table, projection, scale
+    per_block = 2 * D * D + 2 * D * kv + a.num_heads + 2 * D * hidden + 2 * D + 2 * D  # q,proj,k,v,q_gain,mlp,scales,resid_mix
+    n += L * per_block
+    n += min(L // 2, L - L // 2) * D                                # U-Net skip weights
+    if a.vrl_enabled:
+        n += L - 1
+    if a.ve_layers:
+        n += V * a.ve_dim + a.ve_dim * kv + 1 + len(a.ve_layers)
+    return n
+
+
+def count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_default_config_param_count():
+    args = train_gpt.Hyperparameters(environ={})
+    with torch.device("meta"):
+        model = train_gpt.GPT(args)
+    assert count(model) == 26_993_766
+    assert expected_param_count(args) == 26_993_766
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(VRL_ENABLED="0", VE_ENABLED="0", BIGRAM_VOCAB_SIZE="0"),
+                                       dict(NUM_LAYERS="3", VE_LAYERS="0,2", MLP_MULT="2.5")])
+def test_tiny_param_count_matches_architecture(overrides):
+    args = tiny_args(**overrides)
+    assert count(train_gpt.GPT(args)) == expected_param_count(args)
+
+
+def test_hidden_and_head_shapes_and_softcap():
+    args = tiny_args()
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args), std=0.5)
+    idx = torch.randint(0, args.vocab_size, (3, 40))
+    h = model.hidden(idx)
+    assert h.shape == (3, 40, args.model_dim)
+    # the final hidden state is RMS-normalised
+    torch.testing.assert_close(h.pow(2).mean(-1), torch.ones(3, 40), atol=1e-3, rtol=1e-3)
+    logits = model.head(h)
+    assert logits.shape == (3, 40, args.vocab_size) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    assert logits.abs().max() <= args.logit_softcap
+
+
+def test_init_loss_is_uniform_and_backward_gives_finite_grads():
+    args = tiny_args()
+    torch.manual_seed(0)
+    model = train_gpt.GPT(args)
+    idx = torch.randint(0, args.vocab_size, (2, 64))
+    loss = model(idx[:, :-1], idx[:, 1:])
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # tiny tied-embedding init => near-uniform predictions
+    assert abs(loss.item() - math.log(args.vocab_size)) < 0.05
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+
+
+def test_weighted_loss_is_mean_of_weighted_token_ce():
+    args = tiny_args()
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args))
+    x, y = torch.randint(0, args.vocab_size, (2, 2, 32))
+    ce = F.cross_entropy(model.head(model.hidden(x)).flatten(0, 1), y.flatten(), reduction="none")
+    w = torch.rand(2, 32) + 0.1
+    torch.testing.assert_close(model(x, y), ce.mean())
+    torch.testing.assert_close(model(x, y, torch.ones(2, 32)), ce.mean())
+    torch.testing.assert_close(model(x, y, w), (ce * w.flatten()).mean())
+
+
+def _structured_batch(vocab: int, seqs: int, seq_len: int, seed: int = 0):
+    """Token streams with a deterministic next-token rule (y = (3x + 1) mod 97) plus some noise."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.empty(seqs, seq_len + 1, dtype=torch.long)
+    tokens[:, 0] = torch.randint(0, 97, (seqs,), generator=g)
+    for t in range(seq_len):
+        tokens[:, t + 1] = (3 * tokens[:, t] + 1) % 97
+    noise = torch.rand(tokens.shape, generator=g) < 0.1
+    tokens[noise] = torch.randint(0, vocab, (int(noise.sum()),), generator=g)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def test_optimizers_reduce_loss_and_every_parameter_learns():
+    """Muon + AdamW from build_optimizers fit a learnable batch; once the zero-initialised paths
+    have moved, every parameter receives a non-zero finite gradient."""
+    args = tiny_args()
+    torch.manual_seed(0)
+    model = train_gpt.GPT(args)
+    optimizers = train_gpt.build_optimizers(model, args)
+    muon_params = {id(p) for g in optimizers[1].param_groups for p in g["params"]}
+    assert muon_params == {id(m.weight) for m in model.modules() if isinstance(m, train_gpt.CastedLinear)}
+    x, y = _structured_batch(args.vocab_size, 8, 64)
+    losses = []
+    for _ in range(12):
+        loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.6 * losses[0], losses
+    model(x, y).backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} still gets an all-zero gradient after training"
+
+
+def test_model_is_causal():
+    """Changing token t changes no output before t (smear gate, bigram hash, XSA and VE included)."""
+    args = tiny_args(XSA_LAST_N=2, VE_LAYERS="0,1")
+    model = randomize_(train_gpt.GPT(args), std=0.3).eval()
+    idx = torch.randint(0, args.vocab_size, (2, 48), generator=torch.Generator().manual_seed(1))
+    changed = idx.clone()
+    changed[:, 30] = (changed[:, 30] + 7) % args.vocab_size
+    with torch.no_grad():
+        a, b = model.hidden(idx), model.hidden(changed)
+    torch.testing.assert_close(a[:, :30], b[:, :30], atol=1e-5, rtol=1e-5)
+    assert (a[:, 30] - b[:, 30]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("xsa_last_n, exclusive", [(0, [False, False]), (1, [False, True]), (2, [True, True])])
+def test_xsa_removes_component_along_own_value(xsa_last_n, exclusive):
+    args = tiny_args(XSA_LAST_N=xsa_last_n, VRL_ENABLED=0, VE_ENABLED=0)  # so v is exactly the layer's own v
+    model = randomize_(train_gpt.GPT(args), std=0.3).eval()
+    assert [b.attn.exclusive for b in model.blocks] == exclusive
+    captured = {}
+    for i, block in enumerate(model.blocks):
+        block.attn.v.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(("v", i), out))
+        block.attn.proj.register_forward_pre_hook(lambda m, inp, i=i: captured.__setitem__(("y", i), inp[0]))
+    B, T = 2, 24
+    with torch.no_grad():
+        model.hidden(torch.randint(0, args.vocab_size, (B, T)))
+    kv, hd = args.num_kv_heads, args.model_dim // args.num_heads
+    for i, is_exclusive in enumerate(exclusive):
+        y = captured[("y", i)].view(B, T, kv, args.num_heads // kv, hd)
+        unit_v = F.normalize(captured[("v", i)].view(B, T, kv, hd), dim=-1).unsqueeze(3)
+        along_v = (y * unit_v).sum(-1).abs().max().item()
+        if is_exclusive:
+            assert along_v < 1e-5
+        else:
+            assert along_v > 1e-3
+
+
+# Each switch: settings that turn it off, the parameters that must disappear, and (when the switch
+# has a learned gate) the parameter which, set to 0 in the "on" model, makes it equal the "off" model.
+SWITCHES = {
+    "VRL_ENABLED=0": (dict(VRL_ENABLED="0"), {"vrl_scales"}, "vrl_scales"),
+    "VE_ENABLED=0": (dict(VE_ENABLED="0"), {"ve_embed.weight", "ve_proj.weight", "ve_scale", "ve_layer_scales"}, "ve_scale"),
+    "BIGRAM_VOCAB_SIZE=0": (dict(BIGRAM_VOCAB_SIZE="0"), {"bigram.embed.weight", "bigram.proj.weight", "bigram.scale"}, "bigram.scale"),
+    "XSA_LAST_N=0": (dict(XSA_LAST_N="0"), set(), None),
+    "LN_SCALE=0": (dict(LN_SCALE="0"), set(), None),
+    "LEAKY_RELU=0": (dict(LEAKY_RELU="0"), set(), None),
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_architecture_switch(switch):
+    overrides, removed, gate = SWITCHES[switch]
+    on = randomize_(train_gpt.GPT(tiny_args())).eval()
+    off = randomize_(train_gpt.GPT(tiny_args(**overrides))).eval()
+    on_params, off_params = dict(on.named_parameters()), dict(off.named_parameters())
+    assert set(on_params) - set(off_params) == removed
+    assert set(off_params) <= set(on_params)
+    assert count(on) - count(off) == sum(on_params[n].numel() for n in removed)
+
+    # the "off" model trains: finite loss and gradients
+    idx = torch.randint(0, 1024, (2, 33), generator=torch.Generator().manual_seed(3))
+    off.train()
+    loss = off(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in off.parameters())
+    off.eval()
+
+    with torch.no_grad():
+        h_on, h_off = on.hidden(idx), off.hidden(idx)
+        assert (h_on - h_off).abs().max() > 1e-3, f"{switch} does not change the model function"
+        if gate is not None:  # gate at 0 => exactly the model without the feature
+            on_params[gate].zero_()
+            torch.testing.assert_close(on.hidden(idx), h_off, atol=1e-5, rtol=1e-5)
+
+    if switch == "XSA_LAST_N=0":
+        assert [b.attn.exclusive for b in on.blocks] == [False, True]
+        assert not any(b.attn.exclusive for b in off.blocks)
+    if switch == "LN_SCALE=0":
+        assert [b.ln_scale for b in on.blocks] == pytest.approx([1.0, 1 / math.sqrt(2)])
+        assert [b.ln_scale for b in off.blocks] == [1.0, 1.0]
+    if switch == "LEAKY_RELU=0":
+        assert {b.mlp.negative_slope for b in on.blocks} == {0.5}
+        assert {b.mlp.negative_slope for b in off.blocks} == {0.0}

@@ -1,0 +1,204 @@
+"""Whole runs: a tiny end-to-end training on the proxy data, EVAL_ONLY on its artifact, and a
+2-process gloo run against a 1-process run. Plus the pieces that make those runs agree: the token
+stream split over ranks and the LR schedule."""
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt
+from conftest import (LN2, PROXY_DATA, TINY_ENV, error_lines, log_line, read_shard_tokens, rel_diff, run_trainer,
+                      tiny_args, train_losses, write_shard)
+
+FINAL_KINDS = ("pre_quant", "artifact", "final_int6_roundtrip", "final_int6_sliding_window", "total", "peak_memory")
+
+
+# ----------------------------------------------------------------------------- end to end on the proxy data
+
+def test_tiny_run_on_proxy_data_completes(e2e_run):
+    result, cwd = e2e_run.result, e2e_run.cwd
+    assert result.returncode == 0, result.output[-4000:]
+    assert error_lines(result.log) == []
+    for kind in FINAL_KINDS:
+        assert log_line(result.log, kind) is not None, f"missing {kind} line in\n{result.log[-3000:]}"
+    assert log_line(result.log, "final_int6_sliding_window")["stride"] == "32"
+    assert (cwd / "final_model.int6.ptz").is_file() and (cwd / "final_model.pt").is_file()
+    # every log line also went to stdout
+    assert all(line in result.output for line in result.log.splitlines()[-10:])
+
+    losses = train_losses(result.log)
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(v) for v in losses.values())
+    assert abs(losses[1] - math.log(1024)) < 0.1  # starts near uniform over the vocabulary
+    assert min(losses[5], losses[6]) < losses[1] - 0.5  # and learns
+
+    pre, rt = log_line(result.log, "pre_quant"), log_line(result.log, "final_int6_roundtrip")
+    assert rel_diff(float(pre["val_loss"]), float(rt["val_loss"])) < 1e-3  # quantization costs little here
+
+
+def test_run_bpb_uses_the_byte_count_of_the_val_targets(e2e_run):
+    """val_bpb = val_loss * targets / (bytes * ln 2), with bytes counted independently from the shard."""
+    import sentencepiece as spm
+    result = e2e_run.result
+    assert result.returncode == 0, result.output[-4000:]
+    n = int(TINY_ENV["VAL_MAX_TOKENS"])
+    usable = (n - 1) // 64 * 64
+    assert f"val_tokens:{usable} " in result.log
+    tokens = torch.from_numpy(read_shard_tokens(PROXY_DATA / "fineweb_val_000000.bin")[:usable + 1].astype(np.int64))
+    sp = spm.SentencePieceProcessor(model_file=e2e_run.env["TOKENIZER_PATH"])
+    n_bytes = int(train_gpt.target_bytes(tokens[:-1], tokens[1:], train_gpt.byte_tables(sp)).sum())
+    for kind in ("pre_quant", "final_int6_roundtrip", "final_int6_sliding_window"):
+        line = log_line(result.log, kind)
+        expected_bpb = float(line["val_loss"]) * usable / (n_bytes * LN2)
+        assert float(line["val_bpb"]) == pytest.approx(expected_bpb, rel=1e-6), kind
+
+
+def test_eval_only_reproduces_roundtrip_score(e2e_run):
+    trained = e2e_run.result
+    assert trained.returncode == 0, trained.output[-4000:]
+    again = run_trainer(dict(e2e_run.env, EVAL_ONLY="1", RUN_ID="eval_only"), e2e_run.cwd)
+    assert again.returncode == 0, again.output[-4000:]
+    assert "eval_only: loading final_model.int6.ptz" in again.log
+    assert train_losses(again.log) == {} and "training_done" not in again.log
+    for kind in ("final_int6_roundtrip", "final_int6_sliding_window"):
+        assert log_line(again.log, kind) == log_line(trained.log, kind), kind
+    # the same artifact bytes are counted (code bytes are read from train_gpt.py at each start)
+    artifact_bytes = [int(log_line(r.log, "total")["bytes"]) - int(re.search(r"^run_id:\S+ .* code_bytes:(\d+)$", r.log, re.M)[1])
+                      for r in (trained, again)]
+    assert artifact_bytes[0] == artifact_bytes[1] == (e2e_run.cwd / "final_model.int6.ptz").stat().st_size
+
+
+# ----------------------------------------------------------------------------- 1 process vs 2 processes (gloo)
+
+@pytest.fixture(scope="module")
+def world_runs(tmp_path_factory, tiny_data, tiny_tokenizer):
+    """The same tiny config on self-made data, once with 1 process (8 micro-steps of accumulation)
+    and once with 2 gloo processes (4 each). Late QAT and a periodic validation are switched on so
+    that they are compared too.
+
+    The train shard alternates, micro-batch by micro-batch, between text and uniformly random
+    tokens. With 2 processes rank 0 reads every even micro-batch (text) and rank 1 every odd one
+    (noise), so any mix-up in how ranks split or combine the batch shows up in the losses."""
+    data = tmp_path_factory.mktemp("world_data")
+    (data / "fineweb_val_000000.bin").write_bytes((tiny_data / "fineweb_val_000000.bin").read_bytes())
+    span = int(TINY_ENV["TRAIN_BATCH_TOKENS"]) // 8 + 1  # tokens one micro-batch consumes
+    text = read_shard_tokens(tiny_data / "fineweb_train_000000.bin")
+    assert len(text) >= 64 * span
+    noise = np.random.default_rng(0).integers(4, 64, size=32 * span)
+    chunks = [text[k * span:(k + 1) * span] if k % 2 == 0 else noise[k // 2 * span:(k // 2 + 1) * span] for k in range(64)]
+    write_shard(data / "fineweb_train_000000.bin", np.concatenate(chunks))
+    env = dict(TINY_ENV, DATA_PATH=str(data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64",
+               LATE_QAT_THRESHOLD="0.6", VAL_LOSS_EVERY="3", RUN_ID="world")
+    one = run_trainer(env, tmp_path_factory.mktemp("world1"), nproc=1)
+    two = run_trainer(env, tmp_path_factory.mktemp("world2"), nproc=2)
+    return one, two
+
+
+def test_two_process_run_completes(world_runs):
+    one, two = world_runs
+    for r in (one, two):
+        assert r.returncode == 0, r.output[-4000:]
+        assert error_lines(r.log) == []
+        assert "late_qat: enabled at step:5 lr_mul:0.500" in r.log
+        # the self-made tokenizer is not the official one: a warning, and the run goes on
+        assert "not the official sp1024 model (sha256 differs)" in r.log
+        assert re.search(r"^step:3 val_loss:\S+ val_bpb:\S+$", r.log, re.M)
+    assert "world_size:1 grad_accum:8 micro_batch_seqs:8" in one.log
+    assert "world_size:2 grad_accum:4 micro_batch_seqs:8" in two.log
+    assert two.log.count("final_int6_roundtrip ") == 1  # only rank 0 writes the log
+
+
+def test_two_process_run_matches_one_process_validation(world_runs):
+    one, two = world_runs
+    assert one.returncode == 0 and two.returncode == 0, (one.output[-2000:], two.output[-2000:])
+    periodic = [float(re.search(r"^step:3 val_loss:(\S+)", r.log, re.M)[1]) for r in (one, two)]
+    assert rel_diff(*periodic) < 1e-4
+    for kind in ("pre_quant", "final_int6_roundtrip", "final_int6_sliding_window"):
+        a, b = log_line(one.log, kind), log_line(two.log, kind)
+        assert rel_diff(float(a["val_loss"]), float(b["val_loss"])) < 1e-4, kind
+        assert rel_diff(float(a["val_bpb"]), float(b["val_bpb"])) < 1e-4, kind
+
+
+def test_two_process_run_logs_same_train_loss(world_runs):
+    one, two = world_runs
+    assert one.returncode == 0 and two.returncode == 0
+    a, b = train_losses(one.log), train_losses(two.log)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in a:
+        assert rel_diff(a[step], b[step]) < 1e-4, (step, a[step], b[step])
+
+
+# ----------------------------------------------------------------------------- the token stream
+
+def test_train_stream_wraps_over_shards(tmp_path):
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(0, 10))
+    write_shard(tmp_path / "fineweb_train_000001.bin", np.arange(100, 105))
+    stream = train_gpt.TrainStream(train_gpt.find_shards(str(tmp_path), "train"))
+    assert stream.take(7).tolist() == list(range(7))
+    assert stream.take(6).tolist() == [7, 8, 9, 100, 101, 102]
+    assert stream.take(6).tolist() == [103, 104, 0, 1, 2, 3]  # back to the first shard
+
+
+@pytest.mark.parametrize("world", [2, 4, 8])
+def test_ranks_together_see_the_single_process_batches(tmp_path, world):
+    """Over one optimizer step, the micro-batches of all ranks are exactly those of 1 process."""
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(5000) % 60000)
+    files = train_gpt.find_shards(str(tmp_path), "train")
+    seq_len, batch_tokens = 16, 1024
+    cpu = torch.device("cpu")
+
+    def step_batches(world):
+        accum = max(1, 8 // world)
+        micro = batch_tokens // (world * accum)
+        streams = [train_gpt.TrainStream(files) for _ in range(world)]  # every rank reads the same stream
+        out = []
+        for _ in range(accum):
+            for rank in range(world):
+                x, y = train_gpt.next_batch(streams[rank], micro, seq_len, rank, world, cpu)
+                assert x.shape == (micro // seq_len, seq_len)
+                assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+                out.append((x, y))
+        return out
+
+    single, multi = step_batches(1), step_batches(world)
+    assert len(single) == len(multi) == 8
+    for (x1, y1), (x2, y2) in zip(single, multi):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+# ----------------------------------------------------------------------------- LR schedule
+
+def test_lr_multiplier_step_warmdown():
+    args = tiny_args(ITERATIONS=10, WARMDOWN_ITERS=4, MAX_WALLCLOCK_SECONDS=0)
+    got = [train_gpt.lr_multiplier(args, step, elapsed_ms=1000.0 * step) for step in range(10)]
+    assert got == pytest.approx([1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert train_gpt.lr_multiplier(tiny_args(ITERATIONS=10, WARMDOWN_ITERS=0), 9, 1.0) == 1.0
+
+
+def test_lr_multiplier_wallclock_warmdown():
+    # 10 s cap, 4 warmdown steps; after 10 steps in 8 s (0.8 s/step) 2 s remain = 2.5 steps -> 0.625
+    args = tiny_args(ITERATIONS=1000, WARMDOWN_ITERS=4, MAX_WALLCLOCK_SECONDS=10)
+    assert train_gpt.lr_multiplier(args, 10, 8000.0) == pytest.approx(0.625)
+    assert train_gpt.lr_multiplier(args, 5, 1000.0) == 1.0
+    assert train_gpt.lr_multiplier(args, 20, 12000.0) == 0.0  # past the cap
+
+
+def test_compile_warmup_steps_leave_no_trace(tiny_data, tiny_tokenizer):
+    """WARMUP_STEPS run real steps (the last with late QAT) and then restore model and optimizers:
+    the trained weights are bit-identical to a run without warmup."""
+    states, logs = [], []
+    for warmup in (0, 2):
+        args = tiny_args(DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                         ITERATIONS=3, WARMUP_STEPS=warmup, WARMDOWN_ITERS=2, MAX_WALLCLOCK_SECONDS=0)
+        torch.manual_seed(0)
+        model = train_gpt.GPT(args)
+        log = []
+        assert train_gpt.train(args, model, dict(device=torch.device("cpu"), rank=0, world=1), log.append) == 3
+        states.append(model.state_dict())
+        logs.append(log)
+    assert any(line.startswith("compile_warmup steps:2 ") for line in logs[1])
+    assert train_losses("\n".join(logs[0])) == train_losses("\n".join(logs[1]))
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
