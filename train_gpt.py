@@ -559,6 +559,7 @@ def train(args, model: GPT, ctx, log) -> int:
 
     # Compile warmup: real steps (including the late-QAT graph) whose effects are then undone.
     if args.warmup_steps:
+        log(f"compile_warmup: {args.warmup_steps} steps" + (" (torch.compile: about 2-3 minutes on one H100/H200)" if device.type == "cuda" else ""))
         snapshot = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
         stream, t0 = TrainStream(train_files), time.perf_counter()
         for i in range(args.warmup_steps):
@@ -568,7 +569,7 @@ def train(args, model: GPT, ctx, log) -> int:
         model.load_state_dict(snapshot[0])
         for opt, state in zip(optimizers, snapshot[1]):
             opt.load_state_dict(state)
-        log(f"compile_warmup steps:{args.warmup_steps} seconds:{time.perf_counter() - t0:.1f} (not counted in the cap)")
+        log(f"compile_warmup done steps:{args.warmup_steps} seconds:{time.perf_counter() - t0:.1f} (not counted in the cap)")
 
     stream = TrainStream(train_files)
     ema = [p.detach().float().clone() for p in params]

@@ -198,7 +198,7 @@ def test_compile_warmup_steps_leave_no_trace(tiny_data, tiny_tokenizer):
         assert train_gpt.train(args, model, dict(device=torch.device("cpu"), rank=0, world=1), log.append) == 3
         states.append(model.state_dict())
         logs.append(log)
-    assert any(line.startswith("compile_warmup steps:2 ") for line in logs[1])
+    assert any(line.startswith("compile_warmup done steps:2 ") for line in logs[1])
     assert train_losses("\n".join(logs[0])) == train_losses("\n".join(logs[1]))
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
