@@ -1,0 +1,324 @@
+"""tools/make_submission.py on real logs of tiny train_gpt.py runs (CPU): the json's numbers equal
+those in the logs, mean/std, each refusal, the t distribution, the significance test and the plot."""
+import hashlib
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, TINY_ENV, run_trainer
+
+TOOL = REPO_ROOT / "tools" / "make_submission.py"
+sys.path.insert(0, str(TOOL.parent))
+import make_submission as ms  # noqa: E402
+
+# TTT chunks of 2048 tokens so that test-time training really runs (4 chunks of the 8128 val targets);
+# a periodic validation at step 3 for the plot.
+RUN_ENV = dict(TINY_ENV, TTT_CHUNK_TOKENS="2048", VAL_LOSS_EVERY="3")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory, tiny_data, tiny_tokenizer) -> dict[str, Path]:
+    """Real logs, trained once for this module: seeds 1-3 of one config, an ablation (another
+    MATRIX_LR, SEED=1 again) and an EVAL_ONLY run on the last artifact."""
+    cwd = tmp_path_factory.mktemp("submission_runs")
+    env = dict(RUN_ENV, DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64")
+    runs = {f"seed{s}": dict(SEED=str(s)) for s in (1, 2, 3)}
+    runs.update(ablation=dict(SEED="1", MATRIX_LR="0.05"), eval_only=dict(SEED="5", EVAL_ONLY="1"))
+    out = {}
+    for run_id, extra in runs.items():
+        result = run_trainer(dict(env, RUN_ID=run_id, **extra), cwd)
+        assert result.returncode == 0, result.output[-3000:]
+        out[run_id] = result.log_path
+    return out
+
+
+def make(argv, capsys) -> tuple[int, str, str]:
+    code = ms.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def three(logs):
+    return [logs["seed1"], logs["seed2"], logs["seed3"]]
+
+
+@pytest.fixture
+def submission(three, tmp_path, capsys) -> dict:
+    out = tmp_path / "submission.json"
+    code, stdout, stderr = make([*three, "--output", out, "--name", "Tiny", "--author", "A. Person", "--github-id", "aperson",
+                                 "--blurb", "three tiny seeds"], capsys)
+    assert code == 0, stderr
+    assert stderr == "" and f"wrote {out}" in stdout
+    return json.loads(out.read_text())
+
+
+# ----------------------------------------------------------------------------- independent parsing
+
+def grab(text: str, pattern: str, group=1, cast=float, last=True):
+    found = re.findall(pattern, text, re.M)
+    assert found, pattern
+    value = found[-1] if last else found[0]
+    return cast(value if isinstance(value, str) else value[group - 1])
+
+
+def expected_seed(path: Path) -> dict:
+    text = path.read_text()
+    last_train = re.findall(r"^step:(\d+)/(\d+) train_loss:\S+ .*elapsed:([\d.]+)s step_avg:([\d.]+)ms", text, re.M)[-1]
+    header = re.search(r"^run_id:(\S+) torch:(\S+) device:(.+) world_size:(\d+) attention:\S+ code_bytes:(\d+)$", text, re.M)
+    artifact = re.search(r"^artifact:\S+ compressed_bytes:(\d+) code_bytes:(\d+) total_bytes:(\d+)$", text, re.M)
+    return dict(
+        seed=grab(text, r"^hyperparameter SEED=(\d+)$", cast=int),
+        run_id=header[1],
+        log=str(path), log_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        val_bpb=grab(text, r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+) \(ngram:1 ttt:1\)$"),
+        val_loss=grab(text, r"^final_ngram_ttt val_loss:(\S+) "),
+        final_int6_sliding_window_val_bpb=grab(text, r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+) stride:32$"),
+        final_int6_roundtrip_val_bpb=grab(text, r"^final_int6_roundtrip val_loss:\S+ val_bpb:(\S+)$"),
+        ngram_only_val_bpb=grab(text, r"^ngram_only val_loss:\S+ val_bpb:(\S+) "),
+        ttt_only_val_bpb=grab(text, r"^ttt_only val_loss:\S+ val_bpb:(\S+) "),
+        pre_quant_val_bpb=grab(text, r"^pre_quant val_loss:\S+ val_bpb:(\S+) "),
+        bytes_total=grab(text, r"^Total submission size int6\+lzma: (\d+) bytes$", cast=int),
+        bytes_compressed=int(artifact[1]), bytes_code=int(artifact[2]),
+        steps=grab(text, r"^training_done steps:(\d+) ", cast=int),
+        iterations=int(last_train[1]),
+        step_avg_ms=float(last_train[3]),
+        train_seconds=grab(text, r"^training_done steps:\d+ seconds:([\d.]+)"),
+        train_elapsed_seconds=float(last_train[2]),
+        eval_seconds={label: grab(text, rf"^eval:{label} seconds:([\d.]+) ")
+                      for label in ("periodic", "pre_quant", "int6_roundtrip", "int6_sliding_window", "ngram_ttt")},
+        gpus=int(header[4]), gpu=header[3], torch=header[2],
+        ngram_audit=dict(positions=grab(text, r"^ngram_audit positions:(\d+) ", cast=int),
+                         max_abs_err=grab(text, r"^ngram_audit positions:\d+ max_abs_err:(\S+)$")),
+        last_step_line=int(last_train[0]),
+    )
+
+
+# ----------------------------------------------------------------------------- the json
+
+def test_fields_equal_the_numbers_in_the_logs(submission, three):
+    assert [s["log"] for s in submission["seeds"]] == [str(p) for p in three]
+    for got, path in zip(submission["seeds"], three):
+        want = expected_seed(path)
+        assert want.pop("last_step_line") == want["steps"] == int(TINY_ENV["ITERATIONS"])
+        for key, value in want.items():
+            assert got[key] == value, (path.name, key)
+        assert got["eval_stack"] == dict(ngram=True, ttt=True)
+        assert got["sliding_window_stride"] == 32
+    assert (submission["name"], submission["author"], submission["github_id"], submission["blurb"]) == \
+        ("Tiny", "A. Person", "aperson", "three tiny seeds")
+    assert submission["track"] == "10min_16mb"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", submission["date"])
+    text = three[0].read_text()
+    assert submission["dataset"] == dict(data_path=grab(text, r"^hyperparameter DATA_PATH=(.*)$", cast=str),
+                                         tokenizer_path=grab(text, r"^hyperparameter TOKENIZER_PATH=(.*)$", cast=str),
+                                         val_tokens=grab(text, r"^val_tokens:(\d+) ", cast=int),
+                                         official_tokenizer=False)
+    assert submission["bytes_total"] == max(s["bytes_total"] for s in submission["seeds"])
+    assert submission["bytes_code"] == submission["seeds"][0]["bytes_code"]
+    assert submission["settings"]["MATRIX_LR"] == "0.025" and "SEED" not in submission["settings"]
+    assert "settings_differ" not in submission and "significance" not in submission
+
+
+def test_mean_and_sample_std_over_seeds(submission, three):
+    bpb = [expected_seed(p)["val_bpb"] for p in three]
+    assert len(set(bpb)) == 3  # the seeds really differ
+    assert submission["n_seeds"] == 3
+    assert submission["val_bpb"] == pytest.approx(statistics.mean(bpb), abs=1e-8)
+    assert submission["val_bpb_std"] == pytest.approx(statistics.stdev(bpb), abs=1e-8)  # ddof=1
+    sliding = [expected_seed(p)["final_int6_sliding_window_val_bpb"] for p in three]
+    assert submission["summary"]["final_int6_sliding_window_val_bpb"]["mean"] == pytest.approx(statistics.mean(sliding), abs=1e-8)
+
+
+def test_one_seed_has_no_std(logs, tmp_path, capsys):
+    out = tmp_path / "one.json"
+    code, _, err = make([logs["seed2"], "-o", out], capsys)
+    assert code == 0, err
+    sub = json.loads(out.read_text())
+    assert sub["val_bpb_std"] is None and sub["val_bpb"] == pytest.approx(sub["seeds"][0]["val_bpb"], abs=1e-8)
+    assert (sub["name"], sub["blurb"], sub["author"], sub["github_id"]) == ("", "", "", "")  # placeholders
+
+
+def test_different_settings_allowed_on_request(logs, tmp_path, capsys):
+    out = tmp_path / "ablation.json"
+    code, _, err = make([logs["seed2"], logs["ablation"], "-o", out, "--allow-different-settings"], capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["settings_differ"] == {"MATRIX_LR": {str(logs["seed2"]): "0.025", str(logs["ablation"]): "0.05"}}
+    code, _, err = make([logs["seed2"], logs["ablation"], "-o", out, "--ignore-setting", "MATRIX_LR"], capsys)
+    assert code == 0, err
+
+
+DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*.txt"))
+
+
+@pytest.mark.skipif(not DEV_LOGS, reason="no logs/dev/*.txt")
+def test_gpu_dev_logs_parse_and_are_refused(tmp_path, capsys):
+    """The H200 logs in logs/dev/: a device name with spaces, the older compile_warmup line; all
+    stopped before their final lines (one is over the cap), so none may become a submission."""
+    for path in DEV_LOGS:
+        log = ms.parse_log(path)
+        text = path.read_text()
+        assert log.header["device"] == re.search(r"^run_id:\S+ torch:\S+ device:(.+) world_size:", text, re.M)[1]
+        assert log.header["world_size"] == 1 and log.train and log.training_done
+        assert log.compile_warmup_seconds == grab(text, r"^compile_warmup.* seconds:([\d.]+)")
+        code, _, err = make([path, "-o", tmp_path / "dev.json"], capsys)
+        assert code == 2 and ("did not finish" in err or "over the cap" in err), err
+
+
+# ----------------------------------------------------------------------------- refusals
+
+def edited(src: Path, dst: Path, edit) -> Path:
+    dst.write_text(edit(src.read_text()))
+    return dst
+
+
+def sub_line(pattern, repl):
+    def edit(text):
+        new, n = re.subn(pattern, repl, text, flags=re.M)
+        assert n == 1, pattern
+        return new
+    return edit
+
+
+REFUSALS = {
+    # the seeds are checked before the settings: the ablation is refused for its SEED=1
+    "same_seed": (lambda L, d: [L["seed1"], L["seed2"], L["ablation"]], "SEED=1 again"),
+    "same_log": (lambda L, d: [L["seed1"], L["seed2"], L["seed1"]], "the same log"),
+    "eval_only": (lambda L, d: [L["seed1"], L["seed2"], L["eval_only"]], "EVAL_ONLY=True"),
+    "over_limit": (lambda L, d: [L["seed1"], edited(L["seed2"], d / "big.txt", sub_line(
+        r"^Total submission size int6\+lzma: \d+ bytes$", "Total submission size int6+lzma: 16000001 bytes"))],
+        "over the cap (16,000,001 bytes"),
+    "over_limit_text": (lambda L, d: [edited(L["seed2"], d / "big.txt",
+                                             lambda t: t + "ERROR: ARTIFACT OVER LIMIT: 16000001 bytes > 16000000\n")],
+                        "ARTIFACT OVER LIMIT"),
+    "truncated": (lambda L, d: [L["seed1"], edited(L["seed2"], d / "cut.txt", lambda t: t[:t.index("final_ngram_ttt ")])],
+                  "did not finish (no final_ngram_ttt line)"),
+    "error_line": (lambda L, d: [edited(L["seed2"], d / "err.txt", lambda t: t + "ERROR: something went wrong\n"), L["seed1"]],
+                   "ERROR: something went wrong"),
+    "audit_failed": (lambda L, d: [L["seed1"], edited(L["seed2"], d / "audit.txt", sub_line(
+        r"max_abs_err:\S+$", "max_abs_err:2.000e-06"))], "n-gram audit failed"),
+    "audit_absent": (lambda L, d: [L["seed1"], edited(L["seed2"], d / "noaudit.txt", sub_line(r"^ngram_audit .*\n", ""))],
+                     "no 'ngram_audit"),
+    "different_settings": (lambda L, d: [L["seed2"], L["seed3"], L["ablation"]], "settings differ between logs: MATRIX_LR"),
+    "two_runs_in_one_log": (lambda L, d: [edited(L["seed1"], d / "twice.txt", lambda t: t + L["seed2"].read_text())],
+                            "holds 2 runs"),
+    "not_a_log": (lambda L, d: [edited(L["seed1"], d / "junk.txt", lambda t: "hello\n")], "not a train_gpt.py log"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals(case, logs, tmp_path, capsys):
+    make_logs, expected = REFUSALS[case]
+    out = tmp_path / "submission.json"
+    code, stdout, stderr = make([*make_logs(logs, tmp_path), "-o", out], capsys)
+    assert code == 2
+    assert stderr.count("\n") == 1 and stderr.startswith("make_submission: refused: "), stderr
+    assert expected in stderr, stderr
+    assert not out.exists() and stdout == ""
+
+
+def test_refusal_from_the_command_line(logs, tmp_path):
+    """The real command: exit code 2 and a single line on stderr."""
+    out = tmp_path / "submission.json"
+    proc = subprocess.run([sys.executable, str(TOOL), str(logs["seed1"]), str(logs["eval_only"]), "--output", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "EVAL_ONLY=True" in proc.stderr
+    assert not out.exists()
+    help_text = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=60).stdout
+    for phrase in ("one-sided Welch", "mean_ours < X - D", "NOT converted", "--plot-only", "16,000,000"):
+        assert phrase in help_text
+
+
+# ----------------------------------------------------------------------------- t distribution and significance
+
+@pytest.mark.parametrize("t, df, p", [(2.0, 5, 0.05097), (3.0, 10, 0.00667), (1.0, 1, 0.25), (0.0, 7, 0.5),
+                                      (2.228, 10, 0.025), (1.645, 1e6, 0.05)])
+def test_t_sf_known_values(t, df, p):
+    assert ms.t_sf(t, df) == pytest.approx(p, abs=5e-5)
+    assert ms.t_sf(-t, df) == pytest.approx(1 - p, abs=5e-5)
+    assert ms.t_cdf(t, df) == pytest.approx(1 - p, abs=5e-5)
+
+
+@pytest.mark.parametrize("t", [-40.0, -3.3, -1.0, -0.2, 0.1, 0.7, 1.5, 4.0, 25.0, 300.0])
+def test_t_sf_closed_forms(t):
+    assert ms.t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-10, abs=1e-15)  # Cauchy
+    assert ms.t_sf(t, 2) == pytest.approx(0.5 * (1 - t / math.sqrt(t * t + 2)), rel=1e-10, abs=1e-15)
+    if abs(t) < 8:
+        assert ms.t_sf(t, 1e9) == pytest.approx(0.5 * math.erfc(t / math.sqrt(2)), rel=1e-6)  # normal limit
+
+
+def test_regularized_incomplete_beta():
+    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
+        assert ms.regularized_incomplete_beta(1, 1, x) == pytest.approx(x)
+        assert ms.regularized_incomplete_beta(2, 1, x) == pytest.approx(x * x)
+    for a, b, x in ((0.5, 0.5, 0.3), (3.2, 7.5, 0.4), (50, 2, 0.97)):
+        assert ms.regularized_incomplete_beta(a, b, x) + ms.regularized_incomplete_beta(b, a, 1 - x) == pytest.approx(1)
+    assert ms.regularized_incomplete_beta(0.5, 0.5, 0.25) == pytest.approx(2 / math.pi * math.asin(0.5))
+
+
+def test_significance_in_json(submission, three, tmp_path, capsys):
+    bpb = [s["val_bpb"] for s in submission["seeds"]]
+    mean, std = statistics.mean(bpb), statistics.stdev(bpb)
+    baseline_mean, baseline_std, baseline_n, delta = mean + 0.02, 0.002, 4, 0.005
+    out = tmp_path / "sig.json"
+    code, stdout, err = make([*three, "-o", out, "--baseline-mean", baseline_mean, "--baseline-std", baseline_std,
+                              "--baseline-n", baseline_n], capsys)
+    assert code == 0, err
+    sig = json.loads(out.read_text())["significance"]
+    a, b = std ** 2 / 3, baseline_std ** 2 / baseline_n
+    t = (baseline_mean - delta - mean) / math.sqrt(a + b)
+    df = (a + b) ** 2 / (a * a / 2 + b * b / (baseline_n - 1))
+    assert sig["test"] == "one-sided Welch" and sig["delta"] == delta and sig["baseline_n_assumed"] is False
+    assert sig["improvement_bpb"] == pytest.approx(0.02, abs=1e-12)
+    assert sig["t"] == pytest.approx(t) and sig["df"] == pytest.approx(df)
+    assert sig["p_value"] == pytest.approx(ms.t_sf(t, df)) and f"p={sig['p_value']:.3g}" in stdout
+    ratio = submission["seeds"][0]["val_bpb"] / submission["seeds"][0]["val_loss"]  # tokens / (bytes ln 2)
+    assert sig["bpb_per_nat"] == pytest.approx(ratio, rel=1e-6) and sig["delta_nats"] == pytest.approx(delta / ratio, rel=1e-6)
+    # a baseline no better than ours: no evidence at all
+    code, _, err = make([*three, "-o", out, "--baseline-mean", mean, "--baseline-std", baseline_std], capsys)
+    assert code == 0, err
+    sig = json.loads(out.read_text())["significance"]
+    assert sig["p_value"] > 0.5 and sig["baseline_n"] == 3 and sig["baseline_n_assumed"] is True
+
+
+def test_significance_needs_two_seeds(logs, tmp_path, capsys):
+    code, _, err = make([logs["seed1"], "-o", tmp_path / "x.json", "--baseline-mean", 1.0, "--baseline-std", 0.01], capsys)
+    assert code == 2 and "at least 2 seeds" in err
+
+
+# ----------------------------------------------------------------------------- plot
+
+def test_plot_png(logs, three, tmp_path, capsys):
+    try:
+        import matplotlib  # noqa: F401  (optional dependency of the tool)
+    except ImportError:
+        pytest.skip("matplotlib is not installed (optional; only --plot needs it)")
+    png, out = tmp_path / "seeds.png", tmp_path / "submission.json"
+    code, _, err = make([*three, "-o", out, "--plot", png], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == PNG_MAGIC and out.is_file()
+    # ablations, an EVAL_ONLY log and an unfinished one: plotted, no checks, no json
+    cut = edited(logs["seed2"], tmp_path / "cut.txt", lambda t: t[:t.index("final_int6_roundtrip ")])
+    png2, out2 = tmp_path / "ablation.png", tmp_path / "not_written.json"
+    code, stdout, err = make([logs["seed1"], logs["ablation"], logs["eval_only"], cut, "--plot", png2, "--plot-only",
+                              "-o", out2], capsys)
+    assert code == 0, err
+    assert png2.read_bytes()[:8] == PNG_MAGIC and not out2.exists() and f"wrote {png2}" in stdout
+
+
+def test_json_without_matplotlib(three, tmp_path, capsys, monkeypatch):
+    """matplotlib is optional: without it the json is written, and --plot is a clean refusal."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    out = tmp_path / "submission.json"
+    assert make([*three, "-o", out], capsys)[0] == 0 and out.is_file()
+    out.unlink()
+    code, _, err = make([*three, "-o", out, "--plot", tmp_path / "p.png"], capsys)
+    assert code == 2 and "needs matplotlib" in err and not out.exists()
