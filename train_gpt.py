@@ -1086,6 +1086,7 @@ def run(args, ctx, code_bytes: int, log_path: Path):
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     attention_path = "flash_attn_3" if flash_attn_func is not None and device.type == "cuda" else "sdpa"
     log(f"run_id:{log_path.stem} torch:{torch.__version__} device:{gpu} world_size:{ctx['world']} attention:{attention_path} code_bytes:{code_bytes}")
+    log(f"code_sha256:{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     for name, value in args.items():
         log(f"hyperparameter {name}={value}")
     for w in args.warnings:
