@@ -3,7 +3,7 @@ int6+lzma, scored in bits per byte. Run: torchrun --standalone --nproc_per_node=
 Every setting is an env var (see SETTINGS); the defaults are the record configuration."""
 from __future__ import annotations
 
-import contextlib, copy, difflib, glob, hashlib, io, lzma, math, os, resource, sys, time
+import contextlib, copy, difflib, gc, glob, hashlib, io, lzma, math, os, resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -763,8 +763,9 @@ def rank_slice(n: int, rank: int, world: int) -> slice:
 
 
 class ExactIndex:
-    """Map int64 keys to dense ids 0, 1, 2, ... in first-seen order, on any device. Open addressing
-    with linear probing and full-key comparison: two different keys never share an id."""
+    """Map int64 keys >= 0 to dense ids 0, 1, 2, ... in first-seen order, on any device (-1 marks
+    an empty slot). Open addressing with linear probing and full-key comparison: two different
+    keys never share an id."""
 
     def __init__(self, device, capacity: int = 1 << 10):
         self.keys = torch.full((capacity,), -1, dtype=torch.long, device=device)
@@ -1077,6 +1078,7 @@ def main():
     finally:
         if distributed:
             dist.destroy_process_group()
+            gc.collect()  # free finished gloo work now: at interpreter exit its threads can abort (torch#109478)
 
 
 def run(args, ctx, code_bytes: int, log_path: Path):
