@@ -203,6 +203,13 @@ FINAL_LINE_PATTERNS = {
     "final_int6_sliding_window": r"^final_int6_sliding_window val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) stride:(?P<stride>\d+)$",
     "total": r"^Total submission size int6\+lzma: (?P<bytes>\d+) bytes$",
     "peak_memory": r"^peak memory allocated: (?P<mib>\d+) MiB",
+    # the eval stack (n-gram mixer and test-time training)
+    "ngram_only": r"^ngram_only val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(sliding window \+ n-gram mixer, no TTT\)$",
+    "ttt_only": r"^ttt_only val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(TTT at temperature (?P<temperature>\S+), no mixer, same pass\)$",
+    "final_ngram_ttt": r"^final_ngram_ttt val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(ngram:(?P<ngram>[01]) ttt:(?P<ttt>[01])\)$",
+    "ngram_audit": r"^ngram_audit positions:(?P<positions>\d+) max_abs_err:(?P<max_abs_err>\S+)$",
+    "gains": r"^gains_bpb (?P<gains>.*) \(each against final_int6_sliding_window\)$",
+    "nll_dump": r"^eval:(?P<label>\S+) per-token NLL written to (?P<path>.+)$",
 }
 
 
@@ -221,6 +228,18 @@ def train_losses(log: str) -> dict[int, float]:
 
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("ERROR: ")]
+
+
+def gains(log: str) -> dict[str, float]:
+    """{name: value} from the `gains_bpb total_gain:x ngram_gain:y ttt_gain:z (...)` line."""
+    line = log_line(log, "gains")
+    return {k: float(v) for k, v in (item.split(":") for item in line["gains"].split())} if line else {}
+
+
+def eval_ctx(val_tokens: torch.Tensor, tables, log=None) -> dict:
+    """The ctx dict run() hands to evaluate(), for one CPU process."""
+    return dict(device=torch.device("cpu"), rank=0, world=1, log=log or (lambda msg: None),
+                val_tokens=val_tokens, byte_tables=tuple(tables))
 
 
 def rel_diff(a: float, b: float) -> float:
