@@ -1020,8 +1020,8 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
         np.savez(dump_path, nll_bits=dump[0].float().cpu().numpy(), bytes=dump[1].to(torch.int32).cpu().numpy())
         log(f"eval:{label} per-token NLL written to {dump_path}")
     model.train(was_training)
+    nll, mixed_nll, n_bytes, count, audited = sums.tolist()  # also waits for the GPU
     seconds = time.perf_counter() - t0
-    nll, mixed_nll, n_bytes, count, audited = sums.tolist()
     log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f}")
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
     if mixer:
@@ -1044,7 +1044,7 @@ def format_seconds(s: float) -> str:
 def make_logger(run_id: str, rank: int):
     path = Path("logs") / f"{run_id}.txt"
     if rank == 0:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a") if rank == 0 else None
 
     def log(msg: str):
@@ -1055,8 +1055,8 @@ def make_logger(run_id: str, rank: int):
     return log, path
 
 
-def main():
-    code_bytes = len(Path(__file__).read_bytes())
+def init_distributed() -> tuple[bool, int, int, torch.device]:
+    """Under torchrun (RANK set): NCCL on GPU, gloo on CPU. Returns (distributed, rank, world, device)."""
     distributed = "RANK" in os.environ
     if distributed:
         if torch.cuda.is_available():
@@ -1064,6 +1064,24 @@ def main():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return distributed, rank, world, device
+
+
+def log_header(args, ctx, run_id: str, code_bytes: int):
+    device, log = ctx["device"], ctx["log"]
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    attention_path = "flash_attn_3" if flash_attn_func is not None and device.type == "cuda" else "sdpa"
+    log(f"run_id:{run_id} torch:{torch.__version__} device:{gpu} world_size:{ctx['world']} attention:{attention_path} code_bytes:{code_bytes}")
+    log(f"code_sha256:{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    for name, value in args.items():
+        log(f"hyperparameter {name}={value}")
+    for w in args.warnings:
+        log(f"WARNING: {w}")
+
+
+def main():
+    code_bytes = len(Path(__file__).read_bytes())
+    distributed, rank, world, device = init_distributed()
     run_id = [os.environ.get("RUN_ID") or time.strftime("run_%Y%m%d_%H%M%S")]
     if distributed:
         dist.broadcast_object_list(run_id)
@@ -1085,14 +1103,7 @@ def run(args, ctx, code_bytes: int, log_path: Path):
     log, device = ctx["log"], ctx["device"]
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    attention_path = "flash_attn_3" if flash_attn_func is not None and device.type == "cuda" else "sdpa"
-    log(f"run_id:{log_path.stem} torch:{torch.__version__} device:{gpu} world_size:{ctx['world']} attention:{attention_path} code_bytes:{code_bytes}")
-    log(f"code_sha256:{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
-    for name, value in args.items():
-        log(f"hyperparameter {name}={value}")
-    for w in args.warnings:
-        log(f"WARNING: {w}")
+    log_header(args, ctx, log_path.stem, code_bytes)
     sp = load_tokenizer(args, log)
     ctx["byte_tables"] = tuple(t.to(device) for t in byte_tables(sp))
     ctx["val_tokens"] = load_val_tokens(args).to(device)
