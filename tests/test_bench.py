@@ -1,0 +1,147 @@
+"""tools/bench.py on CPU: `train` with 1 process and with 2 gloo processes, `eval` on the artifact of
+a tiny train_gpt.py run. The table's numbers are checked against the log lines they come from and
+against an independent FLOP count; the eval scores against those of the training run itself."""
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, TINY_ENV, _clean_environ, log_line, run_trainer, tiny_args
+
+BENCH = REPO_ROOT / "tools" / "bench.py"
+sys.path.insert(0, str(BENCH.parent))
+import bench  # noqa: E402
+
+
+def run_bench(argv, env, cwd, nproc=1):
+    """tools/bench.py as a subprocess (under torch.distributed.run with nproc > 1); returns
+    (returncode, stdout, stderr, log text)."""
+    full_env = {**_clean_environ(), **env}
+    cmd = [sys.executable, str(BENCH), *argv]
+    if nproc > 1:
+        full_env["OMP_NUM_THREADS"] = "1"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(BENCH), *argv]
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120)
+    log_path = cwd / "logs" / "bench" / f"{env['RUN_ID']}.txt"
+    return proc.returncode, proc.stdout, proc.stderr, log_path.read_text() if log_path.is_file() else ""
+
+
+def table(log: str, title: str) -> tuple[dict[str, str], list[str]]:
+    """({name: value} of the `name  value  note` rows, all table lines) of the log's last table."""
+    lines = log.split(f"==== bench {title} ====\n")[-1].splitlines()
+    rows = dict(re.split(r"\s{2,}", line.strip())[:2] for line in lines if re.match(r"^\w+\s{2,}\S", line))
+    return rows, lines
+
+
+def expected_flops_per_token(args) -> int:
+    """6 * (matmul weights) + 6*L*T*d, counted from the settings, not from the model's modules."""
+    d, L, head_dim = args.model_dim, args.num_layers, args.model_dim // args.num_heads
+    kv, hidden = args.num_kv_heads * head_dim, int(args.mlp_mult * d)
+    per_layer = d * d + 2 * d * kv + d * d + 2 * d * hidden  # q, k, v, proj, mlp fc + proj
+    extra = (args.bigram_dim * d if args.bigram_vocab_size else 0) + (args.ve_dim * kv if args.ve_layers else 0)
+    return 6 * (L * per_layer + extra + args.vocab_size * d) + 6 * L * args.train_seq_len * d
+
+
+@pytest.mark.parametrize("extra", [{}, dict(BIGRAM_VOCAB_SIZE="0", VE_ENABLED="0", MLP_MULT="2.5"), dict(NUM_KV_HEADS="4")])
+def test_flops_per_token_matches_independent_count(extra):
+    args = tiny_args(**extra)
+    fpt, n_matmul, attention = bench.flops_per_token(bench.tg.GPT(args))
+    assert fpt == expected_flops_per_token(args) == 6 * n_matmul + attention
+
+
+@pytest.mark.parametrize("argv", [["eval", "--phases", "sliding,foo"], ["eval", "--phases", ","], ["train", "--steps", "0"]])
+def test_bad_arguments_are_refused(argv):
+    with pytest.raises(SystemExit) as e:
+        bench.parse_cli(argv)
+    assert e.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def bench_env(tiny_data, tiny_tokenizer):
+    # ITERATIONS/WARMDOWN_ITERS of TINY_ENV are set on purpose: bench overrides them.
+    return dict(TINY_ENV, DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64", VAL_LOSS_EVERY="2")
+
+
+def check_train(code, stdout, stderr, log, steps, world):
+    assert code == 0, (stdout + stderr)[-3000:]
+    rows, lines = table(log, "train")
+    assert stdout.rstrip().endswith(lines[-1])  # the table is printed last
+    assert log.count("==== bench train ====") == 1  # only rank 0 writes
+    assert rows["device"] == f"cpu x{world}" and rows["world_size"] == str(world) and rows["attention"] == "sdpa"
+    assert re.search(rf"^run_id:\S+ torch:{re.escape(rows['torch'])} device:cpu world_size:{world} attention:sdpa code_bytes:\d+$", log, re.M)
+    # the overrides, and nothing but training
+    for setting in (f"ITERATIONS={steps}", "WARMDOWN_ITERS=0", "MAX_WALLCLOCK_SECONDS=0.0", "VAL_LOSS_EVERY=0", f"TRAIN_LOG_EVERY={steps}"):
+        assert f"hyperparameter {setting}\n" in log
+    assert "val_loss" not in log and "eval:" not in log and "artifact" not in log
+    assert f"world_size:{world} grad_accum:{8 // world} " in log and "compile_warmup done steps:1 " in log
+    # ms/step and tokens/s are those of the final step line
+    final = re.search(rf"^step:{steps}/{steps} .* step_avg:(\S+)ms tokens_per_s:(\S+)M ", log, re.M)
+    ms, tps = float(rows["ms_per_step"]), float(rows["tokens_per_s"])
+    assert rows["steps"] == str(steps) and ms == float(final[1]) > 0 and tps == pytest.approx(float(final[2]) * 1e6)
+    batch = int(rows["batch_tokens"])
+    assert batch == int(TINY_ENV["TRAIN_BATCH_TOKENS"])
+    lo, hi = batch / (ms + 0.05) * 1000, batch / (ms - 0.05) * 1000  # step_avg has 0.1 ms resolution, tokens_per_s 1000
+    assert lo - 500 <= tps <= hi + 500
+    assert float(rows["tokens_per_s_per_gpu"]) == pytest.approx(tps / world, abs=0.5)
+    # own timer: the whole timed loop at least, plus setup
+    assert float(rows["ms_per_step_wall"]) * steps >= ms * steps - 100 - 0.1 * steps
+    assert float(rows["setup_overhead_s"]) == pytest.approx((float(rows["ms_per_step_wall"]) - ms) * steps / 1000, abs=0.01)
+    # FLOPs and MFU from an independent count
+    fpt = expected_flops_per_token(tiny_args(VOCAB_SIZE=64))
+    assert float(rows["flops_per_token"]) == fpt
+    per_gpu = float(rows["tokens_per_s_per_gpu"])
+    assert float(rows["tflops_per_gpu"]) == pytest.approx(fpt * per_gpu / 1e12, rel=1e-3)
+    assert float(rows["mfu_vendor_peak"].rstrip("%")) == pytest.approx(100 * fpt * per_gpu / 100e12, rel=1e-3)
+    assert float(rows["mfu_measured_peak"].rstrip("%")) == pytest.approx(100 * fpt * per_gpu / 50e12, rel=1e-3)
+    assert "6*N_matmul + 6*L*T*d" in log and "peak_memory_mib" not in rows  # no CUDA
+
+
+def test_train_one_process(bench_env, tmp_path):
+    env = dict(bench_env, RUN_ID="train1")
+    check_train(*run_bench(["train", "--steps", "4", "--peak-tflops", "100", "--measured-tflops", "50"], env, tmp_path), steps=4, world=1)
+
+
+def test_train_two_processes(bench_env, tmp_path):
+    env = dict(bench_env, RUN_ID="train2")
+    argv = ["train", "--steps", "3", "--peak-tflops", "100", "--measured-tflops", "50"]
+    check_train(*run_bench(argv, env, tmp_path, nproc=2), steps=3, world=2)
+
+
+def test_eval_phases(bench_env, tmp_path):
+    """Times every phase on the artifact of a tiny run; its scores equal those of the run's own eval."""
+    env = dict(bench_env, TTT_CHUNK_TOKENS="2048", VAL_LOSS_EVERY="0", RUN_ID="trained")  # 4 TTT chunks
+    trained = run_trainer(env, tmp_path)
+    assert trained.returncode == 0, trained.output[-3000:]
+    artifact = tmp_path / "final_model.int6.ptz"
+    code, stdout, stderr, log = run_bench(["eval", "--artifact", str(artifact), "--phases", "ttt,ngram,roundtrip,sliding", "--repeat", "2"],
+                                  dict(env, RUN_ID="eval", ARTIFACT_PATH="missing.ptz"), tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    rows, lines = table(log, "eval")
+    assert stdout.rstrip().endswith(lines[-1])
+    assert rows["device"] == "cpu x1" and rows["artifact"] == str(artifact)
+    n_targets = int(rows["val_targets"])
+    assert n_targets == (int(TINY_ENV["VAL_MAX_TOKENS"]) - 1) // 64 * 64
+    phase_rows = [line.split() for line in lines if re.match(r"^(roundtrip|sliding|ngram|ttt) ", line)]
+    assert [(r[0], r[1]) for r in phase_rows] == [(p, f"{k}/2" + "*" * (k == 2)) for p in bench.PHASES for k in (1, 2)]
+    for phase, _, seconds, eval_s, targets, per_gpu, full in phase_rows:
+        seconds, eval_s, per_gpu, full = map(float, (seconds, eval_s, per_gpu, full))
+        assert int(targets) == n_targets and 0 < eval_s <= seconds + 0.001
+        assert n_targets / (seconds + 5e-4) - 0.05 <= per_gpu <= n_targets / (seconds - 5e-4) + 0.05  # seconds: 3 decimals
+        assert full == pytest.approx(62_021_632 / (per_gpu * 8), abs=0.05 + 62_021_632 / (per_gpu - 0.05) / 8 - 62_021_632 / per_gpu / 8)
+        assert re.search(rf"^eval:{phase} seconds:\S+ targets:{n_targets} tokens_per_s_per_gpu:\d+$", log, re.M)
+    # the same evaluate() calls as the run: the same scores (bench logs 6 decimals), TTT from a fresh load every time
+    scores = {}
+    for m in re.finditer(r"^bench_eval phase:(\w+) repeat:(\d)/2 .* val_bpb:(\S+)(?: mixed_bpb:(\S+))?$", log, re.M):
+        scores.setdefault(m[1], []).append((float(m[3]), float(m[4]) if m[4] else None))
+    assert all(len(v) == 2 and v[0] == v[1] for v in scores.values()), scores
+    expected = dict(roundtrip=(log_line(trained.log, "final_int6_roundtrip")["val_bpb"], None),
+                    sliding=(log_line(trained.log, "final_int6_sliding_window")["val_bpb"], None),
+                    ngram=(log_line(trained.log, "final_int6_sliding_window")["val_bpb"], log_line(trained.log, "ngram_only")["val_bpb"]),
+                    ttt=(log_line(trained.log, "ttt_only")["val_bpb"], log_line(trained.log, "final_ngram_ttt")["val_bpb"]))
+    for phase, (bpb, mixed) in expected.items():
+        got = scores[phase][0]
+        assert got[0] == pytest.approx(float(bpb), abs=1.5e-6), phase
+        assert (got[1] is None) == (mixed is None) and (mixed is None or math.isclose(got[1], float(mixed), abs_tol=1.5e-6)), phase

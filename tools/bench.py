@@ -1,0 +1,213 @@
+"""Training and eval speed of train_gpt.py, measured on the program's own code paths.
+
+  python tools/bench.py train [--steps 50] [--peak-tflops 989] [--measured-tflops 790]
+  torchrun --standalone --nproc_per_node=4 tools/bench.py train
+  python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
+
+Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
+args object, ITERATIONS=steps, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, VAL_LOSS_EVERY=0 and
+TRAIN_LOG_EVERY=steps, and calls train_gpt.train(): its WARMUP_STEPS compile warm-up is not in
+the step timings. `eval` loads the artifact and calls train_gpt.evaluate() per phase as run() does.
+The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is its last lines.
+See tools/README.md."""
+from __future__ import annotations
+
+import argparse, gc, os, re, sys, time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_gpt as tg  # noqa: E402
+
+FULL_VAL_TARGETS = 62_021_632  # scored targets of the full FineWeb val set at seq_len 2048
+PHASES = ("roundtrip", "sliding", "ngram", "ttt")  # run in this order: TTT changes the model, so last
+STEP_LINE = re.compile(r"^step:(\d+)/(\d+) .* step_avg:([\d.]+)ms tokens_per_s:([\d.]+)M ")
+WARMUP_LINE = re.compile(r"^compile_warmup done steps:\d+ seconds:([\d.]+)")
+
+
+def flops_per_token(model: tg.GPT) -> tuple[int, int, int]:
+    """Training FLOPs per token = 6*N_matmul + 6*L*T*d.
+    N_matmul: weights of every CastedLinear plus the tied embedding as LM head (2 FLOPs per weight
+    forward, 4 backward). Attention: per layer and token, QK^T and AV cost 2*T*d each forward, 12*T*d
+    with backward; causal masking halves it: 6*L*T*d. Not counted: embedding lookups, norms, rotary,
+    softmax, elementwise ops and Muon's Newton-Schulz iterations."""
+    a = model.args
+    n_matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, tg.CastedLinear)) + model.tok_emb.weight.numel()
+    attention = 6 * a.num_layers * a.train_seq_len * a.model_dim
+    return 6 * n_matmul + attention, n_matmul, attention
+
+
+def header(args, ctx, log, log_path):
+    """The program's own run header (settings, code hash), then the table's first rows."""
+    device = ctx["device"]
+    tg.log_header(args, ctx, log_path.stem, len(Path(tg.__file__).read_bytes()))
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    attention = "flash_attn_3" if tg.flash_attn_func is not None and device.type == "cuda" else "sdpa"
+    rows = [("device", f"{gpu} x{ctx['world']}"), ("torch", torch.__version__), ("attention", attention)]
+    return rows, device.type == "cuda"
+
+
+def table(log, title: str, rows):
+    """Rows (name, value[, note]) as aligned columns; (text,) as is; () as a blank line."""
+    log(f"==== bench {title} ====")
+    for row in rows:
+        log(row[0] if len(row) == 1 else "" if not row else f"{row[0]:<20}  {row[1]!s:<16}  {row[2] if len(row) > 2 else ''}".rstrip())
+
+
+def bench_train(cli, args, ctx, log, log_path):
+    device, world = ctx["device"], ctx["world"]
+    args.iterations, args.warmdown_iters, args.max_wallclock_seconds = cli.steps, 0, 0.0
+    args.val_loss_every, args.train_log_every = 0, cli.steps
+    rows, cuda = header(args, ctx, log, log_path)
+    log(f"bench_overrides ITERATIONS={cli.steps} WARMDOWN_ITERS=0 MAX_WALLCLOCK_SECONDS=0 VAL_LOSS_EVERY=0 "
+        f"TRAIN_LOG_EVERY={cli.steps} (set after Hyperparameters(); the hyperparameter lines above show them)")
+    if cuda and args.warmup_steps == 0:
+        log("WARNING: WARMUP_STEPS=0: torch.compile time falls inside the timed steps")
+    torch.manual_seed(args.seed)
+    model = tg.GPT(args).to(device)
+    fpt, n_matmul, attention = flops_per_token(model)
+    log(f"model_params:{sum(p.numel() for p in model.parameters())} matmul_params:{n_matmul}")
+    lines = []
+
+    def capture(msg):
+        lines.append(msg)
+        log(msg)
+
+    tg.synchronize(device)
+    t0 = time.perf_counter()
+    steps = tg.train(args, model, ctx, capture)
+    tg.synchronize(device)
+    wall = time.perf_counter() - t0
+    last = [m for m in map(STEP_LINE.match, lines) if m and int(m[1]) == steps]
+    if steps != cli.steps or not last:
+        raise tg.UserError(f"train() stopped at step {steps} of {cli.steps} or logged no final step line")
+    step_ms, tokens_per_s = float(last[-1][3]), float(last[-1][4]) * 1e6
+    warmup = [float(m[1]) for m in map(WARMUP_LINE.match, lines) if m]
+    timed_wall = wall - (warmup[-1] if warmup else 0.0)
+    per_gpu = tokens_per_s / world
+    grad_accum = max(1, 8 // world)
+    rows += [
+        ("world_size", world),
+        ("steps", steps, f"timed (WARMUP_STEPS={args.warmup_steps} compile warm-up steps before them, not timed)"),
+        ("batch_tokens", args.train_batch_tokens, f"per step, all GPUs (seq_len {args.train_seq_len}, grad_accum {grad_accum})"),
+        ("ms_per_step", f"{step_ms:.1f}", "step_avg of the log's final step line"),
+        ("ms_per_step_wall", f"{1000 * timed_wall / steps:.1f}",
+         "own timer: train() minus the warm-up line's seconds; includes setup outside the step loop"),
+        ("setup_overhead_s", f"{timed_wall - steps * step_ms / 1000:.2f}", "= wall - steps * ms_per_step"),
+        ("tokens_per_s", f"{tokens_per_s:.0f}", "whole job, from the log's tokens_per_s"),
+        ("tokens_per_s_per_gpu", f"{per_gpu:.0f}", f"tokens_per_s / {world}"),
+        ("flops_per_token", f"{fpt:.6e}",
+         f"6*N_matmul + 6*L*T*d = 6*{n_matmul} + 6*{args.num_layers}*{args.train_seq_len}*{args.model_dim}"),
+        ("tflops_per_gpu", f"{fpt * per_gpu / 1e12:.4g}", "flops_per_token * tokens_per_s_per_gpu"),
+        ("mfu_vendor_peak", f"{100 * fpt * per_gpu / (cli.peak_tflops * 1e12):.4g}%", f"of {cli.peak_tflops:g} TFLOP/s per GPU (--peak-tflops)"),
+        ("mfu_measured_peak", f"{100 * fpt * per_gpu / (cli.measured_tflops * 1e12):.4g}%",
+         f"of {cli.measured_tflops:g} TFLOP/s per GPU (--measured-tflops: bf16 8192^3 matmul)"),
+    ]
+    if cuda:
+        rows.append(("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated, rank 0"))
+    table(log, "train", rows)
+
+
+def run_phase(phase: str, model, ctx, args) -> dict:
+    """The evaluate() call of run() for this phase."""
+    if phase == "roundtrip":
+        return tg.evaluate(model, ctx, args.eval_seq_len, phase)
+    if phase == "sliding":
+        return tg.evaluate(model, ctx, args.eval_stride, phase)
+    if phase == "ngram":
+        return tg.evaluate(model, ctx, args.eval_stride, phase, use_mixer=True)
+    return tg.evaluate(model, ctx, args.eval_stride, phase, use_mixer=args.ngram_enabled, ttt=True, temperature=args.ttt_temperature)
+
+
+def bench_eval(cli, args, ctx, log, log_path):
+    device, world = ctx["device"], ctx["world"]
+    rows, cuda = header(args, ctx, log, log_path)
+    phases = [p for p in PHASES if p in cli.phases]
+    repeat = cli.repeat or (2 if cuda else 1)
+    sp = tg.load_tokenizer(args, log)
+    ctx["byte_tables"] = tuple(t.to(device) for t in tg.byte_tables(sp))
+    ctx["val_tokens"] = tg.load_val_tokens(args).to(device)
+    n_targets = len(ctx["val_tokens"]) - 1
+    log(f"val_tokens:{n_targets} (scored targets)")
+    artifact = Path(cli.artifact or args.artifact_path)
+    model = tg.GPT(args).to(device)
+    tg.load_artifact(artifact, model)
+    log(f"artifact:{artifact} bytes:{artifact.stat().st_size} phases:{','.join(phases)} repeat:{repeat}")
+    rows += [("world_size", world), ("artifact", str(artifact)), ("val_targets", n_targets, "VAL_MAX_TOKENS caps them"), ()]
+    rows.append((f"{'phase':<10} {'repeat':<6} {'seconds':>9} {'eval_s':>9} {'targets':>10} {'tok/s/gpu':>10} {'full_8gpu_s':>11}",))
+    for phase in phases:
+        for r in range(1, repeat + 1):
+            if phase == "ttt":  # artifact weights again (same module object, so compiled graphs are reused)
+                tg.load_artifact(artifact, model)
+            lines = []
+            phase_ctx = dict(ctx, log=lambda msg: (lines.append(msg), log(msg)))
+            tg.synchronize(device)
+            t0 = time.perf_counter()
+            result = run_phase(phase, model, phase_ctx, args)
+            tg.synchronize(device)
+            seconds = time.perf_counter() - t0
+            done = [m for m in (re.match(rf"^eval:{phase} seconds:\S+ targets:(\d+) ", s) for s in lines) if m]
+            targets = int(done[-1][1])
+            per_gpu = targets / seconds / world
+            full = FULL_VAL_TARGETS / (per_gpu * 8)
+            scores = " ".join(f"{k}:{v:.6f}" for k, v in result.items() if k in ("val_bpb", "mixed_bpb"))
+            log(f"bench_eval phase:{phase} repeat:{r}/{repeat} seconds:{seconds:.3f} eval_seconds:{result['seconds']:.3f} "
+                f"targets:{targets} tokens_per_s_per_gpu:{per_gpu:.1f} full_val_8gpu_seconds:{full:.1f} {scores}")
+            rows.append((f"{phase:<10} {f'{r}/{repeat}' + ('*' if r == repeat else ''):<6} {seconds:9.3f} {result['seconds']:9.3f} "
+                         f"{targets:10d} {per_gpu:10.1f} {full:11.1f}",))
+    if cuda:
+        rows += [(), ("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated, rank 0")]
+    rows += [(), ("* reported: the last repeat (the first call of each phase includes torch.compile on GPU)",),
+             ("seconds: own timer (synchronized) around evaluate(); eval_s: evaluate()'s own; tok/s/gpu = targets / seconds / world",),
+             (f"full_8gpu_s = {FULL_VAL_TARGETS} / (tok/s/gpu * 8): assumes the per-GPU speed holds on 8 GPUs and on the whole val set",)]
+    table(log, "eval", rows)
+
+
+def parse_cli(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="time training steps")
+    train.add_argument("--steps", type=int, default=50, help="timed steps (ITERATIONS); default 50")
+    train.add_argument("--peak-tflops", type=float, default=989.0, help="vendor peak bf16 dense TFLOP/s per GPU (H100 SXM: 989)")
+    train.add_argument("--measured-tflops", type=float, default=790.0, help="achievable bf16 TFLOP/s per GPU (8192^3 matmul: ~790)")
+    ev = sub.add_parser("eval", help="time eval phases on an artifact")
+    ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
+    ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+                    help="comma-separated subset of " + ",".join(PHASES) + " (always run in that order)")
+    ev.add_argument("--repeat", type=int, default=0, help="calls per phase, the last reported (default: 2 on CUDA, 1 on CPU)")
+    cli = parser.parse_args(argv)
+    if cli.command == "eval" and (not cli.phases or set(cli.phases) - set(PHASES)):
+        parser.error(f"--phases must be a comma-separated subset of {','.join(PHASES)}")
+    if cli.command == "eval" and cli.repeat < 0:
+        parser.error("--repeat must be >= 1 (0: 2 on CUDA, 1 on CPU)")
+    if cli.command == "train" and (cli.steps <= 0 or cli.peak_tflops <= 0 or cli.measured_tflops <= 0):
+        parser.error("--steps, --peak-tflops and --measured-tflops must be > 0")
+    return cli
+
+
+def main(argv=None):
+    cli = parse_cli(argv)
+    distributed, rank, world, device = tg.init_distributed()
+    run_id = [os.environ.get("RUN_ID") or time.strftime(f"bench_{cli.command}_%Y%m%d_%H%M%S")]
+    if distributed:
+        dist.broadcast_object_list(run_id)
+    log, log_path = tg.make_logger(f"bench/{run_id[0]}", rank)
+    ctx = dict(device=device, rank=rank, world=world, log=log)
+    try:
+        args = tg.Hyperparameters()
+        (bench_train if cli.command == "train" else bench_eval)(cli, args, ctx, log, log_path)
+    except tg.UserError as e:
+        log(f"ERROR: {e}")
+        if rank == 0:
+            print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+            gc.collect()  # as train_gpt.main(): finished gloo work freed at exit can abort a rank
+
+
+if __name__ == "__main__":
+    main()
