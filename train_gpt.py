@@ -1041,8 +1041,8 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def make_logger(run_id: str, rank: int):
-    path = Path("logs") / f"{run_id}.txt"
+def make_logger(run_id: str, rank: int, folder: str = "logs"):
+    path = Path(folder) / f"{run_id}.txt"
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a") if rank == 0 else None
@@ -1053,18 +1053,6 @@ def make_logger(run_id: str, rank: int):
             handle.write(msg + "\n")
             handle.flush()
     return log, path
-
-
-def init_distributed() -> tuple[bool, int, int, torch.device]:
-    """Under torchrun (RANK set): NCCL on GPU, gloo on CPU. Returns (distributed, rank, world, device)."""
-    distributed = "RANK" in os.environ
-    if distributed:
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    return distributed, rank, world, device
 
 
 def log_header(args, ctx, run_id: str, code_bytes: int):
@@ -1079,15 +1067,22 @@ def log_header(args, ctx, run_id: str, code_bytes: int):
         log(f"WARNING: {w}")
 
 
-def main():
-    code_bytes = len(Path(__file__).read_bytes())
-    distributed, rank, world, device = init_distributed()
-    run_id = [os.environ.get("RUN_ID") or time.strftime("run_%Y%m%d_%H%M%S")]
+def launch(job, run_id_format: str = "run_%Y%m%d_%H%M%S", log_folder: str = "logs"):
+    """Set up ranks (under torchrun: NCCL on GPU, gloo on CPU) and the log, then run
+    job(args, ctx, log_path); a UserError becomes one ERROR line and exit code 2."""
+    distributed = "RANK" in os.environ
+    if distributed:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    run_id = [os.environ.get("RUN_ID") or time.strftime(run_id_format)]
     if distributed:
         dist.broadcast_object_list(run_id)
-    log, log_path = make_logger(run_id[0], rank)
+    log, log_path = make_logger(run_id[0], rank, log_folder)
     try:
-        run(Hyperparameters(), dict(device=device, rank=rank, world=world, log=log), code_bytes, log_path)
+        job(Hyperparameters(), dict(device=device, rank=rank, world=world, log=log), log_path)
     except UserError as e:
         log(f"ERROR: {e}")
         if rank == 0:
@@ -1097,6 +1092,11 @@ def main():
         if distributed:
             dist.destroy_process_group()
             gc.collect()  # free finished gloo work now: at interpreter exit its threads can abort (torch#109478)
+
+
+def main():
+    code_bytes = len(Path(__file__).read_bytes())
+    launch(lambda args, ctx, log_path: run(args, ctx, code_bytes, log_path))
 
 
 def run(args, ctx, code_bytes: int, log_path: Path):

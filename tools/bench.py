@@ -12,11 +12,10 @@ The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is it
 See tools/README.md."""
 from __future__ import annotations
 
-import argparse, gc, os, re, sys, time
+import argparse, re, sys, time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt as tg  # noqa: E402
@@ -189,24 +188,8 @@ def parse_cli(argv):
 
 def main(argv=None):
     cli = parse_cli(argv)
-    distributed, rank, world, device = tg.init_distributed()
-    run_id = [os.environ.get("RUN_ID") or time.strftime(f"bench_{cli.command}_%Y%m%d_%H%M%S")]
-    if distributed:
-        dist.broadcast_object_list(run_id)
-    log, log_path = tg.make_logger(f"bench/{run_id[0]}", rank)
-    ctx = dict(device=device, rank=rank, world=world, log=log)
-    try:
-        args = tg.Hyperparameters()
-        (bench_train if cli.command == "train" else bench_eval)(cli, args, ctx, log, log_path)
-    except tg.UserError as e:
-        log(f"ERROR: {e}")
-        if rank == 0:
-            print(f"ERROR: {e}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if distributed:
-            dist.destroy_process_group()
-            gc.collect()  # as train_gpt.main(): finished gloo work freed at exit can abort a rank
+    job = bench_train if cli.command == "train" else bench_eval
+    tg.launch(lambda args, ctx, log_path: job(cli, args, ctx, ctx["log"], log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
 
 
 if __name__ == "__main__":
