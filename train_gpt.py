@@ -799,8 +799,8 @@ class ExactIndex:
             if 2 * self.size > self.keys.numel():  # keep the load under 1/2: rebuild twice as large
                 old = self.keys != -1
                 old_keys, old_ids = self.keys[old], self.ids[old]
-                capacity = 1 << (4 * self.size).bit_length()
-                self.keys, self.ids = torch.full_like(self.keys, -1).new_full((capacity,), -1), self.ids.new_full((capacity,), -1)
+                capacity = 1 << (2 * self.size).bit_length()
+                self.keys, self.ids = self.keys.new_full((capacity,), -1), self.ids.new_full((capacity,), -1)
                 self._place(old_keys, old_ids)
             self._place(unique[new], ids[new])
         return ids[inverse]
