@@ -908,9 +908,11 @@ class TestTimeTrainer:
         raw = [p.detach().clone() for p in self.params]
         with torch.no_grad():
             torch._foreach_copy_(self.params, self.polyak)
-        yield
-        with torch.no_grad():
-            torch._foreach_copy_(self.params, raw)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, raw)
 
     def train_chunk(self, tokens: Tensor, start: int, chunk: int):
         """Train on targets tokens[start+1 : start+TTT_CHUNK_TOKENS+1], all of them already scored."""
