@@ -509,8 +509,8 @@ class BigramCounts:
 
 
 def set_qat(model: GPT, enabled: bool, temperature: float = 1.0):
-    for m in model.modules():
-        if isinstance(m, CastedLinear) and int6_eligible(m):
+    for name, m in model.named_modules():
+        if isinstance(m, CastedLinear) and int6_matrix(name + ".weight", m.weight):
             m.qat = enabled
             m.qat_temperature.fill_(temperature)
 
@@ -623,15 +623,17 @@ def train(args, model: GPT, ctx, log) -> int:
 
 # ----------------------------------------------------------------------------- EXPORT
 # Attention/MLP matrices: int6 per row (int5 where needed to fit the cap), the clip percentile
-# chosen per tensor by reconstruction error. Embeddings: int8 per row. Small tensors: fp16. The whole dict is lzma-compressed. The
-# artifact counted against the 16 MB cap is this file's bytes plus the compressed blob.
+# chosen per tensor by reconstruction error. Embeddings: int8 per row. Small tensors: fp16. The
+# whole dict is lzma-compressed. The artifact counted against the 16 MB cap is this file's bytes
+# plus the compressed blob.
 
 INT5_MAX, INT6_MAX, INT8_MAX, SMALL_TENSOR = 15, 31, 127, 65536
 INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 
 
-def int6_eligible(m: CastedLinear) -> bool:
-    return m.weight.numel() > SMALL_TENSOR and m.weight.ndim == 2
+def int6_matrix(name: str, t: Tensor) -> bool:
+    """Attention/MLP weights large enough to quantize: int6 (or int5) at export, QAT in training."""
+    return t.is_floating_point() and t.numel() > SMALL_TENSOR and (".attn." in name or ".mlp." in name)
 
 
 def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
@@ -648,7 +650,7 @@ def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset())
             out[name] = t.half() if t.is_floating_point() else t
             continue
         w = t.float()
-        if ".attn." in name or ".mlp." in name:
+        if int6_matrix(name, t):
             qmax = INT5_MAX if name in int5 else INT6_MAX
             candidates = [quantize_rows(w, torch.quantile(w.abs(), p, dim=1) if p < 1 else w.abs().amax(1), qmax) for p in INT6_PERCENTILES]
             q, scale = min(candidates, key=lambda qs: (qs[0].float() * qs[1].float()[:, None] - w).square().mean().item())
@@ -696,7 +698,7 @@ def save_artifact(model: GPT, path: Path, code_bytes: int, log) -> int:
     are near-Gaussian and compress worse than trained ones), matrices drop to int5, MLP first,
     until code + artifact fit."""
     state = model.state_dict()
-    matrices = sorted((n for n in state if (".mlp." in n or ".attn." in n) and state[n].numel() > SMALL_TENSOR), key=lambda n: ".attn." in n)
+    matrices = sorted((n for n in state if int6_matrix(n, state[n])), key=lambda n: ".attn." in n)
     int5: frozenset[str] = frozenset()
     data = compress_state(state, int5)
     while len(data) + code_bytes > SIZE_LIMIT_BYTES and len(int5) < len(matrices):
@@ -741,7 +743,7 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> tuple[Tensor, Tenso
     return ends, previous - ends + length
 
 
-def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tensor, length: int, batch_seqs: int, progress=None):
+def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tensor, length: int, batch_seqs: int):
     """Yield (target index, logits) for the scored positions of the given windows, in order."""
     offsets = torch.arange(length, device=tokens.device)
     for b in range(0, len(ends), batch_seqs):
@@ -754,8 +756,6 @@ def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tenso
         h = model_hidden(tokens[positions - 1])[:n, first:]
         keep = offsets[first:][None, :] >= s[:n, None]
         yield positions[:n, first:][keep], head(h[keep])
-        if progress:
-            progress(min(b + batch_seqs, len(ends)), len(ends))
 
 
 def rank_slice(n: int, rank: int, world: int) -> slice:
@@ -1166,6 +1166,7 @@ def run(args, ctx, code_bytes: int, log_path: Path):
         raise UserError(f"ngram audit failed: a mixed distribution sums to 1 +- {worst:.3e} (> {AUDIT_TOLERANCE}); the score is not valid")
     if total > SIZE_LIMIT_BYTES:
         raise UserError(f"ARTIFACT OVER LIMIT: {total} bytes > {SIZE_LIMIT_BYTES} (everything was saved; shrink the model or the code)")
+
 
 if __name__ == "__main__":
     main()
