@@ -60,11 +60,8 @@ def randomize_(model: torch.nn.Module, std: float = 0.1) -> torch.nn.Module:
 
 
 def save_artifact(model, path: Path, code_bytes: int = 0, log=None):
-    """train_gpt.save_artifact; newer versions also take the code size (for the cap) and a logger."""
-    import inspect
-    if len(inspect.signature(train_gpt.save_artifact).parameters) > 2:
-        return train_gpt.save_artifact(model, path, code_bytes, log or (lambda msg: None))
-    return train_gpt.save_artifact(model, path)
+    """train_gpt.save_artifact with a silent logger by default."""
+    return train_gpt.save_artifact(model, path, code_bytes, log or (lambda msg: None))
 
 
 # ----------------------------------------------------------------------------- shards
