@@ -973,33 +973,40 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets, audited
     audit = torch.zeros((), device=device, dtype=torch.float64)  # max |sum_v p - 1| and |p_full(x) - p_scored(x)|
     vocab = torch.arange(args.vocab_size, device=device)
-    dump = torch.zeros(2, n_targets, device=device, dtype=torch.float64) if dump_path else None
+    dump = torch.zeros(4, n_targets, device=device, dtype=torch.float64) if dump_path else None  # scored, model nll, entropy (bits), bytes
+    parts = dict(score=0.0, mixer=0.0, ttt_train=0.0)  # seconds per part of the loop
+
+    def lap(part: str, since: float) -> float:
+        synchronize(device)
+        parts[part] += time.perf_counter() - since
+        return time.perf_counter()
     t0 = last_report = time.perf_counter()
     for c in range(n_chunks):
         part = rank_slice(bounds[c + 1] - bounds[c], rank, world)
         windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
         audit_per_batch = -(-args.ngram_audit_positions // (world * max(1, -(-(part.stop - part.start) // args.eval_batch_seqs))))
-        scored, audited = [], []
+        scored, audited, t = [], [], time.perf_counter()
         with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
             for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs):
                 log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
                 nll = -log_probs.gather(1, tokens[idx, None]).squeeze(1)
                 n_bytes = target_bytes(tokens[idx - 1], tokens[idx], tables).double()
                 sums[:4] += torch.stack((nll.sum(), nll.sum(), n_bytes.sum(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
+                entropy = -(log_probs.exp() * log_probs).sum(1)
                 if mixer:
-                    entropy = -(log_probs.exp() * log_probs).sum(1)
                     scored.append((idx, nll, entropy, n_bytes))
                     rows = torch.linspace(0, len(idx) - 1, min(len(idx), audit_per_batch), device=device).long()
                     audited.append((idx[rows], log_probs[rows].exp(), entropy[rows]))
-                elif dump is not None:
-                    dump[0, idx - 1], dump[1, idx - 1] = nll / math.log(2), n_bytes
+                if dump is not None:
+                    dump[:, idx - 1] = torch.stack((nll, nll, entropy, n_bytes)) / torch.tensor([[math.log(2)]] * 3 + [[1.0]], device=device, dtype=torch.float64)
+            t = lap("score", t)
             if mixer and scored:
                 idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))
                 target = tokens[idx, None]
                 mixed_nll = -mixer.probabilities(torch.exp(-nll)[:, None], entropy, tokens, idx, target).squeeze(1).log()
                 sums[1] += mixed_nll.sum() - nll.sum()
                 if dump is not None:
-                    dump[0, idx - 1], dump[1, idx - 1] = mixed_nll / math.log(2), n_bytes
+                    dump[0, idx - 1] = mixed_nll / math.log(2)
                 a_idx, a_probs, a_entropy = map(torch.cat, zip(*audited))
                 full = mixer.probabilities(a_probs, a_entropy, tokens, a_idx, vocab.expand(len(a_idx), -1))
                 scored_p = torch.exp(-mixed_nll[torch.searchsorted(idx, a_idx)])
@@ -1007,8 +1014,10 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
                 sums[4] += len(a_idx)
         if mixer:
             mixer.add(tokens, c * chunk_tokens + 1, min((c + 1) * chunk_tokens, n_targets) + 1)
+            t = lap("mixer", t)
         if trainer and c < n_chunks - 1:
             trainer.train_chunk(tokens, c * chunk_tokens, c)
+            lap("ttt_train", t)
         now = time.perf_counter()
         if now - last_report > 30 and c < n_chunks - 1:
             last_report = now
@@ -1019,12 +1028,14 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
         if dump is not None:
             dist.all_reduce(dump)
     if dump is not None and rank == 0:
-        np.savez(dump_path, nll_bits=dump[0].float().cpu().numpy(), bytes=dump[1].to(torch.int32).cpu().numpy())
+        d = dump.float().cpu().numpy()
+        np.savez(dump_path, nll_bits=d[0], model_nll_bits=d[1], entropy_bits=d[2], bytes=d[3].astype(np.int32))
         log(f"eval:{label} per-token NLL written to {dump_path}")
     model.train(was_training)
     nll, mixed_nll, n_bytes, count, audited = sums.tolist()  # also waits for the GPU
     seconds = time.perf_counter() - t0
-    log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f}")
+    log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f} "
+        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v))
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
     if mixer:
         result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(audited))

@@ -131,7 +131,7 @@ def test_eval_phases(bench_env, tmp_path):
         assert int(targets) == n_targets and 0 < eval_s <= seconds + 0.001
         assert n_targets / (seconds + 5e-4) - 0.05 <= per_gpu <= n_targets / (seconds - 5e-4) + 0.05  # seconds: 3 decimals
         assert full == pytest.approx(62_021_632 / (per_gpu * 8), abs=0.05 + 62_021_632 / (per_gpu - 0.05) / 8 - 62_021_632 / per_gpu / 8)
-        assert re.search(rf"^eval:{phase} seconds:\S+ targets:{n_targets} tokens_per_s_per_gpu:\d+$", log, re.M)
+        assert re.search(rf"^eval:{phase} seconds:\S+ targets:{n_targets} tokens_per_s_per_gpu:\d+ score_seconds:\S+( mixer_seconds:\S+)?( ttt_train_seconds:\S+)?$", log, re.M)
     # the same evaluate() calls as the run: the same scores (bench logs 6 decimals), TTT from a fresh load every time
     scores = {}
     for m in re.finditer(r"^bench_eval phase:(\w+) repeat:(\d)/2 .* val_bpb:(\S+)(?: mixed_bpb:(\S+))?$", log, re.M):

@@ -259,11 +259,17 @@ def test_eval_stack_is_causal(stream_a, stream_b):
 
 def test_nll_dump_matches_the_final_score_and_val_bytes(stream_a, artifact):
     run, data = stream_a
-    assert set(data.files) == {"nll_bits", "bytes"}
+    assert set(data.files) == {"nll_bits", "model_nll_bits", "entropy_bits", "bytes"}
     n_targets = (VAL_TOKENS - 1) // EVAL_SEQ_LEN * EVAL_SEQ_LEN
     nll, n_bytes = data["nll_bits"].astype(np.float64), data["bytes"]
-    assert nll.shape == n_bytes.shape == (n_targets,)
+    model_nll, entropy = data["model_nll_bits"].astype(np.float64), data["entropy_bits"]
+    assert nll.shape == n_bytes.shape == model_nll.shape == entropy.shape == (n_targets,)
     assert np.isfinite(nll).all() and (nll >= 0).all()
+    # the model's own part: the TTT-only score of the same pass, and its entropy in [0, log2 V]
+    ttt_only = log_line(run.log, "ttt_only")
+    assert model_nll.sum() / n_bytes.sum() == pytest.approx(float(ttt_only["val_bpb"]), rel=1e-6)
+    assert (entropy >= 0).all() and (entropy <= np.log2(1024) + 1e-4).all() and entropy.std() > 0
+    assert (nll != model_nll).mean() > 0.5  # the mixer changed most scores
     sp = spm.SentencePieceProcessor(model_file=artifact.env["TOKENIZER_PATH"])
     tokens = torch.from_numpy(artifact.val_tokens[:n_targets + 1].astype(np.int64))
     assert np.array_equal(n_bytes, train_gpt.target_bytes(tokens[:-1], tokens[1:], train_gpt.byte_tables(sp)).numpy())
