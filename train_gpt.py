@@ -41,7 +41,7 @@ SETTINGS = dict(
     MUON_BACKEND_STEPS=5, MUON_WD=0.04, EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
     # evaluation
     EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32, EVAL_DUMP_NLL="",
-    NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_MIN_COUNT=2, NGRAM_AUDIT_POSITIONS=256, ALPHA_BASE=0.20, ALPHA_RANGE=0.55, ALPHA_CENTER=3.0,
+    NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_DISCOUNT=0.75, NGRAM_AUDIT_POSITIONS=256,
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
 )
@@ -104,7 +104,7 @@ class Hyperparameters:
             (0 <= self.complement_alpha <= 1, "COMPLEMENT_ALPHA must be in [0, 1]"),
             (0 <= self.ema_decay < 1 and 0 <= self.late_qat_threshold <= 1, "EMA_DECAY must be in [0, 1) and LATE_QAT_THRESHOLD in [0, 1]"),
             (self.ttt_chunk_tokens % self.eval_seq_len == 0, "TTT_CHUNK_TOKENS must be a multiple of EVAL_SEQ_LEN"),
-            (self.ngram_order >= 2 and self.ngram_min_count >= 1, "NGRAM_ORDER must be >= 2 and NGRAM_MIN_COUNT >= 1"),
+            (self.ngram_order >= 2 and 0 <= self.ngram_discount <= 1, "NGRAM_ORDER must be >= 2 and NGRAM_DISCOUNT in [0, 1]"),
             (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0, "TTT_FREEZE_BLOCKS must be in 0..NUM_LAYERS and TTT_EPOCHS >= 0"),
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
         ]
@@ -767,6 +767,8 @@ class ExactIndex:
     an empty slot). Open addressing with linear probing and full-key comparison: two different
     keys never share an id."""
 
+    PROBES = 8
+
     def __init__(self, device, capacity: int = 1 << 10):
         self.keys = torch.full((capacity,), -1, dtype=torch.long, device=device)
         self.ids = torch.full((capacity,), -1, dtype=torch.long, device=device)
@@ -777,15 +779,19 @@ class ExactIndex:
         return ((keys * -7046029254386353131) >> (64 - bits)) & (self.keys.numel() - 1)
 
     def lookup(self, keys: Tensor) -> Tensor:
-        """Id of each key, -1 where absent."""
+        """Id of each key, -1 where absent: the key is in the run of slots from its home to the
+        first empty one. PROBES slots are read at a time, so one pass settles almost every key."""
         slot, ids = self._home(keys), torch.full_like(keys, -1)
         todo = torch.arange(len(keys), device=keys.device)
         while todo.numel():
-            stored = self.keys[slot[todo]]
-            hit = stored == keys[todo]
-            ids[todo[hit]] = self.ids[slot[todo[hit]]]
-            todo = todo[~hit & (stored != -1)]
-            slot[todo] = (slot[todo] + 1) & (self.keys.numel() - 1)
+            probe = (slot[todo, None] + torch.arange(self.PROBES, device=keys.device)) & (self.keys.numel() - 1)
+            stored = self.keys[probe]
+            stop = (stored == keys[todo, None]) | (stored == -1)
+            at = stop.int().argmax(1, keepdim=True)  # first slot holding the key or empty
+            hit = stop.any(1) & (stored.gather(1, at).squeeze(1) == keys[todo])
+            ids[todo[hit]] = self.ids[probe.gather(1, at).squeeze(1)[hit]]
+            slot[todo] = probe[:, -1] + 1
+            todo = todo[~stop.any(1)]
         return ids
 
     def add(self, keys: Tensor) -> Tensor:
@@ -806,15 +812,19 @@ class ExactIndex:
         return ids[inverse]
 
     def _place(self, keys: Tensor, ids: Tensor):
+        """Put new (distinct) keys in the first empty slot of their run."""
         slot, todo = self._home(keys), torch.arange(len(keys), device=keys.device)
         while todo.numel():
-            free = self.keys[slot[todo]] == -1
-            claim = todo[free]
-            self.keys[slot[claim]] = keys[claim]  # keys racing for one slot: one wins, the rest move on
-            won = self.keys[slot[claim]] == keys[claim]
-            self.ids[slot[claim[won]]] = ids[claim[won]]
-            todo = torch.cat((todo[~free], claim[~won]))
-            slot[todo] = (slot[todo] + 1) & (self.keys.numel() - 1)
+            probe = (slot[todo, None] + torch.arange(self.PROBES, device=keys.device)) & (self.keys.numel() - 1)
+            free = self.keys[probe] == -1
+            found = free.any(1)
+            at = probe.gather(1, free.int().argmax(1, keepdim=True)).squeeze(1)
+            claim, at_claim = todo[found], at[found]
+            self.keys[at_claim] = keys[claim]  # keys racing for one slot: one wins, the rest go on from it
+            won = self.keys[at_claim] == keys[claim]
+            self.ids[at_claim[won]] = ids[claim[won]]
+            slot[todo] = torch.where(found, at, probe[:, -1] + 1)
+            todo = torch.cat((todo[~found], claim[~won]))
 
 
 def grown(counts: Tensor, size: int) -> Tensor:
@@ -826,19 +836,27 @@ class NgramMixer:
 
     Contexts of length 1..NGRAM_ORDER-1 get exact ids level by level (a trie: the id of a length-m
     context is looked up by the exact key (id of its length m-1 suffix, token m back)), and counts
-    N(context, v) are kept per id, so no two contexts ever share a counter. For a position we take
-    the longest context seen at least NGRAM_MIN_COUNT times and q(v) = N(ctx, v) / N(ctx) over the
-    whole vocabulary. With the model's entropy H, alpha = ALPHA_BASE + ALPHA_RANGE*sigmoid(2(H -
-    ALPHA_CENTER)) (0 where no context qualifies) and p = (1 - alpha) p_model + alpha q. Neither the
-    order, alpha nor q reads the token being scored, and p sums to 1 over the vocabulary."""
+    are kept per id, so no two contexts ever share a counter. The cache distribution q is
+    interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V) over the scored tokens, then
+    for each longer context seen before, q_m(v) = (max(N(ctx, v) - D, 0) + D T(ctx) q_{m-1}(v)) / N(ctx)
+    with D = NGRAM_DISCOUNT and T(ctx) the number of distinct tokens seen after ctx; each q_m sums
+    to 1. p = (1 - alpha) p_model + alpha q, where alpha is learned online: every position falls in a
+    bin (longest context seen, model entropy in whole bits) and gets the weight in ALPHAS that would
+    have scored best on the bin's positions of the chunks already scored. Neither q nor alpha reads
+    the token being scored, and p sums to 1 over the vocabulary."""
+    ALPHAS = [i / 20 for i in range(20)]
+    ENTROPY_BINS = 8
 
     def __init__(self, args, device):
-        self.args, self.vocab = args, args.vocab_size
-        self.max_context = args.ngram_order - 1
+        self.vocab, self.discount, self.max_context = args.vocab_size, args.ngram_discount, args.ngram_order - 1
         self.context_index = [ExactIndex(device) for _ in range(self.max_context)]  # [0] unused: id = token
         self.pair_index = [ExactIndex(device) for _ in range(self.max_context)]
         self.context_counts = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
+        self.distinct = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
         self.pair_counts = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
+        self.unigram = torch.zeros(self.vocab, dtype=torch.float64, device=device)
+        self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=device)
+        self.alpha_losses = torch.zeros((self.max_context + 1) * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=device)
 
     def context_ids(self, tokens: Tensor, positions: Tensor, add: bool) -> list[Tensor]:
         """For each context length m = 1.., the id of tokens[pos-m:pos] (-1: unseen or before 0)."""
@@ -854,34 +872,51 @@ class NgramMixer:
     def add(self, tokens: Tensor, first: int, end: int):
         """Count the n-grams whose target index is in [first, end) (their contexts may reach back)."""
         positions = torch.arange(max(first, 1), end, device=tokens.device)
+        self.unigram.index_add_(0, tokens[positions], torch.ones_like(positions, dtype=torch.float64))
         for m, ids in enumerate(self.context_ids(tokens, positions, add=True)):
             valid = ids >= 0
             context = ids[valid]
-            self.context_counts[m] = grown(self.context_counts[m], self.context_index[m].size if m else self.vocab)
+            size = self.context_index[m].size if m else self.vocab
+            self.context_counts[m], self.distinct[m] = grown(self.context_counts[m], size), grown(self.distinct[m], size)
             self.context_counts[m].index_add_(0, context, torch.ones_like(context))
-            pair = self.pair_index[m].add(context * self.vocab + tokens[positions[valid]])
+            keys = context * self.vocab + tokens[positions[valid]]
+            known = self.pair_index[m].size
+            pair = self.pair_index[m].add(keys)
             self.pair_counts[m] = grown(self.pair_counts[m], self.pair_index[m].size)
             self.pair_counts[m].index_add_(0, pair, torch.ones_like(pair))
+            new_contexts = torch.unique(keys[pair >= known]) // self.vocab  # one per new (context, token)
+            self.distinct[m].index_add_(0, new_contexts, torch.ones_like(new_contexts))
 
-    def probabilities(self, model_p: Tensor, entropy: Tensor, tokens: Tensor, positions: Tensor, columns: Tensor) -> Tensor:
-        """Mixed p(v) at the token ids `columns` (n, k) of each position, given the model's
-        probabilities there (n, k) and its entropy (n,). Scoring asks for the target column only,
-        the audit for all columns: one formula, so what is audited is what is scored."""
-        a = self.args
-        level = torch.full_like(positions, -1)
-        context, seen = torch.zeros_like(positions), torch.zeros_like(positions)
+    def cache_probabilities(self, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
+        """q at the token ids `columns` (n, k) of each position, and the longest context length seen (n,)."""
+        q = (self.unigram[columns] + 1) / (self.unigram.sum() + self.vocab)
+        longest = torch.zeros_like(positions)
         for m, ids in enumerate(self.context_ids(tokens, positions, add=False)):
-            count = self.context_counts[m][ids.clamp_min(0)]
-            ok = (ids >= 0) & (count >= a.ngram_min_count)  # longer contexts overwrite shorter ones
-            level, context, seen = torch.where(ok, m, level), torch.where(ok, ids, context), torch.where(ok, count, seen)
-        q = torch.zeros_like(model_p)
-        for m in range(self.max_context):
-            rows = (level == m).nonzero().squeeze(1)
+            seen = self.context_counts[m][ids.clamp_min(0)] * (ids >= 0)
+            rows = (seen > 0).nonzero().squeeze(1)
             if rows.numel():
-                pair = self.pair_index[m].lookup((context[rows, None] * self.vocab + columns[rows]).flatten()).view(len(rows), -1)
-                q[rows] = torch.where(pair >= 0, self.pair_counts[m][pair.clamp_min(0)], 0).double() / seen[rows, None].double()
-        alpha = (a.alpha_base + a.alpha_range * torch.sigmoid(2 * (entropy - a.alpha_center))) * (level >= 0)
-        return (1 - alpha[:, None]) * model_p + alpha[:, None] * q
+                context = ids[rows]
+                pair = self.pair_index[m].lookup((context[:, None] * self.vocab + columns[rows]).flatten()).view(len(rows), -1)
+                count = torch.where(pair >= 0, self.pair_counts[m][pair.clamp_min(0)], 0).double()
+                n, backoff = seen[rows, None].double(), self.discount * self.distinct[m][context, None].double()
+                q[rows] = ((count - self.discount).clamp_min(0) + backoff * q[rows]) / n
+                longest[rows] = m + 1
+        return q, longest
+
+    def probabilities(self, model_p: Tensor, entropy: Tensor, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mixed p(v) at the token ids `columns` (n, k) of each position, given the model's
+        probabilities there (n, k) and its entropy in nats (n,); also q there and each position's
+        alpha bin. Scoring asks for the target column only, the audit for all columns: one formula,
+        so what is audited is what is scored."""
+        q, longest = self.cache_probabilities(tokens, positions, columns)
+        bins = longest * self.ENTROPY_BINS + (entropy / math.log(2)).long().clamp(0, self.ENTROPY_BINS - 1)
+        alpha = self.alphas[self.alpha_losses.argmin(1)][bins, None]  # no history yet: alpha = 0
+        return (1 - alpha) * model_p + alpha * q, q, bins
+
+    def alpha_loss_table(self, model_p: Tensor, q: Tensor, bins: Tensor) -> Tensor:
+        """Per bin, the NLL each candidate alpha would have given these scored targets."""
+        losses = -torch.log((1 - self.alphas) * model_p[:, None] + self.alphas * q[:, None])
+        return torch.zeros_like(self.alpha_losses).index_add_(0, bins, losses)
 
 
 class TestTimeTrainer:
@@ -986,6 +1021,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
         windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
         audit_per_batch = -(-args.ngram_audit_positions // (world * max(1, -(-(part.stop - part.start) // args.eval_batch_seqs))))
         scored, audited, t = [], [], time.perf_counter()
+        learned = mixer.alpha_losses.new_zeros(mixer.alpha_losses.shape) if mixer else None
         with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
             for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs):
                 log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
@@ -1003,16 +1039,21 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
             if mixer and scored:
                 idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))
                 target = tokens[idx, None]
-                mixed_nll = -mixer.probabilities(torch.exp(-nll)[:, None], entropy, tokens, idx, target).squeeze(1).log()
+                mixed_p, q, bins = mixer.probabilities(torch.exp(-nll)[:, None], entropy, tokens, idx, target)
+                mixed_nll = -mixed_p.squeeze(1).log()
+                learned += mixer.alpha_loss_table(torch.exp(-nll), q.squeeze(1), bins)
                 sums[1] += mixed_nll.sum() - nll.sum()
                 if dump is not None:
                     dump[0, idx - 1] = mixed_nll / math.log(2)
                 a_idx, a_probs, a_entropy = map(torch.cat, zip(*audited))
-                full = mixer.probabilities(a_probs, a_entropy, tokens, a_idx, vocab.expand(len(a_idx), -1))
+                full = mixer.probabilities(a_probs, a_entropy, tokens, a_idx, vocab.expand(len(a_idx), -1))[0]
                 scored_p = torch.exp(-mixed_nll[torch.searchsorted(idx, a_idx)])
                 audit = torch.maximum(audit, torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, tokens[a_idx, None]).squeeze(1) - scored_p).abs()).max())
                 sums[4] += len(a_idx)
-        if mixer:
+        if mixer:  # what this chunk teaches (alpha's history, counts) is shared by every rank before the next
+            if world > 1:
+                dist.all_reduce(learned)
+            mixer.alpha_losses += learned
             mixer.add(tokens, c * chunk_tokens + 1, min((c + 1) * chunk_tokens, n_targets) + 1)
             t = lap("mixer", t)
         if trainer and c < n_chunks - 1:

@@ -155,7 +155,8 @@ def test_different_settings_allowed_on_request(logs, tmp_path, capsys):
     assert code == 0, err
 
 
-DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*.txt"))
+DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h200_*.txt"))  # session 1: all cut short
+FINISHED_DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h100_session2_*.txt"))
 
 
 @pytest.mark.skipif(not DEV_LOGS, reason="no logs/dev/*.txt")
@@ -322,3 +323,21 @@ def test_json_without_matplotlib(three, tmp_path, capsys, monkeypatch):
     out.unlink()
     code, _, err = make([*three, "-o", out, "--plot", tmp_path / "p.png"], capsys)
     assert code == 2 and "needs matplotlib" in err and not out.exists()
+
+
+@pytest.mark.skipif(not FINISHED_DEV_LOGS, reason="no finished H100 logs in logs/dev/")
+def test_finished_gpu_logs_become_a_submission_with_their_own_numbers(tmp_path, capsys):
+    """Real H100 logs that ran to the end: each alone is accepted, and every number comes from it."""
+    for path in FINISHED_DEV_LOGS:
+        code, _, err = make([path, "-o", tmp_path / "one.json"], capsys)
+        assert code == 0, err
+        text = path.read_text()
+        seed = json.loads((tmp_path / "one.json").read_text())["seeds"][0]
+        assert seed["val_bpb"] == grab(text, r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+        assert seed["final_int6_sliding_window_val_bpb"] == grab(text, r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+)")
+        assert seed["bytes_total"] == grab(text, r"^Total submission size int6\+lzma: (\d+)", cast=int)
+        assert seed["step_avg_ms"] == grab(text, r"^step:\d+/\d+ .*step_avg:([\d.]+)ms")
+        assert seed["gpu"] == "NVIDIA H100 80GB HBM3" and seed["gpus"] == 1
+    # the two share SEED=42: not distinct trainings
+    code, _, err = make([*FINISHED_DEV_LOGS, "-o", tmp_path / "both.json"], capsys)
+    assert code == 2 and "not distinct" in err

@@ -45,7 +45,7 @@ def tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
 def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp_path, tiny_tokenizer, tiny_data,
                                                                 stride, chunk, n_targets):
     model, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets, EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=chunk,
-                                            TTT_EPOCHS=1, NGRAM_ORDER=4, NGRAM_MIN_COUNT=1)
+                                            TTT_EPOCHS=1, NGRAM_ORDER=4)
     vocab = model.args.vocab_size
     events = []  # ("score" | "audit", positions, p) / ("add", first, end) / ("train", start, chunk, last scored target)
     scored_max = [0]
@@ -57,11 +57,11 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
         return mixer_add(self, tokens, first, end)
 
     def probabilities(self, model_p, entropy, tokens, positions, columns):
-        p = mixer_probabilities(self, model_p, entropy, tokens, positions, columns)
-        events.append(("score" if columns.size(1) == 1 else "audit", positions.tolist(), p.clone()))
+        result = mixer_probabilities(self, model_p, entropy, tokens, positions, columns)
+        events.append(("score" if columns.size(1) == 1 else "audit", positions.tolist(), result[0].clone()))
         if columns.size(1) == 1:
             scored_max[0] = max([scored_max[0]] + positions.tolist())
-        return p
+        return result
 
     def train(self, tokens, start, chunk):
         events.append(("train", start, chunk, scored_max[0]))
@@ -354,7 +354,7 @@ def test_failed_audit_ends_the_run_with_exit_2(run_main, monkeypatch, artifact):
 
 def test_unnormalized_mixture_fails_the_audit(run_main, monkeypatch, artifact):
     probabilities = train_gpt.NgramMixer.probabilities
-    monkeypatch.setattr(train_gpt.NgramMixer, "probabilities", lambda self, *a: probabilities(self, *a) * 1.001)
+    monkeypatch.setattr(train_gpt.NgramMixer, "probabilities", lambda self, *a: (lambda r: (r[0] * 1.001,) + r[1:])(probabilities(self, *a)))
     result = run_main(dict(artifact.env, TTT_ENABLED="0"))
     assert result.returncode == 2
     audit = log_line(result.log, "ngram_audit")
