@@ -145,3 +145,17 @@ def test_eval_phases(bench_env, tmp_path):
         got = scores[phase][0]
         assert got[0] == pytest.approx(float(bpb), abs=1.5e-6), phase
         assert (got[1] is None) == (mixed is None) and (mixed is None or math.isclose(got[1], float(mixed), abs_tol=1.5e-6)), phase
+
+
+def test_train_profile_splits_step_time_by_kind(bench_env, tmp_path):
+    code, stdout, stderr, log = run_bench(["train", "--steps", "5", "--profile", "2"], dict(bench_env, RUN_ID="profiled"), tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    rows, lines = table(log, "train")
+    kinds = {name: float(value.split()[0]) for name, value in rows.items() if name.startswith("profile_") and name != "profile_total"}
+    assert kinds and all(ms >= 0 for ms in kinds.values())
+    assert sum(kinds.values()) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.05 * len(kinds))
+    assert float(rows["profile_total"].split()[0]) > 0
+    top = lines[lines.index("top kernels, ms per step:") + 1:]
+    assert 5 <= len(top) <= 15 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)
+    assert "profile: cpu op time per step, over 2 profiled steps" in lines
+    assert rows["steps"] == "5"

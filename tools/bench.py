@@ -69,10 +69,19 @@ def bench_train(cli, args, ctx, log, log_path):
     fpt, n_matmul, attention = flops_per_token(model)
     log(f"model_params:{sum(p.numel() for p in model.parameters())} matmul_params:{n_matmul}")
     lines = []
+    profiler = None
+    if cli.profile:  # every step logs, so each step line can advance the profiler's schedule
+        args.train_log_every = 1
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        profiler = torch.profiler.profile(activities=activities, schedule=torch.profiler.schedule(
+            wait=max(0, cli.steps - cli.profile - 1), warmup=1, active=cli.profile))
+        profiler.start()
 
     def capture(msg):
         lines.append(msg)
         log(msg)
+        if profiler and STEP_LINE.match(msg):
+            profiler.step()
 
     tg.synchronize(device)
     t0 = time.perf_counter()
@@ -106,7 +115,40 @@ def bench_train(cli, args, ctx, log, log_path):
     ]
     if cuda:
         rows.append(("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated, rank 0"))
+    if profiler:
+        profiler.stop()
+        rows += [()] + profile_rows(profiler, cli.profile, cuda)
     table(log, "train", rows)
+
+
+KERNEL_KINDS = [("attention", re.compile(r"cudnn|flash|fmha|attention|sdpa", re.I)),  # before matmul: cuDNN's names say wgmma
+                ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas", re.I)),
+                ("compiled (triton)", re.compile(r"^triton", re.I)),
+                ("communication", re.compile(r"nccl", re.I)),
+                ("memcpy/memset", re.compile(r"memcpy|memset", re.I))]
+
+
+ANNOTATION = re.compile(r"^ProfilerStep|#")  # ranges (the step, Optimizer.step#Muon.step) that span kernels, not kernels
+
+
+def profile_rows(profiler, steps: int, cuda: bool) -> list:
+    """Device time per step by kind of kernel, then the 15 costliest kernels (CPU ops on CPU)."""
+    events = [e for e in profiler.key_averages() if (e.device_type == torch.autograd.DeviceType.CUDA) == cuda
+              and not ANNOTATION.search(e.key)]
+
+    def own_ms(e):
+        return (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000 / steps
+    kinds: dict[str, float] = {}
+    for e in events:
+        kind = next((k for k, pattern in KERNEL_KINDS if pattern.search(e.key)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + own_ms(e)
+    total = sum(kinds.values())
+    rows = [(f"profile: {'device kernel' if cuda else 'cpu op'} time per step, over {steps} profiled steps",)]
+    rows += [(f"profile_{kind.split()[0]}", f"{ms:.1f} ms", f"{100 * ms / total:.1f}%") for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    rows.append(("profile_total", f"{total:.1f} ms", "sum of the kinds (kernels of overlapping streams add up)"))
+    rows.append(("top kernels, ms per step:",))
+    rows += [(f"  {own_ms(e):8.2f}  {e.count // steps:5d}x  {e.key[:110]}",) for e in sorted(events, key=own_ms, reverse=True)[:15]]
+    return rows
 
 
 def run_phase(phase: str, model, ctx, args) -> dict:
@@ -170,6 +212,7 @@ def parse_cli(argv):
     train = sub.add_parser("train", help="time training steps")
     train.add_argument("--steps", type=int, default=50, help="timed steps (ITERATIONS); default 50")
     train.add_argument("--peak-tflops", type=float, default=989.0, help="vendor peak bf16 dense TFLOP/s per GPU (H100 SXM: 989)")
+    train.add_argument("--profile", type=int, default=0, metavar="K", help="also profile the last K steps (torch.profiler): device time by kind of kernel")
     train.add_argument("--measured-tflops", type=float, default=790.0, help="achievable bf16 TFLOP/s per GPU (8192^3 matmul: ~790)")
     ev = sub.add_parser("eval", help="time eval phases on an artifact")
     ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
