@@ -205,7 +205,7 @@ FINAL_LINE_PATTERNS = {
     "ttt_only": r"^ttt_only val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(TTT at temperature (?P<temperature>\S+), no mixer, same pass\)$",
     "final_ngram_ttt": r"^final_ngram_ttt val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(ngram:(?P<ngram>[01]) ttt:(?P<ttt>[01])\)$",
     "ngram_audit": r"^ngram_audit positions:(?P<positions>\d+) max_abs_err:(?P<max_abs_err>\S+)$",
-    "gains": r"^gains_bpb (?P<gains>.*) \(each against final_int6_sliding_window\)$",
+    "gains": r"^gains_bpb (?P<gains>.*) \(ttt_gain: sliding minus ttt_only; ngram_gain: the last pass without minus with the mixer\)$",
     "nll_dump": r"^eval:(?P<label>\S+) per-token NLL written to (?P<path>.+)$",
 }
 
@@ -228,7 +228,7 @@ def error_lines(text: str) -> list[str]:
 
 
 def gains(log: str) -> dict[str, float]:
-    """{name: value} from the `gains_bpb total_gain:x ngram_gain:y ttt_gain:z (...)` line."""
+    """{name: value} from the `gains_bpb total_gain:x ttt_gain:y ngram_gain:z (...)` line."""
     line = log_line(log, "gains")
     return {k: float(v) for k, v in (item.split(":") for item in line["gains"].split())} if line else {}
 

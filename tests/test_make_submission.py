@@ -82,7 +82,6 @@ def expected_seed(path: Path) -> dict:
         val_loss=grab(text, r"^final_ngram_ttt val_loss:(\S+) "),
         final_int6_sliding_window_val_bpb=grab(text, r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+) stride:32$"),
         final_int6_roundtrip_val_bpb=grab(text, r"^final_int6_roundtrip val_loss:\S+ val_bpb:(\S+)$"),
-        ngram_only_val_bpb=grab(text, r"^ngram_only val_loss:\S+ val_bpb:(\S+) "),
         ttt_only_val_bpb=grab(text, r"^ttt_only val_loss:\S+ val_bpb:(\S+) "),
         pre_quant_val_bpb=grab(text, r"^pre_quant val_loss:\S+ val_bpb:(\S+) "),
         bytes_total=grab(text, r"^Total submission size int6\+lzma: (\d+) bytes$", cast=int),
