@@ -834,73 +834,78 @@ def grown(counts: Tensor, size: int) -> Tensor:
 class NgramMixer:
     """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
 
-    Contexts of length 1..NGRAM_ORDER-1 get exact ids level by level (a trie: the id of a length-m
-    context is looked up by the exact key (id of its length m-1 suffix, token m back)), and counts
-    are kept per id, so no two contexts ever share a counter. The cache distribution q is
-    interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V) over the scored tokens, then
-    for each longer context seen before, q_m(v) = (max(N(ctx, v) - D, 0) + D T(ctx) q_{m-1}(v)) / N(ctx)
-    with D = NGRAM_DISCOUNT and T(ctx) the number of distinct tokens seen after ctx; each q_m sums
-    to 1. p = (1 - alpha) p_model + alpha q, where alpha is learned online: every position falls in a
-    bin (longest context seen, model entropy in whole bits) and gets the weight in ALPHAS that would
-    have scored best on the bin's positions of the chunks already scored. Neither q nor alpha reads
-    the token being scored, and p sums to 1 over the vocabulary."""
+    Every n-gram of length 2..NGRAM_ORDER gets an exact id, length by length (a trie: a k-gram's id
+    is looked up by the exact key (id of its last k-1 tokens, its first token)), so no two n-grams
+    ever share a counter. A k-gram's id counts it both as a context (how often a scored target
+    followed it, and how many distinct ones) and as an n-gram ending at a scored target. The cache
+    distribution q is interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V) over the
+    scored targets, then for each longer context seen before, q_m(v) = (max(N(ctx, v) - D, 0) +
+    D T(ctx) q_{m-1}(v)) / N(ctx) with D = NGRAM_DISCOUNT and T(ctx) the number of distinct tokens
+    seen after ctx; each q_m sums to 1. p = (1 - alpha) p_model + alpha q, where alpha is learned
+    online: every position falls in a bin (longest context seen, model entropy in whole bits) and
+    gets the weight in ALPHAS that would have scored best on the bin's positions of the chunks
+    already scored. Neither q nor alpha reads the token being scored, and p sums to 1."""
     ALPHAS = [i / 20 for i in range(20)]
     ENTROPY_BINS = 8
 
     def __init__(self, args, device):
-        self.vocab, self.discount, self.max_context = args.vocab_size, args.ngram_discount, args.ngram_order - 1
-        self.context_index = [ExactIndex(device) for _ in range(self.max_context)]  # [0] unused: id = token
-        self.pair_index = [ExactIndex(device) for _ in range(self.max_context)]
-        self.context_counts = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
-        self.distinct = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
-        self.pair_counts = [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.max_context)]
-        self.unigram = torch.zeros(self.vocab, dtype=torch.float64, device=device)
+        self.vocab, self.discount, self.order = args.vocab_size, args.ngram_discount, args.ngram_order
+        self.index = [None, None] + [ExactIndex(device) for _ in range(2, self.order + 1)]  # by length; a 1-gram's id is its token
+        new = lambda: [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.order + 1)]  # noqa: E731
+        self.as_context, self.distinct, self.as_ngram = new(), new(), new()  # [length][id]
         self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=device)
-        self.alpha_losses = torch.zeros((self.max_context + 1) * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=device)
+        self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=device)
 
-    def context_ids(self, tokens: Tensor, positions: Tensor, add: bool) -> list[Tensor]:
-        """For each context length m = 1.., the id of tokens[pos-m:pos] (-1: unseen or before 0)."""
-        ids = [tokens[positions - 1]]
-        for m in range(2, self.max_context + 1):
-            valid = (positions >= m) & (ids[-1] >= 0)
-            keys = ids[-1][valid] * self.vocab + tokens[positions[valid] - m]
-            level = torch.full_like(positions, -1)
-            level[valid] = self.context_index[m - 1].add(keys) if add else self.context_index[m - 1].lookup(keys)
+    def ngram_ids(self, tokens: Tensor, last: Tensor, lengths: int, add: bool, final: Tensor | None = None) -> list[Tensor]:
+        """ids[k], k = 1..lengths, of the k-gram ending at each index in `last` (n,), -1 where unseen
+        or starting before token 0. With `final` (n, c): of the k-grams whose last token is replaced
+        by each column of `final`."""
+        ids = [None, tokens[last] if final is None else final]
+        for k in range(2, lengths + 1):
+            start = last - (k - 1)
+            first_token = tokens[start.clamp_min(0)]
+            if final is not None:
+                start, first_token = start[:, None].expand_as(final), first_token[:, None].expand_as(final)
+            valid = (start >= 0) & (ids[-1] >= 0)
+            keys = ids[-1][valid] * self.vocab + first_token[valid]
+            level = torch.full_like(ids[-1], -1)
+            level[valid] = self.index[k].add(keys) if add else self.index[k].lookup(keys)
             ids.append(level)
         return ids
 
     def add(self, tokens: Tensor, first: int, end: int):
-        """Count the n-grams whose target index is in [first, end) (their contexts may reach back)."""
-        positions = torch.arange(max(first, 1), end, device=tokens.device)
-        self.unigram.index_add_(0, tokens[positions], torch.ones_like(positions, dtype=torch.float64))
-        for m, ids in enumerate(self.context_ids(tokens, positions, add=True)):
-            valid = ids >= 0
-            context = ids[valid]
-            size = self.context_index[m].size if m else self.vocab
-            self.context_counts[m], self.distinct[m] = grown(self.context_counts[m], size), grown(self.distinct[m], size)
-            self.context_counts[m].index_add_(0, context, torch.ones_like(context))
-            keys = context * self.vocab + tokens[positions[valid]]
-            known = self.pair_index[m].size
-            pair = self.pair_index[m].add(keys)
-            self.pair_counts[m] = grown(self.pair_counts[m], self.pair_index[m].size)
-            self.pair_counts[m].index_add_(0, pair, torch.ones_like(pair))
-            new_contexts = torch.unique(keys[pair >= known]) // self.vocab  # one per new (context, token)
-            self.distinct[m].index_add_(0, new_contexts, torch.ones_like(new_contexts))
+        """Count the n-grams ending at the targets in [first, end) (they may start before first)."""
+        ids = self.ngram_ids(tokens, torch.arange(max(first, 1) - 1, end, device=tokens.device), self.order, add=True)
+        for k in range(1, self.order + 1):  # ids[k][1:]: ending at a target; ids[k][:-1]: its context
+            size = self.index[k].size if k > 1 else self.vocab
+            self.as_context[k], self.distinct[k], self.as_ngram[k] = (grown(c, size) for c in (self.as_context[k], self.distinct[k], self.as_ngram[k]))
+            if k < self.order:
+                context = ids[k][:-1][ids[k][:-1] >= 0]
+                self.as_context[k].index_add_(0, context, torch.ones_like(context))
+            seen = ids[k][1:] >= 0
+            ngram = ids[k][1:][seen]
+            if k > 1:  # a k-gram counted for the first time is one more distinct follower of its context
+                unique, inverse = torch.unique(ngram, return_inverse=True)
+                followed = torch.empty_like(unique).scatter_(0, inverse, ids[k - 1][:-1][seen])[self.as_ngram[k][unique] == 0]
+                self.distinct[k - 1].index_add_(0, followed, torch.ones_like(followed))
+            self.as_ngram[k].index_add_(0, ngram, torch.ones_like(ngram))
 
     def cache_probabilities(self, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
-        """q at the token ids `columns` (n, k) of each position, and the longest context length seen (n,)."""
-        q = (self.unigram[columns] + 1) / (self.unigram.sum() + self.vocab)
+        """q at the token ids `columns` (n, c) of each position, and the longest context length seen (n,)."""
+        unigram = self.as_ngram[1].double()
+        q = (unigram[columns] + 1) / (unigram.sum() + self.vocab)
         longest = torch.zeros_like(positions)
-        for m, ids in enumerate(self.context_ids(tokens, positions, add=False)):
-            seen = self.context_counts[m][ids.clamp_min(0)] * (ids >= 0)
+        contexts = self.ngram_ids(tokens, positions - 1, self.order - 1, add=False)
+        followed = self.ngram_ids(tokens, positions, self.order, add=False, final=columns)
+        for m in range(1, self.order):
+            seen = self.as_context[m][contexts[m].clamp_min(0)] * (contexts[m] >= 0)
             rows = (seen > 0).nonzero().squeeze(1)
             if rows.numel():
-                context = ids[rows]
-                pair = self.pair_index[m].lookup((context[:, None] * self.vocab + columns[rows]).flatten()).view(len(rows), -1)
-                count = torch.where(pair >= 0, self.pair_counts[m][pair.clamp_min(0)], 0).double()
-                n, backoff = seen[rows, None].double(), self.discount * self.distinct[m][context, None].double()
+                ngram = followed[m + 1][rows]
+                count = torch.where(ngram >= 0, self.as_ngram[m + 1][ngram.clamp_min(0)], 0).double()
+                n, backoff = seen[rows, None].double(), self.discount * self.distinct[m][contexts[m][rows], None].double()
                 q[rows] = ((count - self.discount).clamp_min(0) + backoff * q[rows]) / n
-                longest[rows] = m + 1
+                longest[rows] = m
         return q, longest
 
     def probabilities(self, model_p: Tensor, entropy: Tensor, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -156,7 +156,7 @@ def test_train_profile_splits_step_time_by_kind(bench_env, tmp_path):
     rows, lines = table(log, "train")
     kinds = {name: float(value.split()[0]) for name, value in rows.items() if name.startswith("profile_") and name != "profile_total"}
     assert kinds and all(ms >= 0 for ms in kinds.values())
-    assert sum(kinds.values()) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.05 * len(kinds))
+    assert sum(kinds.values()) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.05 * (len(kinds) + 1) + 1e-9)  # each printed to 0.1 ms
     assert float(rows["profile_total"].split()[0]) > 0
     top = lines[lines.index("top kernels, ms per step:") + 1:]
     assert 5 <= len(top) <= 15 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)

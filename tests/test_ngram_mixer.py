@@ -216,11 +216,12 @@ def test_ngrams_straddling_two_adds_are_counted_once():
             pieces.add(tokens, first, end)
         q, longest = all_columns(pieces, tokens, positions)
         assert torch.equal(q, expected_q) and torch.equal(longest, expected_longest)
-        # total counts at each level = number of targets whose context of that length fits: nothing doubled
-        for m in range(5):
-            assert int(pieces.context_counts[m].sum()) == n - 1 - m == int(pieces.pair_counts[m].sum())
-            assert int(pieces.distinct[m].sum()) == pieces.pair_index[m].size  # one per distinct (context, token)
-        assert int(pieces.unigram.sum()) == n - 1
+        # total counts of each length = number of targets that n-gram or context fits before: nothing doubled
+        for k in range(1, 7):
+            assert int(pieces.as_ngram[k].sum()) == n - max(1, k - 1)  # k-grams ending at targets 1..n-1
+            assert int(pieces.distinct[k - 1].sum() if k > 1 else 0) == (int((pieces.as_ngram[k] > 0).sum()) if k > 1 else 0)
+            if k < 6:
+                assert int(pieces.as_context[k].sum()) == n - k  # contexts of k tokens: targets k..n-1
     # an n-gram whose context lies in one piece and its target in the next counts once
     a = make_mixer(vocab, 3, discount=0.0)  # no discount: q is the plain relative frequency of the longest context
     stream = torch.tensor([0, 1, 2, 3, 0, 1])
@@ -228,7 +229,7 @@ def test_ngrams_straddling_two_adds_are_counted_once():
     a.add(stream, 2, 4)  # targets 2 (context 0 1) and 3 (context 1 2): contexts reach back into piece 1
     q, longest = all_columns(a, stream, torch.tensor([2]))
     assert q[0].tolist() == [0, 0, 1, 0] and longest.tolist() == [2]  # after (0, 1) came 2, once
-    assert int(a.context_counts[1].sum()) == 2 and int(a.pair_counts[1].sum()) == 2
+    assert int(a.as_context[2].sum()) == 2 and int(a.as_ngram[3].sum()) == 2  # (0 1) before 2, (1 2) before 3
 
 
 def test_two_contexts_sharing_8_of_9_tokens_get_different_counters():
@@ -243,12 +244,12 @@ def test_two_contexts_sharing_8_of_9_tokens_get_different_counters():
     mixer = make_mixer(vocab, 10, discount=0.0)
     mixer.add(tokens, 0, query_a)  # both 9-token contexts seen once each, nothing after
     positions = torch.tensor([query_a, query_b])
-    ids = mixer.context_ids(tokens, positions, add=False)
-    assert len(ids) == 9
-    assert ids[7][0] == ids[7][1] >= 0  # the shared 8-token suffix is one context, seen twice
-    assert int(mixer.context_counts[7][ids[7][0]]) == 2 and int(mixer.distinct[7][ids[7][0]]) == 2
-    assert ids[8][0] >= 0 and ids[8][1] >= 0 and ids[8][0] != ids[8][1]  # the 9-token contexts differ
-    assert int(mixer.context_counts[8][ids[8][0]]) == 1 and int(mixer.context_counts[8][ids[8][1]]) == 1
+    ids = mixer.ngram_ids(tokens, positions - 1, 9, add=False)  # the contexts of the two queries
+    assert len(ids) == 10
+    assert ids[8][0] == ids[8][1] >= 0  # the shared 8-token suffix is one context, seen twice
+    assert int(mixer.as_context[8][ids[8][0]]) == 2 and int(mixer.distinct[8][ids[8][0]]) == 2
+    assert ids[9][0] >= 0 and ids[9][1] >= 0 and ids[9][0] != ids[9][1]  # the 9-token contexts differ
+    assert int(mixer.as_context[9][ids[9][0]]) == 1 and int(mixer.as_context[9][ids[9][1]]) == 1
     q, longest = all_columns(mixer, tokens, positions)
     assert longest.tolist() == [9, 9]
     assert q[0].nonzero().flatten().tolist() == [t1] and q[0, t1] == 1
@@ -261,23 +262,27 @@ def test_two_contexts_sharing_8_of_9_tokens_get_different_counters():
     assert q2[0, t1] == q2[1, t2] and q2[0, t2] == q2[1, t1]  # the two contexts are symmetric
 
 
-def test_context_ids_do_not_read_the_target_and_lookups_never_add():
+def test_contexts_and_q_do_not_read_the_target_and_lookups_never_add():
     vocab, n = 8, 120
     tokens = repetitive_stream(n, vocab, seed=3)
     mixer = make_mixer(vocab, 5)
     mixer.add(tokens, 0, 60)
     positions = torch.arange(1, n)
-    before = mixer.context_ids(tokens, positions, add=False)
-    index_sizes = [ix.size for ix in mixer.context_index]
-    for pos in (5, 40, 59, 80, 119):  # changing tokens pos.. leaves the contexts of target pos alone
+    columns = torch.arange(vocab).expand(n - 1, -1)
+    before = mixer.ngram_ids(tokens, positions - 1, 4, add=False)  # contexts of 1..4 tokens
+    q_before, longest_before = mixer.cache_probabilities(tokens, positions, columns)
+    index_sizes = [ix.size for ix in mixer.index[2:]]
+    for pos in (5, 40, 59, 60, 80, 119):  # changing tokens pos.. leaves everything about target pos alone
         changed = tokens.clone()
         changed[pos:] = (changed[pos:] + 3) % vocab
-        again = mixer.context_ids(changed, torch.tensor([pos]), add=False)
-        assert [int(level[0]) for level in again] == [int(level[pos - 1]) for level in before]
-    for m, level in enumerate(before):
-        assert (level[:m] == -1).all()  # targets 1..m have no context of m+1 tokens
-    assert (before[1][58:] >= -1).all() and (before[1][:58] >= 0)[1:].all()  # seen contexts have ids
-    assert [ix.size for ix in mixer.context_index] == index_sizes  # lookups never add
+        again = mixer.ngram_ids(changed, torch.tensor([pos - 1]), 4, add=False)
+        assert [int(level[0]) for level in again[1:]] == [int(level[pos - 1]) for level in before[1:]]
+        q, longest = mixer.cache_probabilities(changed, torch.tensor([pos]), columns[:1])
+        assert torch.equal(q[0], q_before[pos - 1]) and int(longest[0]) == int(longest_before[pos - 1])
+    for k in range(1, 5):
+        assert (before[k][:k - 1] == -1).all() and (before[k][k - 1:59] >= 0).all()  # seen contexts have ids
+    assert int(longest_before.max()) == 4
+    assert [ix.size for ix in mixer.index[2:]] == index_sizes  # lookups never add
 
 
 # ----------------------------------------------------------------------------- 3. ExactIndex
