@@ -762,148 +762,79 @@ def rank_slice(n: int, rank: int, world: int) -> slice:
     return slice(n * rank // world, n * (rank + 1) // world)
 
 
-class ExactIndex:
-    """Map int64 keys >= 0 to dense ids 0, 1, 2, ... in first-seen order, on any device (-1 marks
-    an empty slot). Open addressing with linear probing and full-key comparison: two different
-    keys never share an id."""
+class Occurrences:
+    """Where ids occur, each in a chunk: counts how often an id occurred in chunks before a given one
+    (two binary searches in the sorted (id, chunk) pairs; an id < 0 counts 0)."""
 
-    PROBES = 8
+    def __init__(self, ids: Tensor, chunks: Tensor, n_chunks: int):
+        self.n_chunks, self.sorted = n_chunks, torch.sort(ids * n_chunks + chunks).values
 
-    def __init__(self, device, capacity: int = 1 << 10):
-        self.keys = torch.full((capacity,), -1, dtype=torch.long, device=device)
-        self.ids = torch.full((capacity,), -1, dtype=torch.long, device=device)
-        self.size = 0
-
-    def _home(self, keys: Tensor) -> Tensor:  # Fibonacci hashing: top bits of key * 2^64/phi
-        bits = self.keys.numel().bit_length() - 1
-        return ((keys * -7046029254386353131) >> (64 - bits)) & (self.keys.numel() - 1)
-
-    def lookup(self, keys: Tensor) -> Tensor:
-        """Id of each key, -1 where absent: the key is in the run of slots from its home to the
-        first empty one. PROBES slots are read at a time, so one pass settles almost every key."""
-        slot, ids = self._home(keys), torch.full_like(keys, -1)
-        todo = torch.arange(len(keys), device=keys.device)
-        while todo.numel():
-            probe = (slot[todo, None] + torch.arange(self.PROBES, device=keys.device)) & (self.keys.numel() - 1)
-            stored = self.keys[probe]
-            stop = (stored == keys[todo, None]) | (stored == -1)
-            at = stop.int().argmax(1, keepdim=True)  # first slot holding the key or empty
-            hit = stop.any(1) & (stored.gather(1, at).squeeze(1) == keys[todo])
-            ids[todo[hit]] = self.ids[probe.gather(1, at).squeeze(1)[hit]]
-            slot[todo] = probe[:, -1] + 1
-            todo = todo[~stop.any(1)]
-        return ids
-
-    def add(self, keys: Tensor) -> Tensor:
-        """Id of each key; absent keys get the next ids, in sorted key order (deterministic)."""
-        unique, inverse = torch.unique(keys, return_inverse=True)
-        ids = self.lookup(unique)
-        new = (ids < 0).nonzero().squeeze(1)
-        if new.numel():
-            ids[new] = self.size + torch.arange(new.numel(), device=keys.device)
-            self.size += new.numel()
-            if 2 * self.size > self.keys.numel():  # keep the load under 1/2: rebuild twice as large
-                old = self.keys != -1
-                old_keys, old_ids = self.keys[old], self.ids[old]
-                capacity = 1 << (2 * self.size).bit_length()
-                self.keys, self.ids = self.keys.new_full((capacity,), -1), self.ids.new_full((capacity,), -1)
-                self._place(old_keys, old_ids)
-            self._place(unique[new], ids[new])
-        return ids[inverse]
-
-    def _place(self, keys: Tensor, ids: Tensor):
-        """Put new (distinct) keys in the first empty slot of their run."""
-        slot, todo = self._home(keys), torch.arange(len(keys), device=keys.device)
-        while todo.numel():
-            probe = (slot[todo, None] + torch.arange(self.PROBES, device=keys.device)) & (self.keys.numel() - 1)
-            free = self.keys[probe] == -1
-            found = free.any(1)
-            at = probe.gather(1, free.int().argmax(1, keepdim=True)).squeeze(1)
-            claim, at_claim = todo[found], at[found]
-            self.keys[at_claim] = keys[claim]  # keys racing for one slot: one wins, the rest go on from it
-            won = self.keys[at_claim] == keys[claim]
-            self.ids[at_claim[won]] = ids[claim[won]]
-            slot[todo] = torch.where(found, at, probe[:, -1] + 1)
-            todo = torch.cat((todo[~found], claim[~won]))
-
-
-def grown(counts: Tensor, size: int) -> Tensor:
-    return counts if counts.numel() >= size else torch.cat((counts, counts.new_zeros(max(size, 2 * counts.numel()) - counts.numel())))
+    def before(self, ids: Tensor, chunks: Tensor) -> Tensor:
+        base = ids * self.n_chunks
+        return torch.searchsorted(self.sorted, base + chunks) - torch.searchsorted(self.sorted, base)
 
 
 class NgramMixer:
     """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
 
-    Every n-gram of length 2..NGRAM_ORDER gets an exact id, length by length (a trie: a k-gram's id
-    is looked up by the exact key (id of its last k-1 tokens, its first token)), so no two n-grams
-    ever share a counter. A k-gram's id counts it both as a context (how often a scored target
-    followed it, and how many distinct ones) and as an n-gram ending at a scored target. The cache
-    distribution q is interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V) over the
-    scored targets, then for each longer context seen before, q_m(v) = (max(N(ctx, v) - D, 0) +
-    D T(ctx) q_{m-1}(v)) / N(ctx) with D = NGRAM_DISCOUNT and T(ctx) the number of distinct tokens
-    seen after ctx; each q_m sums to 1. p = (1 - alpha) p_model + alpha q, where alpha is learned
-    online: every position falls in a bin (longest context seen, model entropy in whole bits) and
-    gets the weight in ALPHAS that would have scored best on the bin's positions of the chunks
-    already scored. Neither q nor alpha reads the token being scored, and p sums to 1."""
+    Targets are scored in chunks of TTT_CHUNK_TOKENS; a target of chunk c sees the n-grams ending at
+    the targets of chunks 0..c-1, including those that start in an earlier chunk. Every n-gram of
+    length 1..NGRAM_ORDER gets an exact id by sorting (a k-gram's key is (id of its first k-1
+    tokens) * V + its last token, so two different n-grams never share an id), and all counts are
+    taken once, up front, as "occurrences in earlier chunks": nothing a position is scored with
+    depends on tokens of its own chunk or later (tests check this against a brute-force count).
+
+    The cache distribution q is interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V)
+    over the scored targets, then for each longer context seen before, q_m(v) = (max(N(ctx, v) - D,
+    0) + D T(ctx) q_{m-1}(v)) / N(ctx) with D = NGRAM_DISCOUNT and T(ctx) the number of distinct
+    tokens seen after ctx; each q_m sums to 1. p = (1 - alpha) p_model + alpha q, where alpha is
+    learned online: every position falls in a bin (longest context seen, model entropy in whole
+    bits) and gets the weight in ALPHAS that would have scored best on the bin's positions of the
+    chunks already scored. Neither q nor alpha reads the token being scored, and p sums to 1."""
     ALPHAS = [i / 20 for i in range(20)]
     ENTROPY_BINS = 8
 
-    def __init__(self, args, device):
-        self.vocab, self.discount, self.order = args.vocab_size, args.ngram_discount, args.ngram_order
-        self.index = [None, None] + [ExactIndex(device) for _ in range(2, self.order + 1)]  # by length; a 1-gram's id is its token
-        new = lambda: [torch.zeros(self.vocab, dtype=torch.long, device=device) for _ in range(self.order + 1)]  # noqa: E731
-        self.as_context, self.distinct, self.as_ngram = new(), new(), new()  # [length][id]
-        self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=device)
-        self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=device)
-
-    def ngram_ids(self, tokens: Tensor, last: Tensor, lengths: int, add: bool, final: Tensor | None = None) -> list[Tensor]:
-        """ids[k], k = 1..lengths, of the k-gram ending at each index in `last` (n,), -1 where unseen
-        or starting before token 0. With `final` (n, c): of the k-grams whose last token is replaced
-        by each column of `final`."""
-        ids = [None, tokens[last] if final is None else final]
-        for k in range(2, lengths + 1):
-            start = last - (k - 1)
-            first_token = tokens[start.clamp_min(0)]
-            if final is not None:
-                start, first_token = start[:, None].expand_as(final), first_token[:, None].expand_as(final)
-            valid = (start >= 0) & (ids[-1] >= 0)
-            keys = ids[-1][valid] * self.vocab + first_token[valid]
-            level = torch.full_like(ids[-1], -1)
-            level[valid] = self.index[k].add(keys) if add else self.index[k].lookup(keys)
-            ids.append(level)
-        return ids
-
-    def add(self, tokens: Tensor, first: int, end: int):
-        """Count the n-grams ending at the targets in [first, end) (they may start before first)."""
-        ids = self.ngram_ids(tokens, torch.arange(max(first, 1) - 1, end, device=tokens.device), self.order, add=True)
-        for k in range(1, self.order + 1):  # ids[k][1:]: ending at a target; ids[k][:-1]: its context
-            size = self.index[k].size if k > 1 else self.vocab
-            self.as_context[k], self.distinct[k], self.as_ngram[k] = (grown(c, size) for c in (self.as_context[k], self.distinct[k], self.as_ngram[k]))
-            if k < self.order:
-                context = ids[k][:-1][ids[k][:-1] >= 0]
-                self.as_context[k].index_add_(0, context, torch.ones_like(context))
-            seen = ids[k][1:] >= 0
-            ngram = ids[k][1:][seen]
-            if k > 1:  # a k-gram counted for the first time is one more distinct follower of its context
-                unique, inverse = torch.unique(ngram, return_inverse=True)
-                followed = torch.empty_like(unique).scatter_(0, inverse, ids[k - 1][:-1][seen])[self.as_ngram[k][unique] == 0]
-                self.distinct[k - 1].index_add_(0, followed, torch.ones_like(followed))
-            self.as_ngram[k].index_add_(0, ngram, torch.ones_like(ngram))
+    def __init__(self, args, tokens: Tensor, chunk_tokens: int):
+        self.vocab, self.discount, self.order, self.chunk_tokens = args.vocab_size, args.ngram_discount, args.ngram_order, chunk_tokens
+        targets = torch.arange(1, len(tokens), device=tokens.device)
+        chunk = (targets - 1) // chunk_tokens
+        n_chunks = int(chunk[-1]) + 1
+        self.unigram_before = torch.zeros(n_chunks + 1, self.vocab, dtype=torch.long, device=tokens.device)
+        self.unigram_before.index_put_((chunk + 1, tokens[targets]), torch.ones_like(targets), accumulate=True)
+        self.unigram_before = self.unigram_before.cumsum(0)  # row c: counts over the targets of chunks < c
+        self.ids, self.keys = [None, tokens], [None, None]  # ids[k][a]: id of the k-gram starting at token a
+        for k in range(2, self.order + 1):
+            keys, ids = torch.unique(self.ids[k - 1][:-1] * self.vocab + tokens[k - 1:], return_inverse=True)
+            self.keys.append(keys)
+            self.ids.append(ids)
+        self.as_context, self.as_ngram, self.distinct = {}, {}, {}
+        for m in range(1, self.order):  # the m tokens before target t start at t - m
+            later = targets >= m
+            start, c = targets[later] - m, chunk[later]
+            self.as_context[m] = Occurrences(self.ids[m][start], c, n_chunks)
+            followed = self.ids[m + 1][start]
+            self.as_ngram[m + 1] = Occurrences(followed, c, n_chunks)
+            first = torch.full_like(self.keys[m + 1], n_chunks).scatter_reduce_(0, followed, c, "amin")  # each (context, token) once
+            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n_chunks)
+        self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=tokens.device)
+        self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=tokens.device)
 
     def cache_probabilities(self, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
-        """q at the token ids `columns` (n, c) of each position, and the longest context length seen (n,)."""
-        unigram = self.as_ngram[1].double()
-        q = (unigram[columns] + 1) / (unigram.sum() + self.vocab)
+        """q at the token ids `columns` (n, k) of each target position, and the longest context
+        length seen (n,)."""
+        chunk = (positions - 1) // self.chunk_tokens
+        q = (self.unigram_before[chunk[:, None], columns].double() + 1) / (chunk * self.chunk_tokens + self.vocab)[:, None]
         longest = torch.zeros_like(positions)
-        contexts = self.ngram_ids(tokens, positions - 1, self.order - 1, add=False)
-        followed = self.ngram_ids(tokens, positions, self.order, add=False, final=columns)
         for m in range(1, self.order):
-            seen = self.as_context[m][contexts[m].clamp_min(0)] * (contexts[m] >= 0)
+            context = torch.where(positions >= m, self.ids[m][(positions - m).clamp_min(0)], -1)
+            seen = self.as_context[m].before(context, chunk)
             rows = (seen > 0).nonzero().squeeze(1)
             if rows.numel():
-                ngram = followed[m + 1][rows]
-                count = torch.where(ngram >= 0, self.as_ngram[m + 1][ngram.clamp_min(0)], 0).double()
-                n, backoff = seen[rows, None].double(), self.discount * self.distinct[m][contexts[m][rows], None].double()
+                keys, known = context[rows, None] * self.vocab + columns[rows], self.keys[m + 1]
+                at = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
+                followed = torch.where(known[at] == keys, at, -1)
+                count = self.as_ngram[m + 1].before(followed, chunk[rows, None].expand_as(followed)).double()
+                n, backoff = seen[rows, None].double(), self.discount * self.distinct[m].before(context[rows], chunk[rows])[:, None].double()
                 q[rows] = ((count - self.discount).clamp_min(0) + backoff * q[rows]) / n
                 longest[rows] = m
         return q, longest
@@ -1004,7 +935,6 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     n_chunks = -(-n_targets // chunk_tokens)
     window_chunk = (ends - length + skips) // chunk_tokens  # chunk of each window's first scored target
     bounds = torch.searchsorted(window_chunk, torch.arange(n_chunks + 1)).tolist()
-    mixer = NgramMixer(args, device) if use_mixer else None
     trainer = TestTimeTrainer(model, ctx, n_chunks) if ttt else None
     was_training = model.training
     model.eval()
@@ -1021,6 +951,9 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
         parts[part] += time.perf_counter() - since
         return time.perf_counter()
     t0 = last_report = time.perf_counter()
+    mixer = NgramMixer(args, tokens, chunk_tokens) if use_mixer else None  # all counting happens here, by sorting
+    if mixer:
+        lap("mixer", t0)
     for c in range(n_chunks):
         part = rank_slice(bounds[c + 1] - bounds[c], rank, world)
         windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
@@ -1055,11 +988,10 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
                 scored_p = torch.exp(-mixed_nll[torch.searchsorted(idx, a_idx)])
                 audit = torch.maximum(audit, torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, tokens[a_idx, None]).squeeze(1) - scored_p).abs()).max())
                 sums[4] += len(a_idx)
-        if mixer:  # what this chunk teaches (alpha's history, counts) is shared by every rank before the next
+        if mixer:  # what this chunk teaches alpha is shared by every rank before the next
             if world > 1:
                 dist.all_reduce(learned)
             mixer.alpha_losses += learned
-            mixer.add(tokens, c * chunk_tokens + 1, min((c + 1) * chunk_tokens, n_targets) + 1)
             t = lap("mixer", t)
         if trainer and c < n_chunks - 1:
             trainer.train_chunk(tokens, c * chunk_tokens, c)

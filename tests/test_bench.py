@@ -162,3 +162,24 @@ def test_train_profile_splits_step_time_by_kind(bench_env, tmp_path):
     assert 5 <= len(top) <= 15 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)
     assert "profile: cpu op time per step, over 2 profiled steps" in lines
     assert rows["steps"] == "5"
+
+
+def test_mixer_bench_counts_a_long_stream_and_extrapolates_one_pass(bench_env, tmp_path):
+    code, stdout, stderr, log = run_bench(["mixer", "--tokens", "5000", "--chunks", "3"],
+                                          dict(bench_env, RUN_ID="mixer", TTT_CHUNK_TOKENS="1024"), tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    rows, lines = table(log, "mixer")
+    tokens = int(rows["tokens"])
+    assert 0 < tokens <= 5000 and rows["device"] == "cpu x1"
+    line = log_line_of(log, r"^bench_mixer count_seconds:(\S+) per_chunk_seconds:(\S+) chunks_timed:3 full_pass_seconds_per_gpu:(\S+) audit_max_abs_err:(\S+)$")
+    count, per_chunk, full, err = map(float, line.groups())
+    n_chunks = -(-(tokens - 1) // 1024)
+    assert full == pytest.approx(count + per_chunk * n_chunks, abs=0.06)
+    assert float(rows["pass_seconds"]) == pytest.approx(full, abs=0.06) and err <= 1e-9
+    assert f"{n_chunks} chunks of 1024" in log
+
+
+def log_line_of(log: str, pattern: str):
+    found = re.search(pattern, log, re.M)
+    assert found, pattern
+    return found

@@ -12,6 +12,7 @@ import sentencepiece as spm
 import torch
 
 import train_gpt
+from test_ngram_mixer import BruteNgrams  # noqa: E402
 from conftest import (LN2, TINY_ENV, error_lines, eval_ctx, gains, log_line, randomize_, read_shard_tokens,
                       run_trainer, tiny_args, write_shard)
 
@@ -47,14 +48,15 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
     model, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets, EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=chunk,
                                             TTT_EPOCHS=1, NGRAM_ORDER=4)
     vocab = model.args.vocab_size
-    events = []  # ("score" | "audit", positions, p) / ("add", first, end) / ("train", start, chunk, last scored target)
+    events = []  # ("score" | "audit", positions, p) / ("cache", positions, columns, q) / ("train", start, chunk, last scored target)
     scored_max = [0]
-    mixer_add, mixer_probabilities, train_chunk = (train_gpt.NgramMixer.add, train_gpt.NgramMixer.probabilities,
-                                                   train_gpt.TestTimeTrainer.train_chunk)
+    cache_probabilities, mixer_probabilities, train_chunk = (train_gpt.NgramMixer.cache_probabilities, train_gpt.NgramMixer.probabilities,
+                                                             train_gpt.TestTimeTrainer.train_chunk)
 
-    def add(self, tokens, first, end):
-        events.append(("add", first, end))
-        return mixer_add(self, tokens, first, end)
+    def cache(self, tokens, positions, columns):
+        q, longest = cache_probabilities(self, tokens, positions, columns)
+        events.append(("cache", positions.tolist(), columns.clone(), q.clone()))
+        return q, longest
 
     def probabilities(self, model_p, entropy, tokens, positions, columns):
         result = mixer_probabilities(self, model_p, entropy, tokens, positions, columns)
@@ -72,7 +74,7 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
         except IndexError as e:
             pytest.fail(f"train_chunk(start={start}, chunk={chunk}) read a target after {scored_max[0]}, the last scored: {e}")
 
-    monkeypatch.setattr(train_gpt.NgramMixer, "add", add)
+    monkeypatch.setattr(train_gpt.NgramMixer, "cache_probabilities", cache)
     monkeypatch.setattr(train_gpt.NgramMixer, "probabilities", probabilities)
     monkeypatch.setattr(train_gpt.TestTimeTrainer, "train_chunk", train)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -80,31 +82,34 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
     result = train_gpt.evaluate(model, eval_ctx(tokens, tables), stride, "t", use_mixer=True, ttt=True, dump_path=str(dump))
 
     n_chunks = -(-n_targets // chunk)
-    added, scored = set(), []
+    chunk_of = lambda t: (t - 1) // chunk  # noqa: E731
+    scored, trained = [], 0
     for kind, *rest in events:
-        if kind in ("score", "audit"):
-            positions = rest[0]
-            assert not added & set(positions), f"{kind} of targets already in the cache"
-            if kind == "score":
-                scored += positions
-        elif kind == "add":
-            first, end = rest
-            targets = set(range(first, end))
-            assert targets <= set(scored), "targets added to the cache before they were scored"
-            assert not targets & added, "targets counted twice"
-            added |= targets
+        if kind == "train":
+            trained += 1
+        elif kind == "score":
+            scored += rest[0]
+        if kind in ("score", "audit", "cache"):  # nothing TTT has trained on is scored (a window may reach into the next chunk)
+            assert min(chunk_of(t) for t in rest[0]) >= trained, (kind, trained)
     assert sorted(scored) == list(range(1, n_targets + 1))  # every target scored exactly once
-    assert added == set(range(1, n_targets + 1))  # and all of them end up in the cache
-    adds = [rest for kind, *rest in events if kind == "add"]
-    assert adds == [[c * chunk + 1, min((c + 1) * chunk, n_targets) + 1] for c in range(n_chunks)]
+    # the cache that scored (and audited) a target held exactly the targets of earlier chunks: its
+    # q is the brute-force q over them, so no target's own n-gram (or a later one) was in it
+    listed = tokens.tolist()
+    brutes = {}
+    for c in range(n_chunks):
+        brutes[c] = BruteNgrams(model.args.ngram_order - 1)
+        brutes[c].add(listed, 1, c * chunk + 1)
+    for kind, positions, columns, q in (e for e in events if e[0] == "cache"):
+        for i, pos in enumerate(positions):
+            expected, _ = brutes[chunk_of(pos)].q(listed, pos, model.args.ngram_discount, vocab)
+            np.testing.assert_allclose(q[i].numpy(), expected[columns[i].numpy()], rtol=1e-12, atol=1e-15)
+    assert {k for k, *_ in events} == {"cache", "score", "audit", "train"}
 
     trains = [rest for kind, *rest in events if kind == "train"]
     assert [c for _, c, _ in trains] == list(range(n_chunks - 1))  # every chunk but the last
     for start, c, seen in trains:
         assert start == c * chunk
         assert start + chunk <= seen  # its targets start+1 .. start+chunk were all scored
-    order = [kind if kind != "train" else f"train{rest[1]}" for kind, *rest in events if kind in ("add", "train")]
-    assert order == [x for c in range(n_chunks) for x in (["add", f"train{c}"] if c < n_chunks - 1 else ["add"])]
     # TTT did train: trained weights moved (the model keeps them), frozen ones did not
     moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert "tok_emb.weight" in moved and "bigram.embed.weight" not in moved

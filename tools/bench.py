@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse, re, sys, time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -206,6 +207,60 @@ def bench_eval(cli, args, ctx, log, log_path):
     table(log, "eval", rows)
 
 
+def bench_mixer(cli, args, ctx, log, log_path):
+    """The mixer on a token stream as long as the full val set: its up-front counting once, then the
+    per-chunk work of one of 8 ranks (target column + audit rows) on --chunks chunks, extrapolated."""
+    device = ctx["device"]
+    rows, cuda = header(args, ctx, log, log_path)
+    files = sorted(Path(args.data_path).glob("fineweb_train_*.bin")) + sorted(Path(args.data_path).glob("fineweb_val_*.bin"))
+    parts, have = [], 0
+    for f in files:
+        if have >= cli.tokens:
+            break
+        parts.append(torch.from_numpy(tg.read_shard(f)[:cli.tokens - have].astype(np.int64)))
+        have += len(parts[-1])
+    tokens = torch.cat(parts).long().to(device)
+    chunk_tokens = args.ttt_chunk_tokens
+    n_chunks = -(-(len(tokens) - 1) // chunk_tokens)
+    log(f"bench_mixer tokens:{len(tokens)} from {len(parts)} shard(s) of {args.data_path} chunks:{n_chunks}")
+    tg.synchronize(device)
+    t0 = time.perf_counter()
+    mixer = tg.NgramMixer(args, tokens, chunk_tokens)
+    tg.synchronize(device)
+    count_seconds = time.perf_counter() - t0
+    g = torch.Generator(device=device).manual_seed(0)
+    share = -(-chunk_tokens // 8)
+    audit = max(1, args.ngram_audit_positions // 8)
+    vocab = torch.arange(args.vocab_size, device=device)
+    picked = torch.linspace(1, n_chunks - 1, min(cli.chunks, n_chunks - 1)).long().tolist()
+    mixer_seconds = 0.0
+    for c in picked:
+        positions = torch.arange(c * chunk_tokens + 1, min(c * chunk_tokens + share, len(tokens) - 1) + 1, device=device)
+        logits = torch.randn(len(positions), args.vocab_size, device=device, dtype=torch.float64, generator=g) * 3
+        p = torch.softmax(logits, 1)
+        entropy = -(p * p.log()).sum(1)
+        target = tokens[positions, None]
+        tg.synchronize(device)
+        t0 = time.perf_counter()
+        mixed, q, bins = mixer.probabilities(p.gather(1, target), entropy, tokens, positions, target)
+        mixer.alpha_losses += mixer.alpha_loss_table(p.gather(1, target).squeeze(1), q.squeeze(1), bins)
+        rows_at = torch.linspace(0, len(positions) - 1, audit, device=device).long()
+        full = mixer.probabilities(p[rows_at], entropy[rows_at], tokens, positions[rows_at], vocab.expand(audit, -1))[0]
+        err = float((full.sum(1) - 1).abs().max())  # also waits for the device
+        mixer_seconds += time.perf_counter() - t0
+    per_chunk = mixer_seconds / len(picked)
+    full_seconds = count_seconds + per_chunk * n_chunks
+    log(f"bench_mixer count_seconds:{count_seconds:.2f} per_chunk_seconds:{per_chunk:.5f} chunks_timed:{len(picked)} "
+        f"full_pass_seconds_per_gpu:{full_seconds:.1f} audit_max_abs_err:{err:.3e}")
+    rows += [("tokens", len(tokens), f"{n_chunks} chunks of {chunk_tokens}"),
+             ("count_seconds", f"{count_seconds:.2f}", "NgramMixer(...): all n-gram ids and earlier-chunk counts, once per pass"),
+             ("per_chunk_ms", f"{1000 * per_chunk:.2f}", f"one rank of 8: {share} target columns + {audit} full audit rows"),
+             ("pass_seconds", f"{full_seconds:.1f}", "count_seconds + per_chunk * chunks: the mixer's share of one eval pass per GPU")]
+    if cuda:
+        rows.append(("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated"))
+    table(log, "mixer", rows)
+
+
 def parse_cli(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +274,9 @@ def parse_cli(argv):
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
                     help="comma-separated subset of " + ",".join(PHASES) + " (always run in that order)")
     ev.add_argument("--repeat", type=int, default=0, help="calls per phase, the last reported (default: 2 on CUDA, 1 on CPU)")
+    mix = sub.add_parser("mixer", help="time the n-gram mixer on a stream as long as the full val set")
+    mix.add_argument("--tokens", type=int, default=FULL_VAL_TARGETS + 1, help="stream length (train shards first, then val)")
+    mix.add_argument("--chunks", type=int, default=50, help="chunks whose per-rank work is timed")
     cli = parser.parse_args(argv)
     if cli.command == "eval" and (not cli.phases or set(cli.phases) - set(PHASES)):
         parser.error(f"--phases must be a comma-separated subset of {','.join(PHASES)}")
@@ -231,7 +289,7 @@ def parse_cli(argv):
 
 def main(argv=None):
     cli = parse_cli(argv)
-    job = bench_train if cli.command == "train" else bench_eval
+    job = dict(train=bench_train, eval=bench_eval, mixer=bench_mixer)[cli.command]
     tg.launch(lambda args, ctx, log_path: job(cli, args, ctx, ctx["log"], log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
 
 
