@@ -816,6 +816,7 @@ class NgramMixer:
             self.as_ngram[m + 1] = Occurrences(followed, c, n_chunks)
             first = torch.full_like(self.keys[m + 1], n_chunks).scatter_reduce_(0, followed, c, "amin")  # each (context, token) once
             self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n_chunks)
+        del self.ids[self.order]  # only contexts (up to NGRAM_ORDER-1 tokens) are looked up from here on
         self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=tokens.device)
         self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=tokens.device)
 
@@ -944,6 +945,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     audit = torch.zeros((), device=device, dtype=torch.float64)  # max |sum_v p - 1| and |p_full(x) - p_scored(x)|
     vocab = torch.arange(args.vocab_size, device=device)
     dump = torch.zeros(4, n_targets, device=device, dtype=torch.float64) if dump_path else None  # scored, model nll, entropy (bits), bytes
+    to_dump_units = torch.tensor([[1 / math.log(2)]] * 3 + [[1.0]], device=device, dtype=torch.float64)
     parts = dict(score=0.0, mixer=0.0, ttt_train=0.0)  # seconds per part of the loop
 
     def lap(part: str, since: float) -> float:
@@ -972,7 +974,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
                     rows = torch.linspace(0, len(idx) - 1, min(len(idx), audit_per_batch), device=device).long()
                     audited.append((idx[rows], log_probs[rows].exp(), entropy[rows]))
                 if dump is not None:
-                    dump[:, idx - 1] = torch.stack((nll, nll, entropy, n_bytes)) / torch.tensor([[math.log(2)]] * 3 + [[1.0]], device=device, dtype=torch.float64)
+                    dump[:, idx - 1] = torch.stack((nll, nll, entropy, n_bytes)) * to_dump_units
             t = lap("score", t)
             if mixer and scored:
                 idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))

@@ -292,7 +292,10 @@ def test_ngram_ids_are_exact_for_every_length():
     tokens[::7] = 1023  # the largest token id
     mixer = make_mixer(tokens, 1024, 10, chunk_tokens=500)
     listed = tokens.tolist()
-    for k in range(1, 11):
+    assert len(mixer.ids) == 10  # ids of 1..9-grams are kept (contexts); 10-grams live on as keys only
+    grams10 = {tuple(listed[a:a + 10]) for a in range(len(listed) - 9)}
+    assert len(mixer.keys[10]) == len(grams10) and (mixer.keys[10] // 1024 < len(mixer.keys[9])).all()
+    for k in range(1, 10):
         grams = [tuple(listed[a:a + k]) for a in range(len(listed) - k + 1)]
         ids = mixer.ids[k].tolist()
         assert len(ids) == len(grams)
