@@ -3,6 +3,8 @@ evaluate(), causality and rank-count invariance of whole EVAL_ONLY runs, the per
 the normalization audit and the NGRAM_ENABLED / TTT_ENABLED switches, and which weights TTT trains."""
 import dataclasses
 import math
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 
 import train_gpt
 from test_ngram_mixer import BruteNgrams  # noqa: E402
-from conftest import (LN2, TINY_ENV, error_lines, eval_ctx, gains, log_line, randomize_, read_shard_tokens,
+from conftest import (LN2, REPO_ROOT, TINY_ENV, _clean_environ, error_lines, eval_ctx, gains, log_line, randomize_, read_shard_tokens,
                       run_trainer, tiny_args, write_shard)
 
 SEQ = 32  # EVAL_SEQ_LEN of the in-process tests
@@ -370,3 +372,38 @@ def test_unnormalized_mixture_fails_the_audit(run_main, monkeypatch, artifact):
     audit = log_line(result.log, "ngram_audit")
     assert float(audit["max_abs_err"]) == pytest.approx(1e-3, rel=1e-2)
     assert [e.split(":")[1].strip() for e in error_lines(result.log)] == ["ngram audit failed"]
+
+
+# ----------------------------------------------------------------------------- 10. tools/mixer_replay.py
+
+def replay(artifact, dump, *argv) -> dict:
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(dump), *argv],
+                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("mixer_replay "), line
+    return dict(item.split(":", 1) for item in line.split()[1:] if ":" in item) | {"line": line}
+
+
+def test_mixer_replay_reproduces_the_run_from_its_dump(stream_a, artifact):
+    """The dump's model part + the val tokens are all the mixer needs: replaying them through
+    NgramMixer gives the run's own final score; the reference rule gives another, valid one."""
+    run, _ = stream_a
+    dump = artifact.root / "a.npz"
+    ours = replay(artifact, dump)
+    assert float(ours["model_bpb"]) == pytest.approx(bpb(run.log, "ttt_only"), abs=2e-6)
+    assert float(ours["mixed_bpb"]) == pytest.approx(bpb(run.log, "final_ngram_ttt"), abs=2e-6)
+    assert float(ours["gain"]) == pytest.approx(gains(run.log)["ngram_gain"], abs=3e-6)
+    reference = replay(artifact, dump, "--rule", "reference", "--min-count", "1")
+    assert reference["model_bpb"] == ours["model_bpb"] and reference["mixed_bpb"] != ours["mixed_bpb"]
+    assert "rule:reference min_count=1 " in reference["line"]
+    other = replay(artifact, dump, "--discount", "0.3")
+    assert other["mixed_bpb"] != ours["mixed_bpb"] and " NGRAM_DISCOUNT=0.3 " in other["line"]
+
+
+def test_mixer_replay_refuses_a_dump_without_the_model_part(artifact, tmp_path):
+    old = tmp_path / "old.npz"
+    np.savez(old, nll_bits=np.zeros(10, np.float32), bytes=np.ones(10, np.int32))
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(old)],
+                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "lacks ['entropy_bits', 'model_nll_bits']" in proc.stderr
