@@ -340,3 +340,48 @@ def test_finished_gpu_logs_become_a_submission_with_their_own_numbers(tmp_path, 
     # the two share SEED=42: not distinct trainings
     code, _, err = make([*FINISHED_DEV_LOGS, "-o", tmp_path / "both.json"], capsys)
     assert code == 2 and "not distinct" in err
+
+
+def test_results_table_rows_come_from_the_logs(logs, three, tmp_path, capsys):
+    table = tmp_path / "results.md"
+    code, out, err = make([*three, "-o", tmp_path / "s.json", "--table", table,
+                           "--ablation", logs["ablation"], "--ablation", logs["eval_only"]], capsys)
+    assert code == 0, err
+    assert f"table {table}" in out
+    lines = table.read_text().splitlines()
+    seed_rows = [line.split(" | ") for line in lines if re.match(r"^\| \d+ \|", line)]
+    assert [r[0] for r in seed_rows] == ["| 1", "| 2", "| 3"]
+    finals = []
+    for row, path in zip(seed_rows, three):
+        text = path.read_text()
+        final = grab(text, r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+        sliding = grab(text, r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+)")
+        ttt = grab(text, r"^ttt_only val_loss:\S+ val_bpb:(\S+)")
+        finals.append(final)
+        assert row[1:4] == [f"{final:.5f}", f"{sliding:.5f}", f"{ttt:.5f}"]
+        assert row[4:6] == [f"{sliding - ttt:+.5f}", f"{ttt - final:+.5f}"]
+        total = grab(text, r"^Total submission size int6\+lzma: (\d+)", cast=int)
+        assert row[6] == f"{total:,}"
+        assert row[-1] == f"`{path}` |"
+    mean_row = next(line for line in lines if line.startswith("| mean ± std |"))
+    assert f"{statistics.fmean(finals):.5f} ± {statistics.stdev(finals):.5f}" in mean_row
+    ablation = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ") and " | `" in line
+                and not re.match(r"^\| \d+ \|", line)}
+    base = finals[0]
+    seed1 = three[0].read_text()
+    row = ablation["NGRAM_ENABLED=0 (same run: `ttt_only`)"]
+    ttt1 = grab(seed1, r"^ttt_only val_loss:\S+ val_bpb:(\S+)")
+    assert row[1] == f"{ttt1:.5f}" and row[3] == f"`{three[0]}` |"
+    row = ablation["MATRIX_LR=0.05"]  # the same SEED as seed1: only the LR differs
+    lr_final = grab(logs["ablation"].read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+    assert row[1:3] == [f"{lr_final:.5f}", f"{lr_final - base:+.5f}"]
+    assert any(k.startswith("SEED=5") and "EVAL_ONLY=True" in k for k in ablation)  # the eval-only run, against seed 1
+
+
+def test_results_table_refuses_an_unfinished_ablation_and_needs_table(logs, three, tmp_path, capsys):
+    cut = edited(logs["ablation"], tmp_path / "cut.txt", lambda t: t.split("final_ngram_ttt")[0])
+    code, _, err = make([*three, "-o", tmp_path / "s.json", "--table", tmp_path / "t.md", "--ablation", cut], capsys)
+    assert code == 2 and "did not finish" in err and not (tmp_path / "t.md").exists()
+    with pytest.raises(SystemExit) as e:
+        ms.main([str(p) for p in three] + ["--ablation", str(logs["ablation"])])
+    assert e.value.code == 2

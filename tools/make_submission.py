@@ -469,6 +469,68 @@ def build_submission(logs: list[RunLog], args, diffs: dict) -> dict:
     return sub
 
 
+# ----------------------------------------------------------------------------- the results table
+
+def _bpb(log: RunLog, name: str) -> float | None:
+    return log.finals[name]["val_bpb"] if name in log.finals else None
+
+
+def _gains(log: RunLog) -> tuple[float | None, float | None]:
+    """(TTT gain, mixer gain) from the final lines: sliding - ttt_only, and the mixer's pass without
+    minus with it (ttt_only, or sliding when TTT was off, minus final_ngram_ttt)."""
+    sliding, ttt, final = _bpb(log, "final_int6_sliding_window"), _bpb(log, "ttt_only"), _bpb(log, "final_ngram_ttt")
+    ttt_gain = sliding - ttt if sliding is not None and ttt is not None else None
+    before_mixer = ttt if ttt is not None else sliding
+    return ttt_gain, (before_mixer - final if mixer_on(log) and before_mixer is not None else None)
+
+
+def _f(x: float | None, digits: int = 5, sign: bool = False) -> str:
+    return "–" if x is None else f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def check_ablation(log: RunLog) -> None:
+    """An ablation is a finished training, or an EVAL_ONLY run that finished with an audited score."""
+    if not _is_true(log.settings.get("EVAL_ONLY")):
+        return check_training(log)
+    if log.errors or "final_ngram_ttt" not in log.finals:
+        raise Refusal(f"{log.path}: the eval did not finish: " + (f"ERROR: {log.errors[0]}" if log.errors else "no final_ngram_ttt line"))
+    if mixer_on(log) and not (log.audit is not None and log.audit["max_abs_err"] <= AUDIT_TOLERANCE):
+        raise Refusal(f"{log.path}: n-gram mixer on but the audit is missing or failed")
+
+
+def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
+    """Markdown: one row per seed with mean +- std, then the ablation: from the first seed's own log
+    the scores without the mixer (ttt_only) and without TTT (ngram_only) when it has them, then what
+    each ablation log changed against the seed log of its SEED (else the first) and its score."""
+    out = ["| seed | val_bpb (full stack) | sliding, model alone | TTT alone | TTT gain | mixer gain | bytes | steps | step_avg | log |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for log in seeds:
+        ttt_gain, mixer_gain = _gains(log)
+        out.append(f"| {log.settings['SEED']} | {_f(_bpb(log, 'final_ngram_ttt'))} | {_f(_bpb(log, 'final_int6_sliding_window'))} | "
+                   f"{_f(_bpb(log, 'ttt_only'))} | {_f(ttt_gain, sign=True)} | {_f(mixer_gain, sign=True)} | {log.total_bytes:,} | "
+                   f"{log.training_done['steps']} | {log.train[-1]['step_avg_ms']:.1f} ms | `{log.path}` |")
+    if len(seeds) > 1:
+        stats = [_mean_std([_bpb(log, name) for log in seeds]) for name in ("final_ngram_ttt", "final_int6_sliding_window")]
+        out.append(f"| mean ± std | {stats[0][0]:.5f} ± {stats[0][1]:.5f} | {stats[1][0]:.5f} ± {stats[1][1]:.5f} | | | | "
+                   f"max {max(log.total_bytes for log in seeds):,} | | | |")
+    first, rows = seeds[0], []
+    final = _bpb(first, "final_ngram_ttt")
+    if mixer_on(first) and _bpb(first, "ttt_only") is not None:
+        rows.append(("NGRAM_ENABLED=0 (same run: `ttt_only`)", _bpb(first, "ttt_only"), final, first))
+    if _bpb(first, "ngram_only") is not None and _bpb(first, "ttt_only") is not None:
+        rows.append(("TTT_ENABLED=0 (same run: `ngram_only`)", _bpb(first, "ngram_only"), final, first))
+    by_seed = {log.settings["SEED"]: log for log in seeds}
+    for log in ablations:
+        base = by_seed.get(log.settings.get("SEED"), seeds[0])
+        diffs = setting_differences([base, log], {"RUN_ID", "ARTIFACT_PATH", "EVAL_DUMP_NLL"})
+        change = ", ".join(f"{n}={vals[1]}" for n, vals in diffs.items()) or "(no setting differs)"
+        rows.append((change, _bpb(log, "final_ngram_ttt"), _bpb(base, "final_ngram_ttt"), log))
+    if rows:
+        out += ["", "| change from the default | val_bpb (full stack) | vs default | log |", "| --- | --- | --- | --- |"]
+        out += [f"| {change} | {_f(bpb)} | {_f(bpb - base, sign=True)} | `{log.path}` |" for change, bpb, base, log in rows]
+    return "\n".join(out) + "\n"
+
+
 # ----------------------------------------------------------------------------- the plot
 
 def plot_logs(logs: list[RunLog], out: Path) -> None:
@@ -560,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     sig.add_argument("--baseline-n", type=int, help="baseline number of runs N (default: our number of seeds)")
     sig.add_argument("--delta", type=float, default=0.005,
                      help="required improvement D, in val_bpb units (default 0.005; NOT converted from nats)")
+    table = parser.add_argument_group("results table (Markdown, for the README)")
+    table.add_argument("--table", type=Path, metavar="OUT.md", help="seed rows with mean +- std, then the ablation")
+    table.add_argument("--ablation", type=Path, action="append", default=[], metavar="LOG",
+                       help="an ablation log (a training, or an EVAL_ONLY eval) for --table; repeatable")
     plot = parser.add_argument_group("plot (needs matplotlib)")
     plot.add_argument("--plot", type=Path, metavar="OUT.png",
                       help="2x2 PNG: train_loss and val_bpb vs step and vs training seconds, one line per log")
@@ -573,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.plot_only and args.plot is None:
         parser.error("--plot-only needs --plot OUT.png")
+    if args.ablation and args.table is None:
+        parser.error("--ablation goes with --table OUT.md")
     if (args.baseline_mean is None) != (args.baseline_std is None):
         parser.error("--baseline-mean and --baseline-std go together")
     try:
@@ -594,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
             if len(values) > 1:
                 print(f"make_submission: warning: the logs ran on different {key}: {sorted(values)}", file=sys.stderr)
         submission = build_submission(logs, args, diffs)
+        ablations = [parse_log(p) for p in args.ablation]
+        for log in ablations:
+            check_ablation(log)
+        if args.table is not None:
+            args.table.parent.mkdir(parents=True, exist_ok=True)
+            args.table.write_text(results_table(logs, ablations))
         if args.plot is not None:
             plot_logs(logs, args.plot)
     except Refusal as e:
@@ -607,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     if "significance" in submission:
         s = submission["significance"]
         line += f", improvement_bpb {s['improvement_bpb']:.6f}, p={s['p_value']:.3g} (delta {s['delta']})"
-    print(line + (f", plot {args.plot}" if args.plot else ""))
+    print(line + (f", plot {args.plot}" if args.plot else "") + (f", table {args.table}" if args.table else ""))
     return 0
 
 
