@@ -999,9 +999,11 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
             trainer.train_chunk(tokens, c * chunk_tokens, c)
             lap("ttt_train", t)
         now = time.perf_counter()
-        if now - last_report > 30 and c < n_chunks - 1:
+        if c == 0:
+            first_done = now  # the first chunk includes torch.compile: the ETA uses the chunks after it
+        elif now - last_report > 30 and c < n_chunks - 1:
             last_report = now
-            log(f"eval:{label} chunk:{c + 1}/{n_chunks} elapsed:{format_seconds(now - t0)} eta:{format_seconds((now - t0) / (c + 1) * (n_chunks - c - 1))}")
+            log(f"eval:{label} chunk:{c + 1}/{n_chunks} elapsed:{format_seconds(now - t0)} eta:{format_seconds((now - first_done) / c * (n_chunks - c - 1))}")
     if world > 1:
         dist.all_reduce(sums)
         dist.all_reduce(audit, op=dist.ReduceOp.MAX)

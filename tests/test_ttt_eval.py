@@ -407,3 +407,29 @@ def test_mixer_replay_refuses_a_dump_without_the_model_part(artifact, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(old)],
                           env={**_clean_environ(), **artifact.env}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "lacks ['entropy_bits', 'model_nll_bits']" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- 11. progress lines
+
+def test_eval_progress_eta_leaves_out_the_first_chunk(monkeypatch, tiny_tokenizer, tiny_data):
+    """The first chunk pays for torch.compile on GPU: the ETA is the pace of the chunks after it."""
+    model, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, 6 * SEQ, TTT_CHUNK_TOKENS=SEQ, TTT_EPOCHS=1, NGRAM_ORDER=3)
+    clock = {"now": 0.0, "chunk": 0}
+
+    class FakeTime:  # the first chunk takes 1000 s, every later one 40 s
+        @staticmethod
+        def perf_counter():
+            return clock["now"]
+    train_chunk = train_gpt.TestTimeTrainer.train_chunk
+
+    def slow_train(self, tokens, start, chunk):
+        clock["now"] += 1000.0 if chunk == 0 else 40.0
+        return train_chunk(self, tokens, start, chunk)
+    monkeypatch.setattr(train_gpt, "time", FakeTime)
+    monkeypatch.setattr(train_gpt.TestTimeTrainer, "train_chunk", slow_train)
+    lines = []
+    train_gpt.evaluate(model, eval_ctx(tokens, tables, log=lines.append), SEQ, "t", use_mixer=True, ttt=True)
+    progress = [line for line in lines if line.startswith("eval:t chunk:")]
+    # chunks 2..5 of 6 report (the last never does); after chunk k: (40 s per chunk) x (6 - k) to go
+    assert progress == [f"eval:t chunk:{k}/6 elapsed:{train_gpt.format_seconds(1000 + 40 * (k - 1))} "
+                        f"eta:{train_gpt.format_seconds(40 * (6 - k))}" for k in range(2, 6)]
