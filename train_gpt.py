@@ -417,19 +417,22 @@ class GPT(nn.Module):
 # orthogonalized on rank i % world, then one all-reduce hands every rank all updates.
 
 def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    """Orthogonalize each matrix of a (n, rows, cols) stack (quintic Newton-Schulz, in bf16)."""
     a, b, c = 3.4445, -4.7750, 2.0315
     x = g.bfloat16()
-    x = x / (x.norm() + 1e-7)
-    tall = x.size(0) > x.size(1)
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if tall else x
+    return x.mT if tall else x
 
 
 class Muon(torch.optim.Optimizer):
+    """Matrices of one shape are orthogonalized together, as one stack (few, large kernels)."""
+
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
         self.orthogonalize = torch.compile(newton_schulz) if torch.cuda.is_available() else newton_schulz
@@ -439,22 +442,26 @@ class Muon(torch.optim.Optimizer):
         world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
         for group in self.param_groups:
             params, mu = group["params"], group["momentum"]
-            updates = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
-            offset = 0
-            for i, p in enumerate(params):
-                if i % world == rank:
-                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                    buf.mul_(mu).add_(p.grad)
-                    g = self.orthogonalize(p.grad.add(buf, alpha=mu), group["backend_steps"])
-                    updates[offset:offset + p.numel()] = g.flatten().float() * max(1, p.size(0) / p.size(1)) ** 0.5
-                offset += p.numel()
+            mine = [p for i, p in enumerate(params) if i % world == rank]
+            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in mine]
+            torch._foreach_mul_(buffers, mu)
+            torch._foreach_add_(buffers, [p.grad for p in mine])
+            nesterov = torch._foreach_add([p.grad for p in mine], buffers, alpha=mu)
+            by_shape: dict[torch.Size, list[int]] = {}
+            for j, p in enumerate(mine):
+                by_shape.setdefault(p.shape, []).append(j)
+            update = {}
+            for shape, js in by_shape.items():
+                orthogonal = self.orthogonalize(torch.stack([nesterov[j] for j in js]), group["backend_steps"])
+                for j, u in zip(js, orthogonal.float() * max(1, shape[0] / shape[1]) ** 0.5):
+                    update[id(mine[j])] = u
+            updates = [update.get(id(p)) for p in params]
             if world > 1:
-                dist.all_reduce(updates)
-            offset = 0
-            for p in params:
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(updates[offset:offset + p.numel()].view_as(p), alpha=-group["lr"])
-                offset += p.numel()
+                flat = torch.cat([(u if u is not None else torch.zeros_like(p)).flatten() for u, p in zip(updates, params)])
+                dist.all_reduce(flat)
+                updates = [u.view_as(p) for u, p in zip(flat.split([p.numel() for p in params]), params)]
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_add_(params, updates, alpha=-group["lr"])
 
 
 def build_optimizers(model: GPT, args) -> list[torch.optim.Optimizer]:

@@ -208,3 +208,44 @@ def test_architecture_switch(switch):
     if switch == "LEAKY_RELU=0":
         assert {b.mlp.negative_slope for b in on.blocks} == {0.5}
         assert {b.mlp.negative_slope for b in off.blocks} == {0.0}
+
+
+def _reference_muon_step(params, grads, buffers, lr, mu, wd, steps):
+    """Muon as first written: one matrix at a time (2-D Newton-Schulz on each)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    for p, g, buf in zip(params, grads, buffers):
+        buf.mul_(mu).add_(g)
+        x = (g + mu * buf).bfloat16()
+        x = x / (x.norm() + 1e-7)
+        tall = x.size(0) > x.size(1)
+        if tall:
+            x = x.T
+        for _ in range(steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        x = x.T if tall else x
+        p.mul_(1 - lr * wd)
+        p.add_(x.float() * max(1, p.size(0) / p.size(1)) ** 0.5, alpha=-lr)
+
+
+def test_muon_orthogonalizes_same_shape_matrices_as_one_stack_with_the_same_result():
+    g = torch.Generator().manual_seed(0)
+    shapes = [(64, 64), (96, 32), (64, 64), (32, 96), (96, 32), (64, 64), (16, 64)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in shapes]
+    reference = [p.detach().clone() for p in params]
+    buffers = [torch.zeros_like(p) for p in reference]
+    opt = train_gpt.Muon(params, lr=0.02, momentum=0.9, backend_steps=5, weight_decay=0.04)
+    calls = []
+    orthogonalize = opt.orthogonalize
+    opt.orthogonalize = lambda stack, steps: (calls.append(tuple(stack.shape)), orthogonalize(stack, steps))[1]
+    for _ in range(3):
+        grads = [torch.randn(s, generator=g) for s in shapes]
+        for p, grad in zip(params, grads):
+            p.grad = grad.clone()
+        opt.step()
+        with torch.no_grad():
+            _reference_muon_step(reference, grads, buffers, 0.02, 0.9, 0.04, 5)
+    for p, r in zip(params, reference):
+        assert torch.equal(p.detach(), r)  # bit for bit on CPU
+    # one stack per shape and step: 4 shapes, not 7 matrices
+    assert sorted(calls[:4]) == sorted([(3, 64, 64), (2, 96, 32), (1, 32, 96), (1, 16, 64)]) and len(calls) == 12
