@@ -1133,18 +1133,19 @@ def run(args, ctx, code_bytes: int, log_path: Path):
     load_artifact(artifact, model)
     result = evaluate(model, ctx, args.eval_seq_len, "int6_roundtrip")
     log(f"final_int6_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
-    # Pass 1: sliding windows, the model alone. Pass 2: TTT, scoring TTT alone and TTT + mixer. The
-    # mixer (whose counting every rank repeats) runs once, in the last pass: pass 1 when TTT is off.
-    sliding = evaluate(model, ctx, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled and not args.ttt_enabled,
+    # Pass 1: sliding windows, the model alone and with the mixer. Pass 2: TTT, scoring TTT alone and
+    # TTT + mixer. So every run measures each part with and without the other.
+    sliding = evaluate(model, ctx, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,
                        dump_path="" if args.ttt_enabled else args.eval_dump_nll)
     log(f"final_int6_sliding_window val_loss:{sliding['val_loss']:.8f} val_bpb:{sliding['val_bpb']:.8f} stride:{args.eval_stride}")
-    last = sliding
+    if args.ngram_enabled:
+        log(f"ngram_only val_loss:{sliding['mixed_loss']:.8f} val_bpb:{sliding['mixed_bpb']:.8f} (sliding window + n-gram mixer, no TTT)")
+    passes = [sliding]
     if args.ttt_enabled:
-        last = evaluate(model, ctx, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
-                        temperature=args.ttt_temperature, dump_path=args.eval_dump_nll)
-        log(f"ttt_only val_loss:{last['val_loss']:.8f} val_bpb:{last['val_bpb']:.8f} (TTT at temperature {args.ttt_temperature}, no mixer, same pass)")
-    elif args.ngram_enabled:
-        log(f"ngram_only val_loss:{last['mixed_loss']:.8f} val_bpb:{last['mixed_bpb']:.8f} (sliding window + n-gram mixer, no TTT)")
+        passes.append(evaluate(model, ctx, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
+                               temperature=args.ttt_temperature, dump_path=args.eval_dump_nll))
+        log(f"ttt_only val_loss:{passes[-1]['val_loss']:.8f} val_bpb:{passes[-1]['val_bpb']:.8f} (TTT at temperature {args.ttt_temperature}, no mixer, same pass)")
+    last = passes[-1]
     final = (last["mixed_loss"], last["mixed_bpb"]) if args.ngram_enabled else (last["val_loss"], last["val_bpb"])
     log(f"final_ngram_ttt val_loss:{final[0]:.8f} val_bpb:{final[1]:.8f} (ngram:{int(args.ngram_enabled)} ttt:{int(args.ttt_enabled)})")
     gains = [f"total_gain:{sliding['val_bpb'] - final[1]:.6f}"]
@@ -1152,7 +1153,8 @@ def run(args, ctx, code_bytes: int, log_path: Path):
         gains.append(f"ttt_gain:{sliding['val_bpb'] - last['val_bpb']:.6f}")
     if args.ngram_enabled:
         gains.append(f"ngram_gain:{last['val_bpb'] - last['mixed_bpb']:.6f}")
-        log(f"ngram_audit positions:{last['audit_positions']} max_abs_err:{last['audit_max_abs_err']:.3e}")
+        worst = max(r["audit_max_abs_err"] for r in passes)
+        log(f"ngram_audit positions:{sum(r['audit_positions'] for r in passes)} max_abs_err:{worst:.3e}")
     log("gains_bpb " + " ".join(gains) + " (ttt_gain: sliding minus ttt_only; ngram_gain: the last pass without minus with the mixer)")
     total = artifact_bytes + code_bytes
     log(f"Total submission size int6+lzma: {total} bytes")
@@ -1160,8 +1162,8 @@ def run(args, ctx, code_bytes: int, log_path: Path):
         log(f"peak memory allocated: {torch.cuda.max_memory_allocated(device) // 2**20} MiB reserved: {torch.cuda.max_memory_reserved(device) // 2**20} MiB")
     else:
         log(f"peak memory allocated: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB (cpu: process peak RSS)")
-    if args.ngram_enabled and last["audit_max_abs_err"] > AUDIT_TOLERANCE:
-        raise UserError(f"ngram audit failed: a mixed distribution sums to 1 +- {last['audit_max_abs_err']:.3e} (> {AUDIT_TOLERANCE}); the score is not valid")
+    if args.ngram_enabled and worst > AUDIT_TOLERANCE:
+        raise UserError(f"ngram audit failed: a mixed distribution sums to 1 +- {worst:.3e} (> {AUDIT_TOLERANCE}); the score is not valid")
     if total > SIZE_LIMIT_BYTES:
         raise UserError(f"ARTIFACT OVER LIMIT: {total} bytes > {SIZE_LIMIT_BYTES} (everything was saved; shrink the model or the code)")
 

@@ -82,6 +82,7 @@ def expected_seed(path: Path) -> dict:
         val_loss=grab(text, r"^final_ngram_ttt val_loss:(\S+) "),
         final_int6_sliding_window_val_bpb=grab(text, r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+) stride:32$"),
         final_int6_roundtrip_val_bpb=grab(text, r"^final_int6_roundtrip val_loss:\S+ val_bpb:(\S+)$"),
+        ngram_only_val_bpb=grab(text, r"^ngram_only val_loss:\S+ val_bpb:(\S+) "),
         ttt_only_val_bpb=grab(text, r"^ttt_only val_loss:\S+ val_bpb:(\S+) "),
         pre_quant_val_bpb=grab(text, r"^pre_quant val_loss:\S+ val_bpb:(\S+) "),
         bytes_total=grab(text, r"^Total submission size int6\+lzma: (\d+) bytes$", cast=int),
@@ -372,6 +373,9 @@ def test_results_table_rows_come_from_the_logs(logs, three, tmp_path, capsys):
     row = ablation["NGRAM_ENABLED=0 (same run: `ttt_only`)"]
     ttt1 = grab(seed1, r"^ttt_only val_loss:\S+ val_bpb:(\S+)")
     assert row[1] == f"{ttt1:.5f}" and row[3] == f"`{three[0]}` |"
+    row = ablation["TTT_ENABLED=0 (same run: `ngram_only`)"]
+    ngram1 = grab(seed1, r"^ngram_only val_loss:\S+ val_bpb:(\S+)")
+    assert row[1:3] == [f"{ngram1:.5f}", f"{ngram1 - base:+.5f}"]
     row = ablation["MATRIX_LR=0.05"]  # the same SEED as seed1: only the LR differs
     lr_final = grab(logs["ablation"].read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
     assert row[1:3] == [f"{lr_final:.5f}", f"{lr_final - base:+.5f}"]
