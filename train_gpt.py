@@ -80,6 +80,8 @@ class Hyperparameters:
 
     @staticmethod
     def _unknown_var_warning(name: str) -> str | None:
+        if name in ("NGRAM_MIN_COUNT", "ALPHA_BASE", "ALPHA_RANGE", "ALPHA_CENTER"):
+            return f"{name} (the reference mixer's) ignored: ours smooths over all context lengths and learns alpha online"
         prefixes = {n.split("_")[0] + "_" for n in SETTINGS if "_" in n}
         if name in SETTINGS or not any(name.startswith(p) for p in prefixes):
             return None

@@ -219,3 +219,11 @@ def test_download_command_named_in_errors_exists(tmp_path):
     assert script.is_file(), f"{script} is named in the error message but does not exist"
     usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and "--variant" in usage.stdout and variant in usage.stdout
+
+
+def test_the_reference_mixer_settings_are_named_as_not_ours():
+    """The reference's run command may set its mixer's knobs; ours has none of them: say so."""
+    env = {"NGRAM_MIN_COUNT": "2", "ALPHA_BASE": "0.2", "ALPHA_RANGE": "0.55", "ALPHA_CENTER": "3", "ALPHA_OTHER": "1"}
+    args = train_gpt.Hyperparameters(environ=env)
+    assert args.warnings == [f"{name} (the reference mixer's) ignored: ours smooths over all context lengths and learns alpha online"
+                             for name in ("ALPHA_BASE", "ALPHA_CENTER", "ALPHA_RANGE", "NGRAM_MIN_COUNT")]  # ALPHA_OTHER: not ours, no prefix of ours
