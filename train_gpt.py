@@ -933,9 +933,10 @@ class TestTimeTrainer:
 def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, ttt: bool = False,
              temperature: float = 1.0, dump_path: str = "") -> dict:
     """Score every val target once, split over ranks. The legal stack is one loop over chunks of
-    TTT_CHUNK_TOKENS targets: score the chunk (model + mixer), add it to the mixer, train on it
-    (never the last). Returns val_loss (nats/token) and val_bpb of the model alone (after TTT, if
-    on) and, with the mixer, mixed_loss/mixed_bpb and the normalization audit. TTT changes `model`."""
+    TTT_CHUNK_TOKENS targets: score the chunk (model + mixer, whose counts cover the earlier chunks),
+    update alpha's history with it, train on it (never the last). Returns val_loss (nats/token) and
+    val_bpb of the model alone (after TTT, if on) and, with the mixer, mixed_loss/mixed_bpb and the
+    normalization audit. TTT changes `model`."""
     args, device, log, rank, world = model.args, ctx["device"], ctx["log"], ctx["rank"], ctx["world"]
     tokens, tables = ctx["val_tokens"], ctx["byte_tables"]
     n_targets = len(tokens) - 1
