@@ -159,7 +159,7 @@ def test_train_profile_splits_step_time_by_kind(bench_env, tmp_path):
     assert sum(kinds.values()) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.05 * (len(kinds) + 1) + 1e-9)  # each printed to 0.1 ms
     assert float(rows["profile_total"].split()[0]) > 0
     top = lines[lines.index("top kernels, ms per step:") + 1:]
-    assert 5 <= len(top) <= 15 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)
+    assert 5 <= len(top) <= 30 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)
     assert "profile: cpu op time per step, over 2 profiled steps" in lines
     assert rows["steps"] == "5"
 

@@ -133,7 +133,7 @@ ANNOTATION = re.compile(r"^ProfilerStep|#")  # ranges (the step, Optimizer.step#
 
 
 def profile_rows(profiler, steps: int, cuda: bool) -> list:
-    """Device time per step by kind of kernel, then the 15 costliest kernels (CPU ops on CPU)."""
+    """Device time per step by kind of kernel, then the 30 costliest kernels (CPU ops on CPU)."""
     events = [e for e in profiler.key_averages() if (e.device_type == torch.autograd.DeviceType.CUDA) == cuda
               and not ANNOTATION.search(e.key)]
 
@@ -148,7 +148,7 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
     rows += [(f"profile_{kind.split()[0]}", f"{ms:.1f} ms", f"{100 * ms / total:.1f}%") for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])]
     rows.append(("profile_total", f"{total:.1f} ms", "sum of the kinds (kernels of overlapping streams add up)"))
     rows.append(("top kernels, ms per step:",))
-    rows += [(f"  {own_ms(e):8.2f}  {e.count // steps:5d}x  {e.key[:110]}",) for e in sorted(events, key=own_ms, reverse=True)[:15]]
+    rows += [(f"  {own_ms(e):8.2f}  {e.count // steps:5d}x  {e.key[:200]}",) for e in sorted(events, key=own_ms, reverse=True)[:30]]
     return rows
 
 
