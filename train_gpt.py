@@ -418,6 +418,13 @@ class GPT(nn.Module):
 # embeddings and the small control tensors. Muon shares work across ranks: parameter i is
 # orthogonalized on rank i % world, then one all-reduce hands every rank all updates.
 
+def all_reduce_flat(tensors: list[Tensor]) -> list[Tensor]:
+    """Sum each tensor over ranks with one all-reduce of their concatenation."""
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.all_reduce(flat)
+    return [f.view_as(t) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def newton_schulz(g: Tensor, steps: int) -> Tensor:
     """Orthogonalize each matrix of a (n, rows, cols) stack (quintic Newton-Schulz, in bf16)."""
     a, b, c = 3.4445, -4.7750, 2.0315
@@ -444,24 +451,21 @@ class Muon(torch.optim.Optimizer):
         world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
         for group in self.param_groups:
             params, mu = group["params"], group["momentum"]
-            mine = [p for i, p in enumerate(params) if i % world == rank]
-            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in mine]
+            mine = range(rank, len(params), world)
+            grads = [params[i].grad for i in mine]
+            buffers = [self.state[params[i]].setdefault("momentum_buffer", torch.zeros_like(params[i])) for i in mine]
             torch._foreach_mul_(buffers, mu)
-            torch._foreach_add_(buffers, [p.grad for p in mine])
-            nesterov = torch._foreach_add([p.grad for p in mine], buffers, alpha=mu)
-            by_shape: dict[torch.Size, list[int]] = {}
-            for j, p in enumerate(mine):
-                by_shape.setdefault(p.shape, []).append(j)
-            update = {}
-            for shape, js in by_shape.items():
-                orthogonal = self.orthogonalize(torch.stack([nesterov[j] for j in js]), group["backend_steps"])
-                for j, u in zip(js, orthogonal.float() * max(1, shape[0] / shape[1]) ** 0.5):
-                    update[id(mine[j])] = u
-            updates = [update.get(id(p)) for p in params]
+            torch._foreach_add_(buffers, grads)
+            by_shape: dict[torch.Size, list[tuple[int, Tensor]]] = {}
+            for i, g in zip(mine, torch._foreach_add(grads, buffers, alpha=mu)):  # Nesterov momentum
+                by_shape.setdefault(g.shape, []).append((i, g))
+            updates = [torch.zeros_like(p) for p in params] if world > 1 else [None] * len(params)
+            for shape, items in by_shape.items():
+                orthogonal = self.orthogonalize(torch.stack([g for _, g in items]), group["backend_steps"])
+                for (i, _), u in zip(items, orthogonal.float() * max(1, shape[0] / shape[1]) ** 0.5):
+                    updates[i] = u
             if world > 1:
-                flat = torch.cat([(u if u is not None else torch.zeros_like(p)).flatten() for u, p in zip(updates, params)])
-                dist.all_reduce(flat)
-                updates = [u.view_as(p) for u, p in zip(flat.split([p.numel() for p in params]), params)]
+                updates = all_reduce_flat(updates)
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
             torch._foreach_add_(params, updates, alpha=-group["lr"])
 
@@ -916,12 +920,8 @@ class TestTimeTrainer:
                 with autocast:
                     self.loss(x[mine], y[mine], weights).backward()
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            if ctx["world"] > 1:
-                flat = torch.cat([g.flatten() for g in grads])
-                dist.all_reduce(flat)
-                grads = list(flat.split([g.numel() for g in grads]))
-            for p, g in zip(self.params, grads):
-                p.grad = g.view_as(p)
+            for p, g in zip(self.params, all_reduce_flat(grads) if ctx["world"] > 1 else grads):
+                p.grad = g
             torch.nn.utils.clip_grad_norm_(self.params, args.ttt_grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -978,7 +978,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
                 nll = -log_probs.gather(1, tokens[idx, None]).squeeze(1)
                 n_bytes = target_bytes(tokens[idx - 1], tokens[idx], tables).double()
                 sums[:4] += torch.stack((nll.sum(), nll.sum(), n_bytes.sum(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
-                entropy = -(log_probs.exp() * log_probs).sum(1)
+                entropy = -(log_probs.exp() * log_probs).sum(1) if mixer or dump is not None else None
                 if mixer:
                     scored.append((idx, nll, entropy, n_bytes))
                     rows = torch.linspace(0, len(idx) - 1, min(len(idx), audit_per_batch), device=device).long()
