@@ -177,7 +177,9 @@ def next_batch(stream: TrainStream, micro_tokens: int, seq_len: int, rank: int, 
     """One micro-batch: the global chunk is cut in world spans (+1 token for the shifted target)."""
     span = micro_tokens + 1
     chunk = stream.take(span * world)[rank * span:(rank + 1) * span]
-    local = torch.from_numpy(chunk.astype(np.int64)).to(device, non_blocking=True)
+    local = torch.from_numpy(chunk.astype(np.int64))
+    if device.type == "cuda":  # pinned: the copy does not wait for the GPU to drain
+        local = local.pin_memory().to(device, non_blocking=True)
     return local[:-1].view(-1, seq_len), local[1:].view(-1, seq_len)
 
 
@@ -1122,7 +1124,7 @@ def run(args, ctx, code_bytes: int, log_path: Path):
     else:
         t0 = time.perf_counter()
         steps = train(args, model, ctx, log)
-        log(f"training_done steps:{steps} seconds:{time.perf_counter() - t0:.1f}" + (f" peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
+        log(f"training_done steps:{steps} wall_seconds:{time.perf_counter() - t0:.1f} (compile_warmup included)" + (f" peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
         result = evaluate(model, ctx, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
         if ctx["rank"] == 0:

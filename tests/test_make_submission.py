@@ -90,7 +90,7 @@ def expected_seed(path: Path) -> dict:
         steps=grab(text, r"^training_done steps:(\d+) ", cast=int),
         iterations=int(last_train[1]),
         step_avg_ms=float(last_train[3]),
-        train_seconds=grab(text, r"^training_done steps:\d+ seconds:([\d.]+)"),
+        train_wall_seconds=grab(text, r"^training_done steps:\d+ wall_seconds:([\d.]+)"),
         train_elapsed_seconds=float(last_train[2]),
         eval_seconds={label: grab(text, rf"^eval:{label} seconds:([\d.]+) ")
                       for label in ("periodic", "pre_quant", "int6_roundtrip", "int6_sliding_window", "ngram_ttt")},

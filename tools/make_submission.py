@@ -204,7 +204,7 @@ _ARTIFACT = re.compile(r"^artifact:(?P<path>.*) compressed_bytes:(?P<compressed>
 _TOTAL = re.compile(r"^Total submission size int6\+lzma: (?P<bytes>\d+) bytes")
 _AUDIT = re.compile(r"^ngram_audit positions:(?P<positions>\d+) max_abs_err:(?P<err>\S+)")
 _EVAL = re.compile(r"^eval:(?P<label>\S+) seconds:(?P<seconds>[0-9.]+)")
-_DONE = re.compile(r"^training_done steps:(?P<steps>\d+) seconds:(?P<seconds>[0-9.]+)")
+_DONE = re.compile(r"^training_done steps:(?P<steps>\d+) (?:wall_)?seconds:(?P<seconds>[0-9.]+)")
 _WARMUP = re.compile(r"^compile_warmup(?: done)? steps:\d+ seconds:(?P<seconds>[0-9.]+)")
 _PEAK = re.compile(r"^peak memory allocated: (?P<mib>\d+) MiB")
 _EXPORT = re.compile(r"^export: int6_matrices:\d+ int5_matrices:(?P<int5>\d+)")
@@ -413,7 +413,7 @@ def seed_result(log: RunLog) -> dict:
         int5_matrices=log.int5_matrices,
         steps=log.training_done["steps"], iterations=last["iterations"], stopped_early_wallclock=log.stopped_early,
         step_avg_ms=last["step_avg_ms"],
-        train_seconds=log.training_done["seconds"], train_elapsed_seconds=last["elapsed_s"],
+        train_wall_seconds=log.training_done["seconds"], train_elapsed_seconds=last["elapsed_s"],
         compile_warmup_seconds=log.compile_warmup_seconds,
         eval_seconds=eval_seconds(log),
         gpus=log.header["world_size"], gpu=log.header["device"], torch=log.header["torch"],
