@@ -26,11 +26,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory, tiny_data, tiny_tokenizer) -> dict[str, Path]:
     """Real logs, trained once for this module: seeds 1-3 of one config, an ablation (another
-    MATRIX_LR, SEED=1 again) and an EVAL_ONLY run on the last artifact."""
+    MATRIX_LR, SEED=1 again) and two EVAL_ONLY runs on its artifact (SEED=5, and SEED=1 as its own)."""
     cwd = tmp_path_factory.mktemp("submission_runs")
     env = dict(RUN_ENV, DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64")
     runs = {f"seed{s}": dict(SEED=str(s)) for s in (1, 2, 3)}
-    runs.update(ablation=dict(SEED="1", MATRIX_LR="0.05"), eval_only=dict(SEED="5", EVAL_ONLY="1"))
+    runs.update(ablation=dict(SEED="1", MATRIX_LR="0.05"), eval_only=dict(SEED="5", EVAL_ONLY="1"),
+                ablation_eval=dict(SEED="1", EVAL_ONLY="1"))  # the ablation's artifact scored again, as a second job
     out = {}
     for run_id, extra in runs.items():
         result = run_trainer(dict(env, RUN_ID=run_id, **extra), cwd)
@@ -236,6 +237,67 @@ def test_refusal_from_the_command_line(logs, tmp_path):
     help_text = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=60).stdout
     for phrase in ("one-sided Welch", "mean_ours < X - D", "NOT converted", "--plot-only", "16,000,000"):
         assert phrase in help_text
+
+
+# ----------------------------------------------------------------------------- training and eval as two jobs
+
+def killed_in_eval(log: Path, dst: Path) -> Path:
+    """The training log as it stands when the job is stopped right after writing its artifact."""
+    text = log.read_text()
+    end = text.index("\n", text.index("\nartifact:") + 1) + 1
+    return edited(log, dst, lambda t: text[:end])
+
+
+def test_training_and_its_eval_only_log_make_one_seed(logs, tmp_path, capsys):
+    train = killed_in_eval(logs["ablation"], tmp_path / "train.txt")
+    out = tmp_path / "s.json"
+    assert make([train, "-o", out], capsys)[0] == 2  # alone, the training has no score
+    code, stdout, stderr = make([logs["ablation_eval"], train, "-o", out, "--table", tmp_path / "t.md"], capsys)
+    assert code == 0, stderr
+    seed = json.loads(out.read_text())["seeds"][0]
+    full, ev = expected_seed(logs["ablation"]), logs["ablation_eval"].read_text()
+    assert seed["val_bpb"] == grab(ev, r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+    assert seed["val_bpb"] == full["val_bpb"]  # the same artifact scored by the same code and settings
+    assert seed["final_int6_sliding_window_val_bpb"] == grab(ev, r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+)")
+    assert seed["pre_quant_val_bpb"] == full["pre_quant_val_bpb"]  # from the training log
+    for key in ("steps", "step_avg_ms", "bytes_total", "bytes_compressed", "seed"):
+        assert seed[key] == full[key], key
+    assert seed["eval_log"] == str(logs["ablation_eval"]) and seed["log"] == str(train)
+    assert seed["eval_log_sha256"] == hashlib.sha256(logs["ablation_eval"].read_bytes()).hexdigest()
+    assert seed["ngram_audit"]["positions"] == grab(ev, r"^ngram_audit positions:(\d+) ", cast=int)
+    assert set(seed["eval_seconds"]) == {"periodic", "pre_quant", "int6_roundtrip", "int6_sliding_window", "ngram_ttt"}
+    assert f"`{train}` + `{logs['ablation_eval']}`" in (tmp_path / "t.md").read_text()
+
+
+SPLIT_REFUSALS = {
+    "no_training": (lambda L, d: [L["seed1"], L["ablation_eval"]], "matches no training log given"),
+    "scored_twice": (lambda L, d: [L["ablation"], L["ablation_eval"]], "scored twice"),
+    "other_seed": (lambda L, d: [killed_in_eval(L["ablation"], d / "t.txt"), L["eval_only"]], "with other settings: SEED=1 vs 5"),
+    "other_eval_setting": (lambda L, d: [killed_in_eval(L["ablation"], d / "t.txt"), edited(
+        L["ablation_eval"], d / "e.txt", sub_line(r"^hyperparameter NGRAM_ORDER=\d+$", "hyperparameter NGRAM_ORDER=3"))],
+        "with other settings: NGRAM_ORDER="),
+    "eval_unfinished": (lambda L, d: [killed_in_eval(L["ablation"], d / "t.txt"), edited(
+        L["ablation_eval"], d / "e.txt", lambda t: t[:t.index("final_ngram_ttt ")])], "EVAL_ONLY run that did not finish"),
+    "other_artifact": (lambda L, d: [killed_in_eval(L["seed1"], d / "t.txt"), L["ablation_eval"]], "matches no training log given"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_REFUSALS))
+def test_split_run_refusals(case, logs, tmp_path, capsys):
+    make_logs, expected = SPLIT_REFUSALS[case]
+    code, _, stderr = make([*make_logs(logs, tmp_path), "-o", tmp_path / "s.json"], capsys)
+    assert code == 2 and expected in stderr, stderr
+
+
+def test_ablation_as_training_plus_eval_only(logs, three, tmp_path, capsys):
+    table = tmp_path / "t.md"
+    train = killed_in_eval(logs["ablation"], tmp_path / "train.txt")
+    code, _, err = make([*three, "-o", tmp_path / "s.json", "--table", table, "--ablation", train,
+                         "--ablation", logs["ablation_eval"]], capsys)
+    assert code == 0, err
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| MATRIX_LR=0.05 |"))
+    final = grab(logs["ablation_eval"].read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+    assert row.split(" | ")[1] == f"{final:.5f}" and f"`{train}` + `{logs['ablation_eval']}`" in row
 
 
 # ----------------------------------------------------------------------------- t distribution and significance

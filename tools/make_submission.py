@@ -187,6 +187,8 @@ class RunLog:
     stopped_early: bool
     peak_memory_mib: int | None
     int5_matrices: int | None
+    code_sha256: str | None = None   # header's second line
+    eval_log: "RunLog | None" = None  # the EVAL_ONLY log that scored this training's artifact (pair_split_runs)
 
     @property
     def label(self) -> str:
@@ -204,7 +206,8 @@ _ARTIFACT = re.compile(r"^artifact:(?P<path>.*) compressed_bytes:(?P<compressed>
 _TOTAL = re.compile(r"^Total submission size int6\+lzma: (?P<bytes>\d+) bytes")
 _AUDIT = re.compile(r"^ngram_audit positions:(?P<positions>\d+) max_abs_err:(?P<err>\S+)")
 _EVAL = re.compile(r"^eval:(?P<label>\S+) seconds:(?P<seconds>[0-9.]+)")
-_DONE = re.compile(r"^training_done steps:(?P<steps>\d+) (?:wall_)?seconds:(?P<seconds>[0-9.]+)")
+_DONE = re.compile(r"^training_done steps:(?P<steps>\d+) (?:wall_)?seconds:(?P<seconds>[0-9.]+)"
+                   r"(?:.* peak_memory_allocated_mib:(?P<peak>\d+))?")
 _WARMUP = re.compile(r"^compile_warmup(?: done)? steps:\d+ seconds:(?P<seconds>[0-9.]+)")
 _PEAK = re.compile(r"^peak memory allocated: (?P<mib>\d+) MiB")
 _EXPORT = re.compile(r"^export: int6_matrices:\d+ int5_matrices:(?P<int5>\d+)")
@@ -281,7 +284,9 @@ def _parse_line(log: RunLog, line: str) -> None:
     elif m := _EVAL.match(line):
         log.eval_phases.append((m["label"], float(m["seconds"])))
     elif m := _DONE.match(line):
-        log.training_done = dict(steps=int(m["steps"]), seconds=float(m["seconds"]))
+        log.training_done = dict(steps=int(m["steps"]), seconds=float(m["seconds"]), peak_mib=m["peak"] and int(m["peak"]))
+    elif line.startswith("code_sha256:"):
+        log.code_sha256 = line.split()[0].split(":", 1)[1]
     elif m := _WARMUP.match(line):
         log.compile_warmup_seconds = float(m["seconds"])
     elif line.startswith("stopping_early:"):
@@ -338,6 +343,53 @@ def check_training(log: RunLog) -> None:
     for name, final in log.finals.items():
         if not (math.isfinite(final["val_bpb"]) and math.isfinite(final["val_loss"])):
             raise Refusal(f"{p}: {name} val_bpb:{final['val_bpb']} is not a finite number")
+
+
+# Settings that only steer training: an EVAL_ONLY run of a training's artifact may leave them at
+# their defaults. Everything else (model shape, eval, mixer, TTT, SEED, val data) must match.
+TRAINING_ONLY = {"DATA_PATH", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "ITERATIONS", "MAX_WALLCLOCK_SECONDS", "WARMUP_STEPS",
+                 "WARMDOWN_ITERS", "TRAIN_LOG_EVERY", "VAL_LOSS_EVERY", "MATRIX_LR", "SCALAR_LR", "TIED_EMBED_LR",
+                 "TIED_EMBED_INIT_STD", "ADAM_WD", "GRAD_CLIP_NORM", "MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START",
+                 "MUON_MOMENTUM_WARMUP_STEPS", "MUON_BACKEND_STEPS", "MUON_WD", "EMA_DECAY", "LATE_QAT_THRESHOLD",
+                 "COMPLEMENT_ALPHA", "RUN_ID", "EVAL_ONLY", "ARTIFACT_PATH", "EVAL_DUMP_NLL"}
+
+
+def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLog]:
+    """Join each EVAL_ONLY log to the training whose artifact it scored (training and eval run as
+    two jobs). The artifact is recognized by its total bytes and the code (sha256, else bytes); the
+    pair must agree on every setting outside TRAINING_ONLY and on val_tokens. The joined record keeps
+    the training's header, settings and steps, and takes every eval result from the eval log.
+    With unpaired_ok (ablations), an EVAL_ONLY log that matches no unscored training stays a log of its own."""
+    evals = [log for log in logs if _is_true(log.settings.get("EVAL_ONLY"))]
+    trainings = [log for log in logs if log not in evals]
+    unpaired = []
+    for ev in evals:
+        if ev.total_bytes is None or "final_ngram_ttt" not in ev.finals:
+            raise Refusal(f"{ev.path}: EVAL_ONLY run that did not finish (no final_ngram_ttt/Total submission size line)")
+        matches = [t for t in trainings if t.artifact and t.artifact["total_bytes"] == ev.total_bytes
+                   and (t.code_sha256 == ev.code_sha256 if t.code_sha256 and ev.code_sha256 else t.header["code_bytes"] == ev.header["code_bytes"])]
+        unscored = [t for t in matches if t.eval_log is None and "final_ngram_ttt" not in t.finals]
+        if unpaired_ok and not unscored:  # e.g. a finished run's artifact scored with another eval setting
+            unpaired.append(ev)
+            continue
+        if len(matches) != 1:
+            what = "no training log given" if not matches else f"{len(matches)} training logs ({', '.join(str(t.path) for t in matches)})"
+            raise Refusal(f"{ev.path}: EVAL_ONLY=True and its artifact (total_bytes {ev.total_bytes}) matches {what}; "
+                          "an EVAL_ONLY log counts only together with the log of the training that wrote its artifact")
+        train = matches[0]
+        if train.eval_log is not None or "final_ngram_ttt" in train.finals:
+            raise Refusal(f"{train.path}: scored twice (by itself or by {ev.path} and another EVAL_ONLY log); pass one score per training")
+        diffs = setting_differences([train, ev], TRAINING_ONLY | {"world_size"})
+        if diffs:
+            raise Refusal(f"{ev.path}: evaluated {train.path}'s artifact with other settings: "
+                          + ", ".join(f"{n}={a} vs {b}" for n, (a, b) in diffs.items()))
+        peaks = [m for m in (train.training_done and train.training_done["peak_mib"], train.peak_memory_mib, ev.peak_memory_mib) if m]
+        train.finals = {**{k: v for k, v in train.finals.items() if k == "pre_quant"},
+                        **{k: v for k, v in ev.finals.items() if k != "pre_quant"}}
+        train.audit, train.total_bytes, train.eval_log = ev.audit, ev.total_bytes, ev
+        train.eval_phases = train.eval_phases + ev.eval_phases
+        train.errors, train.peak_memory_mib = train.errors + ev.errors, max(peaks, default=None)
+    return trainings + unpaired
 
 
 def setting_differences(logs: list[RunLog], ignored: set[str]) -> dict[str, list]:
@@ -397,6 +449,8 @@ def seed_result(log: RunLog) -> dict:
         seed=int(log.settings["SEED"]) if log.settings["SEED"].lstrip("-").isdigit() else log.settings["SEED"],
         run_id=log.header["run_id"],
         log=str(log.path), log_sha256=log.sha256,
+        **(dict(eval_log=str(log.eval_log.path), eval_log_sha256=log.eval_log.sha256, eval_gpus=log.eval_log.header["world_size"])
+           if log.eval_log else {}),
         val_bpb=final["val_bpb"], val_loss=final["val_loss"],
         eval_stack=dict(ngram=flags.get("ngram") == "1", ttt=flags.get("ttt") == "1"),
     )
@@ -498,6 +552,10 @@ def check_ablation(log: RunLog) -> None:
         raise Refusal(f"{log.path}: n-gram mixer on but the audit is missing or failed")
 
 
+def _paths(log: RunLog) -> str:
+    return f"`{log.path}`" + (f" + `{log.eval_log.path}`" if log.eval_log else "")
+
+
 def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
     """Markdown: one row per seed with mean +- std, then the ablation: from the first seed's own log
     the scores without the mixer (ttt_only) and without TTT (ngram_only) when it has them, then what
@@ -508,7 +566,7 @@ def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
         ttt_gain, mixer_gain = _gains(log)
         out.append(f"| {log.settings['SEED']} | {_f(_bpb(log, 'final_ngram_ttt'))} | {_f(_bpb(log, 'final_int6_sliding_window'))} | "
                    f"{_f(_bpb(log, 'ttt_only'))} | {_f(ttt_gain, sign=True)} | {_f(mixer_gain, sign=True)} | {log.total_bytes:,} | "
-                   f"{log.training_done['steps']} | {log.train[-1]['step_avg_ms']:.1f} ms | `{log.path}` |")
+                   f"{log.training_done['steps']} | {log.train[-1]['step_avg_ms']:.1f} ms | {_paths(log)} |")
     if len(seeds) > 1:
         stats = [_mean_std([_bpb(log, name) for log in seeds]) for name in ("final_ngram_ttt", "final_int6_sliding_window")]
         out.append(f"| mean ± std | {stats[0][0]:.5f} ± {stats[0][1]:.5f} | {stats[1][0]:.5f} ± {stats[1][1]:.5f} | | | | "
@@ -527,7 +585,7 @@ def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
         rows.append((change, _bpb(log, "final_ngram_ttt"), _bpb(base, "final_ngram_ttt"), log))
     if rows:
         out += ["", "| change from the default | val_bpb (full stack) | vs default | log |", "| --- | --- | --- | --- |"]
-        out += [f"| {change} | {_f(bpb)} | {_f(bpb - base, sign=True)} | `{log.path}` |" for change, bpb, base, log in rows]
+        out += [f"| {change} | {_f(bpb)} | {_f(bpb - base, sign=True)} | {_paths(log)} |" for change, bpb, base, log in rows]
     return "\n".join(out) + "\n"
 
 
@@ -653,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_logs(logs, args.plot)
             print(f"wrote {args.plot} ({len(logs)} logs)")
             return 0
+        logs = pair_split_runs(logs)
         for log in logs:
             check_training(log)
         ignored = set(ALWAYS_DIFFERENT) | set(args.ignore_setting)
@@ -662,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(values) > 1:
                 print(f"make_submission: warning: the logs ran on different {key}: {sorted(values)}", file=sys.stderr)
         submission = build_submission(logs, args, diffs)
-        ablations = [parse_log(p) for p in args.ablation]
+        ablations = pair_split_runs([parse_log(p) for p in args.ablation], unpaired_ok=True)
         for log in ablations:
             check_ablation(log)
         if args.table is not None:
