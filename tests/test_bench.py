@@ -1,10 +1,13 @@
 """tools/bench.py on CPU: `train` with 1 process and with 2 gloo processes, `eval` on the artifact of
 a tiny train_gpt.py run. The table's numbers are checked against the log lines they come from and
 against an independent FLOP count; the eval scores against those of the training run itself."""
+import hashlib
 import math
 import re
+import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +186,58 @@ def log_line_of(log: str, pattern: str):
     found = re.search(pattern, log, re.M)
     assert found, pattern
     return found
+
+
+def variant(tmp_path, name: str, edit) -> Path:
+    """A copy of train_gpt.py with one edit, as a competitor's experiment would be."""
+    source = (REPO_ROOT / "train_gpt.py").read_text()
+    path = tmp_path / name / "train_gpt.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(edit(source))
+    return path
+
+
+def test_compare_same_function_and_changed_function(bench_env, tmp_path):
+    """compare: a copy that differs only in a comment trains to the same losses; one whose Newton-
+    Schulz coefficient differs does not. Each run's own train log is kept and named in the log."""
+    same = variant(tmp_path, "same", lambda s: s + "\n# only a comment differs\n")
+    assert same.read_bytes() != (REPO_ROOT / "train_gpt.py").read_bytes()
+    changed = variant(tmp_path, "changed", lambda s: s.replace("a, b, c = 3.4445,", "a, b, c = 3.0,", 1))
+    assert changed.read_text() != (REPO_ROOT / "train_gpt.py").read_text()
+    results = {}
+    for name, against in (("same", same), ("changed", changed)):
+        code, stdout, stderr, log = run_bench(["compare", "--against", str(against), "--steps", "3", "--rounds", "2"],
+                                              dict(bench_env, RUN_ID=f"cmp_{name}"), tmp_path / name)
+        assert code == 0, (stdout + stderr)[-3000:]
+        rows, lines = table(log, "compare")
+        assert stdout.rstrip().endswith(lines[-1])
+        runs = re.findall(r"^compare round:(\d)/2 (against|program) ms_per_step:(\S+) seconds:\S+ log:(\S+)$", log, re.M)
+        assert [(r, n) for r, n, _, _ in runs] == [("1", "against"), ("1", "program"), ("2", "against"), ("2", "program")]
+        for _, name_, ms, child in runs:  # every number in the table comes from a child's own bench log
+            child_log = (tmp_path / name / child).read_text()
+            assert re.search(rf"^ms_per_step\s+{re.escape(ms)}\s", child_log, re.M)
+            program = against if name_ == "against" else REPO_ROOT / "train_gpt.py"
+            assert f"code_sha256:{hashlib.sha256(program.read_bytes()).hexdigest()}" in child_log
+        medians = {n: statistics.median(float(ms) for _, m, ms, _ in runs if m == n) for n in ("against", "program")}
+        assert float(rows["against_ms_per_step"]) == pytest.approx(medians["against"], abs=0.051)
+        assert float(rows["speedup"].rstrip("x")) == pytest.approx(medians["against"] / medians["program"], abs=0.0011)
+        results[name] = float(rows["max_train_loss_diff"])
+    assert results["same"] == 0.0
+    assert results["changed"] > 1e-4
+
+
+def test_compare_refuses_an_unknown_ref(bench_env, tmp_path):
+    code, stdout, stderr, log = run_bench(["compare", "--against", "no-such-ref-xyz", "--steps", "2"],
+                                          dict(bench_env, RUN_ID="cmp_bad"), tmp_path)
+    assert code == 2 and "ERROR: --against no-such-ref-xyz: neither a file nor a git ref" in log
+
+
+@pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
+                    reason="not a git checkout")
+def test_compare_against_a_git_ref(bench_env, tmp_path):
+    committed = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "HEAD:train_gpt.py"], capture_output=True, check=True).stdout
+    code, stdout, stderr, log = run_bench(["compare", "--against", "HEAD", "--steps", "2", "--rounds", "1"],
+                                          dict(bench_env, RUN_ID="cmp_head"), tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    child = re.search(r"^compare round:1/1 against ms_per_step:\S+ seconds:\S+ log:(\S+)$", log, re.M)[1]
+    assert f"code_sha256:{hashlib.sha256(committed).hexdigest()}" in (tmp_path / child).read_text()

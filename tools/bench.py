@@ -1,6 +1,7 @@
 """Training and eval speed of train_gpt.py, measured on the program's own code paths.
 
-  python tools/bench.py train [--steps 50] [--peak-tflops 989] [--measured-tflops 790]
+  python tools/bench.py train [--steps 50] [--peak-tflops 989] [--measured-tflops 790] [--program PATH]
+  python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
 
@@ -8,17 +9,21 @@ Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then 
 args object, ITERATIONS=steps, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, VAL_LOSS_EVERY=0 and
 TRAIN_LOG_EVERY=steps, and calls train_gpt.train(): its WARMUP_STEPS compile warm-up is not in
 the step timings. `eval` loads the artifact and calls train_gpt.evaluate() per phase as run() does.
+`compare` times two versions of the program one after the other on the same GPU (`train` for
+each, in its own process, alternating for --rounds) and prints their ratio and how far their
+train losses are apart; --against takes a git ref (its train_gpt.py) or a file.
 The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is its last lines.
 See tools/README.md."""
 from __future__ import annotations
 
-import argparse, re, sys, time
+import argparse, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 import train_gpt as tg  # noqa: E402
 
 FULL_VAL_TARGETS = 62_021_632  # scored targets of the full FineWeb val set at seq_len 2048
@@ -261,6 +266,67 @@ def bench_mixer(cli, args, ctx, log, log_path):
     table(log, "mixer", rows)
 
 
+def load_program(path: Path):
+    """Import another train_gpt.py (an older version, say) in place of the repo's."""
+    spec = importlib.util.spec_from_file_location("train_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_gpt"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def program_source(against: str, folder: Path) -> Path:
+    """A file as is, else the train_gpt.py of git ref `against`, written into folder."""
+    if Path(against).is_file():
+        return Path(against).resolve()
+    shown = subprocess.run(["git", "-C", str(REPO), "show", f"{against}:train_gpt.py"], capture_output=True)
+    if shown.returncode:
+        raise tg.UserError(f"--against {against}: neither a file nor a git ref with a train_gpt.py "
+                           f"({shown.stderr.decode().strip()})")
+    path = folder / against.replace("/", "_") / "train_gpt.py"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(shown.stdout)
+    return path
+
+
+TABLE_ROW = re.compile(r"^(ms_per_step|tokens_per_s_per_gpu|peak_memory_mib)\s{2,}(\S+)", re.M)
+LOSS_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:(\S+) ", re.M)
+
+
+def compare(cli, log, run_id: str):
+    """Alternate `train` runs of two programs in subprocesses; log each run, then the ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        programs = {"against": program_source(cli.against, Path(tmp)), "program": Path(cli.program or REPO / "train_gpt.py").resolve()}
+        log(f"compare against:{cli.against} = {programs['against']} program:{programs['program']} steps:{cli.steps} rounds:{cli.rounds}")
+        runs = {name: [] for name in programs}
+        for r in range(1, cli.rounds + 1):
+            for name, path in programs.items():
+                child_id = f"{run_id}_{name}_r{r}"
+                cmd = [sys.executable, str(Path(__file__).resolve()), "train", "--steps", str(cli.steps), "--program", str(path)]
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, env=dict(os.environ, RUN_ID=child_id), capture_output=True, text=True)
+                child_log = Path("logs/bench") / f"{child_id}.txt"
+                text = child_log.read_text() if child_log.is_file() else ""
+                rows = dict(TABLE_ROW.findall(text.split("==== bench train ====")[-1]))
+                if proc.returncode or "ms_per_step" not in rows:
+                    raise tg.UserError(f"the {name} run ({path}) failed, rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
+                runs[name].append(dict(rows, losses={int(k): float(v) for k, v in LOSS_LINE.findall(text)}))
+                log(f"compare round:{r}/{cli.rounds} {name} ms_per_step:{rows['ms_per_step']} seconds:{time.perf_counter() - t0:.1f} log:{child_log}")
+    ms = {name: statistics.median(float(x["ms_per_step"]) for x in runs[name]) for name in runs}
+    a, b = runs["against"][0]["losses"], runs["program"][0]["losses"]
+    shared = sorted(set(a) & set(b))
+    worst = max((abs(a[k] - b[k]) for k in shared), default=float("nan"))
+    rows = [("against", cli.against), ("program", str(programs["program"])), ("steps", cli.steps, "timed steps per run"),
+            ("rounds", cli.rounds, "against, program, against, program, ... (median reported)"), ()]
+    for name in runs:
+        peak = runs[name][-1].get("peak_memory_mib")
+        rows.append((f"{name}_ms_per_step", f"{ms[name]:.1f}", " ".join(x["ms_per_step"] for x in runs[name]) + (f"; peak {peak} MiB" if peak else "")))
+    rows += [("speedup", f"{ms['against'] / ms['program']:.3f}x", "against ms / program ms (> 1: program is faster)"),
+             ("max_train_loss_diff", f"{worst:.2e}", f"over the {len(shared)} logged steps {shared[:3]}...{shared[-1:]} of round 1"
+              if shared else "no shared logged steps")]
+    table(log, "compare", rows)
+
+
 def parse_cli(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +335,12 @@ def parse_cli(argv):
     train.add_argument("--peak-tflops", type=float, default=989.0, help="vendor peak bf16 dense TFLOP/s per GPU (H100 SXM: 989)")
     train.add_argument("--profile", type=int, default=0, metavar="K", help="also profile the last K steps (torch.profiler): device time by kind of kernel")
     train.add_argument("--measured-tflops", type=float, default=790.0, help="achievable bf16 TFLOP/s per GPU (8192^3 matmul: ~790)")
+    train.add_argument("--program", help="time this train_gpt.py instead of the repo's (e.g. an older version)")
+    cmp = sub.add_parser("compare", help="A/B: train steps of two train_gpt.py versions, one after the other")
+    cmp.add_argument("--against", required=True, help="git ref (its train_gpt.py) or a file: the baseline")
+    cmp.add_argument("--program", help="the version under test (default: the repo's train_gpt.py as it is now)")
+    cmp.add_argument("--steps", type=int, default=30, help="timed steps per run; default 30")
+    cmp.add_argument("--rounds", type=int, default=2, help="runs of each, alternating; default 2")
     ev = sub.add_parser("eval", help="time eval phases on an artifact")
     ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
@@ -284,11 +356,27 @@ def parse_cli(argv):
         parser.error("--repeat must be >= 1 (0: 2 on CUDA, 1 on CPU)")
     if cli.command == "train" and (cli.steps <= 0 or cli.peak_tflops <= 0 or cli.measured_tflops <= 0):
         parser.error("--steps, --peak-tflops and --measured-tflops must be > 0")
+    if cli.command == "compare" and (cli.steps <= 0 or cli.rounds <= 0):
+        parser.error("--steps and --rounds must be > 0")
+    for path in (getattr(cli, "program", None),):
+        if path and not Path(path).is_file():
+            parser.error(f"--program {path}: no such file")
     return cli
 
 
 def main(argv=None):
+    global tg
     cli = parse_cli(argv)
+    if cli.command == "compare":  # an orchestrator: no GPU, no process group of its own
+        run_id = os.environ.get("RUN_ID") or time.strftime("bench_compare_%Y%m%d_%H%M%S")
+        log, _ = tg.make_logger(run_id, 0, "logs/bench")
+        try:
+            return compare(cli, log, run_id)
+        except tg.UserError as e:
+            log(f"ERROR: {e}")
+            sys.exit(2)
+    if cli.command == "train" and cli.program:
+        tg = load_program(Path(cli.program))
     job = dict(train=bench_train, eval=bench_eval, mixer=bench_mixer)[cli.command]
     tg.launch(lambda args, ctx, log_path: job(cli, args, ctx, ctx["log"], log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
 
