@@ -278,6 +278,8 @@ SPLIT_REFUSALS = {
         "with other settings: NGRAM_ORDER="),
     "eval_unfinished": (lambda L, d: [killed_in_eval(L["ablation"], d / "t.txt"), edited(
         L["ablation_eval"], d / "e.txt", lambda t: t[:t.index("final_ngram_ttt ")])], "EVAL_ONLY run that did not finish"),
+    "eval_two_runs": (lambda L, d: [killed_in_eval(L["ablation"], d / "t.txt"), edited(
+        L["ablation_eval"], d / "e.txt", lambda t: t + t)], "holds 2 runs"),
     "other_artifact": (lambda L, d: [killed_in_eval(L["seed1"], d / "t.txt"), L["ablation_eval"]], "matches no training log given"),
 }
 

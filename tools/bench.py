@@ -358,9 +358,8 @@ def parse_cli(argv):
         parser.error("--steps, --peak-tflops and --measured-tflops must be > 0")
     if cli.command == "compare" and (cli.steps <= 0 or cli.rounds <= 0):
         parser.error("--steps and --rounds must be > 0")
-    for path in (getattr(cli, "program", None),):
-        if path and not Path(path).is_file():
-            parser.error(f"--program {path}: no such file")
+    if getattr(cli, "program", None) and not Path(cli.program).is_file():
+        parser.error(f"--program {cli.program}: no such file")
     return cli
 
 

@@ -364,6 +364,8 @@ def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLo
     trainings = [log for log in logs if log not in evals]
     unpaired = []
     for ev in evals:
+        if ev.n_runs > 1:
+            raise Refusal(f"{ev.path}: holds {ev.n_runs} runs (run_id: lines); pass one log per eval")
         if ev.total_bytes is None or "final_ngram_ttt" not in ev.finals:
             raise Refusal(f"{ev.path}: EVAL_ONLY run that did not finish (no final_ngram_ttt/Total submission size line)")
         matches = [t for t in trainings if t.artifact and t.artifact["total_bytes"] == ev.total_bytes
