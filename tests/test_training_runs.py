@@ -70,17 +70,17 @@ def test_eval_only_reproduces_roundtrip_score(e2e_run):
     assert artifact_bytes[0] == artifact_bytes[1] == (e2e_run.cwd / "final_model.int6.ptz").stat().st_size
 
 
-# ----------------------------------------------------------------------------- 1 process vs 2 processes (gloo)
+# ----------------------------------------------------------------------------- 1 process vs 2 and 4 processes (gloo)
 
 @pytest.fixture(scope="module")
 def world_runs(tmp_path_factory, tiny_data, tiny_tokenizer):
-    """The same tiny config on self-made data, once with 1 process (8 micro-steps of accumulation)
-    and once with 2 gloo processes (4 each). Late QAT and a periodic validation are switched on so
-    that they are compared too.
+    """The same tiny config on self-made data with 1 process (8 micro-steps of accumulation), 2 gloo
+    processes (4 each) and 4 (2 each). Late QAT and a periodic validation are switched on so that
+    they are compared too.
 
     The train shard alternates, micro-batch by micro-batch, between text and uniformly random
-    tokens. With 2 processes rank 0 reads every even micro-batch (text) and rank 1 every odd one
-    (noise), so any mix-up in how ranks split or combine the batch shows up in the losses."""
+    tokens. With 2 or 4 processes the even ranks read text and the odd ones noise, so any mix-up
+    in how ranks split or combine the batch shows up in the losses."""
     data = tmp_path_factory.mktemp("world_data")
     (data / "fineweb_val_000000.bin").write_bytes((tiny_data / "fineweb_val_000000.bin").read_bytes())
     span = int(TINY_ENV["TRAIN_BATCH_TOKENS"]) // 8 + 1  # tokens one micro-batch consumes
@@ -91,27 +91,25 @@ def world_runs(tmp_path_factory, tiny_data, tiny_tokenizer):
     write_shard(data / "fineweb_train_000000.bin", np.concatenate(chunks))
     env = dict(TINY_ENV, DATA_PATH=str(data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64",
                LATE_QAT_THRESHOLD="0.6", VAL_LOSS_EVERY="3", RUN_ID="world")
-    one = run_trainer(env, tmp_path_factory.mktemp("world1"), nproc=1)
-    two = run_trainer(env, tmp_path_factory.mktemp("world2"), nproc=2)
-    return one, two
+    return {n: run_trainer(env, tmp_path_factory.mktemp(f"world{n}"), nproc=n) for n in (1, 2, 4)}
 
 
-def test_two_process_run_completes(world_runs):
-    one, two = world_runs
-    for r in (one, two):
+def test_multi_process_runs_complete(world_runs):
+    for r in world_runs.values():
         assert r.returncode == 0, r.output[-4000:]
         assert error_lines(r.log) == []
         assert "late_qat: enabled at step:5 lr_mul:0.500" in r.log
         # the self-made tokenizer is not the official one: a warning, and the run goes on
         assert "not the official sp1024 model (sha256 differs)" in r.log
         assert re.search(r"^step:3 val_loss:\S+ val_bpb:\S+$", r.log, re.M)
-    assert "world_size:1 grad_accum:8 micro_batch_seqs:8" in one.log
-    assert "world_size:2 grad_accum:4 micro_batch_seqs:8" in two.log
-    assert two.log.count("final_int6_roundtrip ") == 1  # only rank 0 writes the log
+    for n, accum in ((1, 8), (2, 4), (4, 2)):
+        assert f"world_size:{n} grad_accum:{accum} micro_batch_seqs:8" in world_runs[n].log
+        assert world_runs[n].log.count("final_int6_roundtrip ") == 1  # only rank 0 writes the log
 
 
-def test_two_process_run_matches_one_process_validation(world_runs):
-    one, two = world_runs
+@pytest.mark.parametrize("world", [2, 4])
+def test_multi_process_run_matches_one_process_validation(world_runs, world):
+    one, two = world_runs[1], world_runs[world]
     assert one.returncode == 0 and two.returncode == 0, (one.output[-2000:], two.output[-2000:])
     periodic = [float(re.search(r"^step:3 val_loss:(\S+)", r.log, re.M)[1]) for r in (one, two)]
     assert rel_diff(*periodic) < 1e-4
@@ -121,8 +119,9 @@ def test_two_process_run_matches_one_process_validation(world_runs):
         assert rel_diff(float(a["val_bpb"]), float(b["val_bpb"])) < 1e-4, kind
 
 
-def test_two_process_run_logs_same_train_loss(world_runs):
-    one, two = world_runs
+@pytest.mark.parametrize("world", [2, 4])
+def test_multi_process_run_logs_same_train_loss(world_runs, world):
+    one, two = world_runs[1], world_runs[world]
     assert one.returncode == 0 and two.returncode == 0
     a, b = train_losses(one.log), train_losses(two.log)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]

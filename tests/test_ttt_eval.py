@@ -287,12 +287,13 @@ def test_nll_dump_matches_the_final_score_and_val_bytes(stream_a, artifact):
     assert dumped["label"] == "ngram_ttt" and dumped["path"] == str(artifact.root / "a.npz")
 
 
-# 7. one process vs two
+# 7. one process vs two and four
 
-def test_two_process_eval_matches_one_process(stream_a, artifact):
+@pytest.mark.parametrize("nproc", [2, 4])
+def test_multi_process_eval_matches_one_process(stream_a, artifact, nproc):
     one, dump_one = stream_a
-    two, dump_two = eval_only(artifact, "a_two_procs", nproc=2)
-    assert "world_size:2" in two.log and two.log.count("final_ngram_ttt ") == 1
+    two, dump_two = eval_only(artifact, f"a_{nproc}_procs", nproc=nproc)
+    assert f"world_size:{nproc}" in two.log and two.log.count("final_ngram_ttt ") == 1
     for kind in ("final_int6_roundtrip", "final_int6_sliding_window", "ngram_only", "ttt_only", "final_ngram_ttt"):
         assert abs(bpb(one.log, kind) - bpb(two.log, kind)) <= 1e-6, kind
     for r in (one, two):
