@@ -269,6 +269,30 @@ def test_training_and_its_eval_only_log_make_one_seed(logs, tmp_path, capsys):
     assert f"`{train}` + `{logs['ablation_eval']}`" in (tmp_path / "t.md").read_text()
 
 
+def test_eval_phases_of_a_training_killed_late_are_not_counted_twice(logs, tmp_path, capsys):
+    """Killed during its sliding pass: its roundtrip line is in the training log and the eval log."""
+    text = logs["ablation"].read_text()
+    train = edited(logs["ablation"], tmp_path / "train.txt", lambda t: text[:text.index("\neval:int6_sliding_window ") + 1])
+    assert "eval:int6_roundtrip " in train.read_text()
+    code, _, err = make([train, logs["ablation_eval"], "-o", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    seconds = json.loads((tmp_path / "s.json").read_text())["seeds"][0]["eval_seconds"]
+    ev = logs["ablation_eval"].read_text()
+    for label in ("int6_roundtrip", "int6_sliding_window", "ngram_ttt"):
+        assert seconds[label] == grab(ev, rf"^eval:{label} seconds:([\d.]+) "), label
+    assert seconds["pre_quant"] == grab(text, r"^eval:pre_quant seconds:([\d.]+) ")
+
+
+def test_plot_only_draws_a_split_run_as_one_line(logs, tmp_path, capsys, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(ms, "plot_logs", lambda runs, out: drawn.extend(runs))
+    train = killed_in_eval(logs["ablation"], tmp_path / "train.txt")
+    code, _, err = make([logs["seed1"], train, logs["ablation_eval"], "--plot", tmp_path / "p.png", "--plot-only"], capsys)
+    assert code == 0, err
+    assert [r.path for r in drawn] == [logs["seed1"], train] and drawn[1].eval_log.path == logs["ablation_eval"]
+    assert drawn[1].finals["final_ngram_ttt"]["val_bpb"] == grab(logs["ablation_eval"].read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+
+
 SPLIT_REFUSALS = {
     "no_training": (lambda L, d: [L["seed1"], L["ablation_eval"]], "matches no training log given"),
     "scored_twice": (lambda L, d: [L["ablation"], L["ablation_eval"]], "scored twice"),
@@ -443,7 +467,7 @@ def test_results_table_rows_come_from_the_logs(logs, three, tmp_path, capsys):
     row = ablation["MATRIX_LR=0.05"]  # the same SEED as seed1: only the LR differs
     lr_final = grab(logs["ablation"].read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
     assert row[1:3] == [f"{lr_final:.5f}", f"{lr_final - base:+.5f}"]
-    assert any(k.startswith("SEED=5") and "EVAL_ONLY=True" in k for k in ablation)  # the eval-only run, against seed 1
+    assert "SEED=5 (EVAL_ONLY)" in ablation  # the eval-only run against seed 1: its training settings are not its own
 
 
 def test_results_table_refuses_an_unfinished_ablation_and_needs_table(logs, three, tmp_path, capsys):

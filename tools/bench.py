@@ -300,13 +300,14 @@ def compare(cli, log, run_id: str):
         log(f"compare against:{cli.against} = {programs['against']} program:{programs['program']} steps:{cli.steps} rounds:{cli.rounds}")
         runs = {name: [] for name in programs}
         for r in range(1, cli.rounds + 1):
-            for name, path in programs.items():
+            for name in ("against", "program") if r % 2 else ("program", "against"):  # ABBA: drift hits both
+                path = programs[name]
                 child_id = f"{run_id}_{name}_r{r}"
                 cmd = [sys.executable, str(Path(__file__).resolve()), "train", "--steps", str(cli.steps), "--program", str(path)]
                 t0 = time.perf_counter()
                 proc = subprocess.run(cmd, env=dict(os.environ, RUN_ID=child_id), capture_output=True, text=True)
                 child_log = Path("logs/bench") / f"{child_id}.txt"
-                text = child_log.read_text() if child_log.is_file() else ""
+                text = child_log.read_text().split("\nrun_id:")[-1] if child_log.is_file() else ""  # its last run only
                 rows = dict(TABLE_ROW.findall(text.split("==== bench train ====")[-1]))
                 if proc.returncode or "ms_per_step" not in rows:
                     raise tg.UserError(f"the {name} run ({path}) failed, rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
@@ -317,7 +318,7 @@ def compare(cli, log, run_id: str):
     shared = sorted(set(a) & set(b))
     worst = max((abs(a[k] - b[k]) for k in shared), default=float("nan"))
     rows = [("against", cli.against), ("program", str(programs["program"])), ("steps", cli.steps, "timed steps per run"),
-            ("rounds", cli.rounds, "against, program, against, program, ... (median reported)"), ()]
+            ("rounds", cli.rounds, "against then program, program then against, ... (median reported)"), ()]
     for name in runs:
         peak = runs[name][-1].get("peak_memory_mib")
         rows.append((f"{name}_ms_per_step", f"{ms[name]:.1f}", " ".join(x["ms_per_step"] for x in runs[name]) + (f"; peak {peak} MiB" if peak else "")))
@@ -366,6 +367,8 @@ def parse_cli(argv):
 def main(argv=None):
     global tg
     cli = parse_cli(argv)
+    if cli.command == "compare" and "RANK" in os.environ:
+        sys.exit("bench.py compare runs its own processes, one GPU at a time: start it with python, not torchrun")
     if cli.command == "compare":  # an orchestrator: no GPU, no process group of its own
         run_id = os.environ.get("RUN_ID") or time.strftime("bench_compare_%Y%m%d_%H%M%S")
         log, _ = tg.make_logger(run_id, 0, "logs/bench")

@@ -346,8 +346,9 @@ def check_training(log: RunLog) -> None:
 
 
 # Settings that only steer training: an EVAL_ONLY run of a training's artifact may leave them at
-# their defaults. Everything else (model shape, eval, mixer, TTT, SEED, val data) must match.
-TRAINING_ONLY = {"DATA_PATH", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "ITERATIONS", "MAX_WALLCLOCK_SECONDS", "WARMUP_STEPS",
+# their defaults. Everything else (model shape, eval, mixer, TTT, SEED, DATA_PATH: the val shards
+# are read from it) must match.
+TRAINING_ONLY = {"TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "ITERATIONS", "MAX_WALLCLOCK_SECONDS", "WARMUP_STEPS",
                  "WARMDOWN_ITERS", "TRAIN_LOG_EVERY", "VAL_LOSS_EVERY", "MATRIX_LR", "SCALAR_LR", "TIED_EMBED_LR",
                  "TIED_EMBED_INIT_STD", "ADAM_WD", "GRAD_CLIP_NORM", "MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START",
                  "MUON_MOMENTUM_WARMUP_STEPS", "MUON_BACKEND_STEPS", "MUON_WD", "EMA_DECAY", "LATE_QAT_THRESHOLD",
@@ -369,11 +370,14 @@ def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLo
         if ev.total_bytes is None or "final_ngram_ttt" not in ev.finals:
             raise Refusal(f"{ev.path}: EVAL_ONLY run that did not finish (no final_ngram_ttt/Total submission size line)")
         matches = [t for t in trainings if t.artifact and t.artifact["total_bytes"] == ev.total_bytes
-                   and (t.code_sha256 == ev.code_sha256 if t.code_sha256 and ev.code_sha256 else t.header["code_bytes"] == ev.header["code_bytes"])]
-        unscored = [t for t in matches if t.eval_log is None and "final_ngram_ttt" not in t.finals]
-        if unpaired_ok and not unscored:  # e.g. a finished run's artifact scored with another eval setting
-            unpaired.append(ev)
-            continue
+                   and (t.code_sha256 == ev.code_sha256 if t.code_sha256 and ev.code_sha256
+                        else t.header["code_bytes"] is not None and t.header["code_bytes"] == ev.header["code_bytes"])]
+        if unpaired_ok:  # only an unscored training with the same settings takes it; e.g. a finished
+            matches = [t for t in matches if t.eval_log is None and "final_ngram_ttt" not in t.finals  # run's artifact
+                       and not setting_differences([t, ev], TRAINING_ONLY | {"world_size"})]  # scored another way stays
+            if not matches:
+                unpaired.append(ev)
+                continue
         if len(matches) != 1:
             what = "no training log given" if not matches else f"{len(matches)} training logs ({', '.join(str(t.path) for t in matches)})"
             raise Refusal(f"{ev.path}: EVAL_ONLY=True and its artifact (total_bytes {ev.total_bytes}) matches {what}; "
@@ -389,8 +393,10 @@ def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLo
         train.finals = {**{k: v for k, v in train.finals.items() if k == "pre_quant"},
                         **{k: v for k, v in ev.finals.items() if k != "pre_quant"}}
         train.audit, train.total_bytes, train.eval_log = ev.audit, ev.total_bytes, ev
-        train.eval_phases = train.eval_phases + ev.eval_phases
-        train.errors, train.peak_memory_mib = train.errors + ev.errors, max(peaks, default=None)
+        # the training job's own phases (periodic, pre_quant); every later one is the eval job's
+        train.eval_phases = [p for p in train.eval_phases if p[0] in ("periodic", "pre_quant")] + ev.eval_phases
+        train.errors, train.warnings = train.errors + ev.errors, train.warnings + ev.warnings
+        train.peak_memory_mib = max(peaks, default=None)
     return trainings + unpaired
 
 
@@ -451,8 +457,8 @@ def seed_result(log: RunLog) -> dict:
         seed=int(log.settings["SEED"]) if log.settings["SEED"].lstrip("-").isdigit() else log.settings["SEED"],
         run_id=log.header["run_id"],
         log=str(log.path), log_sha256=log.sha256,
-        **(dict(eval_log=str(log.eval_log.path), eval_log_sha256=log.eval_log.sha256, eval_gpus=log.eval_log.header["world_size"])
-           if log.eval_log else {}),
+        **(dict(eval_log=str(log.eval_log.path), eval_log_sha256=log.eval_log.sha256, eval_gpus=log.eval_log.header["world_size"],
+                eval_gpu=log.eval_log.header["device"], eval_torch=log.eval_log.header["torch"]) if log.eval_log else {}),
         val_bpb=final["val_bpb"], val_loss=final["val_loss"],
         eval_stack=dict(ngram=flags.get("ngram") == "1", ttt=flags.get("ttt") == "1"),
     )
@@ -582,8 +588,9 @@ def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
     by_seed = {log.settings["SEED"]: log for log in seeds}
     for log in ablations:
         base = by_seed.get(log.settings.get("SEED"), seeds[0])
-        diffs = setting_differences([base, log], {"RUN_ID", "ARTIFACT_PATH", "EVAL_DUMP_NLL"})
-        change = ", ".join(f"{n}={vals[1]}" for n, vals in diffs.items()) or "(no setting differs)"
+        eval_only = _is_true(log.settings.get("EVAL_ONLY"))  # scored an artifact: its training settings are unknown
+        diffs = setting_differences([base, log], TRAINING_ONLY if eval_only else {"RUN_ID", "ARTIFACT_PATH", "EVAL_DUMP_NLL"})
+        change = (", ".join(f"{n}={vals[1]}" for n, vals in diffs.items()) or "(no setting differs)") + (" (EVAL_ONLY)" if eval_only else "")
         rows.append((change, _bpb(log, "final_ngram_ttt"), _bpb(base, "final_ngram_ttt"), log))
     if rows:
         out += ["", "| change from the default | val_bpb (full stack) | vs default | log |", "| --- | --- | --- | --- |"]
@@ -706,6 +713,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         logs = [parse_log(p) for p in args.logs]
         if args.plot_only:
+            try:  # a training and the EVAL_ONLY log of its artifact make one line
+                logs = pair_split_runs(logs, unpaired_ok=True)
+            except Refusal:
+                logs = [parse_log(p) for p in args.logs]
             for log in logs:
                 if log.n_runs > 1:
                     print(f"make_submission: warning: {log.path} holds {log.n_runs} runs; plotting the last",
@@ -719,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         ignored = set(ALWAYS_DIFFERENT) | set(args.ignore_setting)
         diffs = check_distinct(logs, args.allow_different_settings, ignored)
         for key in ("device", "torch"):
-            values = {log.header[key] for log in logs}
+            values = {r.header[key] for log in logs for r in (log, log.eval_log) if r}
             if len(values) > 1:
                 print(f"make_submission: warning: the logs ran on different {key}: {sorted(values)}", file=sys.stderr)
         submission = build_submission(logs, args, diffs)
