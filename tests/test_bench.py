@@ -241,3 +241,18 @@ def test_compare_against_a_git_ref(bench_env, tmp_path):
     assert code == 0, (stdout + stderr)[-3000:]
     child = re.search(r"^compare round:1/1 against ms_per_step:\S+ seconds:\S+ log:(\S+)$", log, re.M)[1]
     assert f"code_sha256:{hashlib.sha256(committed).hexdigest()}" in (tmp_path / child).read_text()
+
+
+def test_compare_an_env_switch_of_the_same_program(bench_env, tmp_path):
+    """--program-env sets a variable for the version under test only: here a learning rate, so the
+    train losses part; the baseline's child log keeps the default."""
+    code, stdout, stderr, log = run_bench(["compare", "--against", str(REPO_ROOT / "train_gpt.py"), "--steps", "3", "--rounds", "1",
+                                           "--program-env", "MATRIX_LR=0.09"], dict(bench_env, RUN_ID="cmp_env"), tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    rows, _ = table(log, "compare")
+    children = dict((n, c) for n, c in re.findall(r"^compare round:1/1 (against|program) ms_per_step:\S+ seconds:\S+ log:(\S+)$", log, re.M))
+    assert "hyperparameter MATRIX_LR=0.09" in (tmp_path / children["program"]).read_text()
+    assert "hyperparameter MATRIX_LR=0.09" not in (tmp_path / children["against"]).read_text()
+    assert float(rows["max_train_loss_diff"]) > 1e-4 and "program_env:MATRIX_LR=0.09" in log
+    code, _, stderr, _ = run_bench(["compare", "--against", "HEAD", "--program-env", "oops"], dict(bench_env, RUN_ID="cmp_bad_env"), tmp_path)
+    assert code == 2 and "--program-env takes NAME=VALUE" in stderr

@@ -1,7 +1,7 @@
 """Training and eval speed of train_gpt.py, measured on the program's own code paths.
 
   python tools/bench.py train [--steps 50] [--peak-tflops 989] [--measured-tflops 790] [--program PATH]
-  python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH]
+  python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
 
@@ -297,7 +297,9 @@ def compare(cli, log, run_id: str):
     """Alternate `train` runs of two programs in subprocesses; log each run, then the ratio."""
     with tempfile.TemporaryDirectory() as tmp:
         programs = {"against": program_source(cli.against, Path(tmp)), "program": Path(cli.program or REPO / "train_gpt.py").resolve()}
-        log(f"compare against:{cli.against} = {programs['against']} program:{programs['program']} steps:{cli.steps} rounds:{cli.rounds}")
+        extra_env = dict(kv.split("=", 1) for kv in cli.program_env)
+        log(f"compare against:{cli.against} = {programs['against']} program:{programs['program']} steps:{cli.steps} rounds:{cli.rounds}"
+            + "".join(f" program_env:{k}={v}" for k, v in extra_env.items()))
         runs = {name: [] for name in programs}
         for r in range(1, cli.rounds + 1):
             for name in ("against", "program") if r % 2 else ("program", "against"):  # ABBA: drift hits both
@@ -305,7 +307,8 @@ def compare(cli, log, run_id: str):
                 child_id = f"{run_id}_{name}_r{r}"
                 cmd = [sys.executable, str(Path(__file__).resolve()), "train", "--steps", str(cli.steps), "--program", str(path)]
                 t0 = time.perf_counter()
-                proc = subprocess.run(cmd, env=dict(os.environ, RUN_ID=child_id), capture_output=True, text=True)
+                env = dict(os.environ, RUN_ID=child_id, **(extra_env if name == "program" else {}))
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 child_log = Path("logs/bench") / f"{child_id}.txt"
                 text = child_log.read_text().split("\nrun_id:")[-1] if child_log.is_file() else ""  # its last run only
                 rows = dict(TABLE_ROW.findall(text.split("==== bench train ====")[-1]))
@@ -317,7 +320,7 @@ def compare(cli, log, run_id: str):
     a, b = runs["against"][0]["losses"], runs["program"][0]["losses"]
     shared = sorted(set(a) & set(b))
     worst = max((abs(a[k] - b[k]) for k in shared), default=float("nan"))
-    rows = [("against", cli.against), ("program", str(programs["program"])), ("steps", cli.steps, "timed steps per run"),
+    rows = [("against", cli.against), ("program", str(programs["program"]), " ".join(cli.program_env)), ("steps", cli.steps, "timed steps per run"),
             ("rounds", cli.rounds, "against then program, program then against, ... (median reported)"), ()]
     for name in runs:
         peak = runs[name][-1].get("peak_memory_mib")
@@ -342,6 +345,8 @@ def parse_cli(argv):
     cmp.add_argument("--program", help="the version under test (default: the repo's train_gpt.py as it is now)")
     cmp.add_argument("--steps", type=int, default=30, help="timed steps per run; default 30")
     cmp.add_argument("--rounds", type=int, default=2, help="runs of each, alternating; default 2")
+    cmp.add_argument("--program-env", action="append", default=[], metavar="NAME=VALUE",
+                     help="env var set for the version under test only (e.g. an inductor switch); repeatable")
     ev = sub.add_parser("eval", help="time eval phases on an artifact")
     ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
@@ -359,6 +364,8 @@ def parse_cli(argv):
         parser.error("--steps, --peak-tflops and --measured-tflops must be > 0")
     if cli.command == "compare" and (cli.steps <= 0 or cli.rounds <= 0):
         parser.error("--steps and --rounds must be > 0")
+    if cli.command == "compare" and any(not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", kv) for kv in cli.program_env):
+        parser.error("--program-env takes NAME=VALUE")
     if getattr(cli, "program", None) and not Path(cli.program).is_file():
         parser.error(f"--program {cli.program}: no such file")
     return cli
