@@ -311,11 +311,11 @@ def compare(cli, log, run_id: str):
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 child_log = Path("logs/bench") / f"{child_id}.txt"
                 text = child_log.read_text().split("\nrun_id:")[-1] if child_log.is_file() else ""  # its last run only
-                rows = dict(TABLE_ROW.findall(text.split("==== bench train ====")[-1]))
-                if proc.returncode or "ms_per_step" not in rows:
+                child = dict(TABLE_ROW.findall(text.split("==== bench train ====")[-1]))
+                if proc.returncode or "ms_per_step" not in child:
                     raise tg.UserError(f"the {name} run ({path}) failed, rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
-                runs[name].append(dict(rows, losses={int(k): float(v) for k, v in LOSS_LINE.findall(text)}))
-                log(f"compare round:{r}/{cli.rounds} {name} ms_per_step:{rows['ms_per_step']} seconds:{time.perf_counter() - t0:.1f} log:{child_log}")
+                runs[name].append(dict(child, losses={int(k): float(v) for k, v in LOSS_LINE.findall(text)}))
+                log(f"compare round:{r}/{cli.rounds} {name} ms_per_step:{child['ms_per_step']} seconds:{time.perf_counter() - t0:.1f} log:{child_log}")
     ms = {name: statistics.median(float(x["ms_per_step"]) for x in runs[name]) for name in runs}
     a, b = runs["against"][0]["losses"], runs["program"][0]["losses"]
     shared = sorted(set(a) & set(b))

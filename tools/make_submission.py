@@ -353,6 +353,11 @@ TRAINING_ONLY = {"TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "ITERATIONS", "MAX_WALLC
                  "TIED_EMBED_INIT_STD", "ADAM_WD", "GRAD_CLIP_NORM", "MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START",
                  "MUON_MOMENTUM_WARMUP_STEPS", "MUON_BACKEND_STEPS", "MUON_WD", "EMA_DECAY", "LATE_QAT_THRESHOLD",
                  "COMPLEMENT_ALPHA", "RUN_ID", "EVAL_ONLY", "ARTIFACT_PATH", "EVAL_DUMP_NLL"}
+PAIR_MAY_DIFFER = TRAINING_ONLY | {"world_size"}  # the eval job may also run on another GPU count
+
+
+def _scored(log: RunLog) -> bool:
+    return log.eval_log is not None or "final_ngram_ttt" in log.finals
 
 
 def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLog]:
@@ -372,9 +377,9 @@ def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLo
         matches = [t for t in trainings if t.artifact and t.artifact["total_bytes"] == ev.total_bytes
                    and (t.code_sha256 == ev.code_sha256 if t.code_sha256 and ev.code_sha256
                         else t.header["code_bytes"] is not None and t.header["code_bytes"] == ev.header["code_bytes"])]
-        if unpaired_ok:  # only an unscored training with the same settings takes it; e.g. a finished
-            matches = [t for t in matches if t.eval_log is None and "final_ngram_ttt" not in t.finals  # run's artifact
-                       and not setting_differences([t, ev], TRAINING_ONLY | {"world_size"})]  # scored another way stays
+        if unpaired_ok:  # only an unscored training with the same settings takes it; an eval of a
+            # finished run's artifact with other settings (NGRAM_ENABLED=0, say) stays a log of its own
+            matches = [t for t in matches if not _scored(t) and not setting_differences([t, ev], PAIR_MAY_DIFFER)]
             if not matches:
                 unpaired.append(ev)
                 continue
@@ -383,9 +388,9 @@ def pair_split_runs(logs: list[RunLog], unpaired_ok: bool = False) -> list[RunLo
             raise Refusal(f"{ev.path}: EVAL_ONLY=True and its artifact (total_bytes {ev.total_bytes}) matches {what}; "
                           "an EVAL_ONLY log counts only together with the log of the training that wrote its artifact")
         train = matches[0]
-        if train.eval_log is not None or "final_ngram_ttt" in train.finals:
+        if _scored(train):
             raise Refusal(f"{train.path}: scored twice (by itself or by {ev.path} and another EVAL_ONLY log); pass one score per training")
-        diffs = setting_differences([train, ev], TRAINING_ONLY | {"world_size"})
+        diffs = setting_differences([train, ev], PAIR_MAY_DIFFER)
         if diffs:
             raise Refusal(f"{ev.path}: evaluated {train.path}'s artifact with other settings: "
                           + ", ".join(f"{n}={a} vs {b}" for n, (a, b) in diffs.items()))
