@@ -7,6 +7,10 @@ import contextlib, copy, difflib, gc, glob, hashlib, io, lzma, math, os, resourc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# Inductor's mix-order reduction fuses an RMS-norm backward with 8 column sums into one slow kernel:
+# off, a step takes 735 ms instead of 773 on one H100 (logs/bench/ab_mix_order_off.txt). Read at compile.
+os.environ.setdefault("TORCHINDUCTOR_MIX_ORDER_REDUCTION", "0")
+
 import numpy as np
 import sentencepiece as spm
 import torch

@@ -249,3 +249,17 @@ def test_muon_orthogonalizes_same_shape_matrices_as_one_stack_with_the_same_resu
         assert torch.equal(p.detach(), r)  # bit for bit on CPU
     # one stack per shape and step: 4 shapes, not 7 matrices
     assert sorted(calls[:4]) == sorted([(3, 64, 64), (2, 96, 32), (1, 32, 96), (1, 16, 64)]) and len(calls) == 12
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, False), ("1", True)])
+def test_inductor_mix_order_reduction_is_off_unless_the_user_turns_it_on(user_value, expected):
+    """Importing the program turns inductor's mix-order reduction off (a 5% slower step with it on
+    one H100, logs/bench/ab_mix_order_off.txt); an explicit TORCHINDUCTOR_MIX_ORDER_REDUCTION wins."""
+    import os, subprocess, sys
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_MIX_ORDER_REDUCTION"}
+    if user_value is not None:
+        env["TORCHINDUCTOR_MIX_ORDER_REDUCTION"] = user_value
+    code = "import torch, train_gpt, torch._inductor.config as c; print(c.triton.mix_order_reduction)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=train_gpt.Path(train_gpt.__file__).parent,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == str(expected)
