@@ -35,7 +35,7 @@ def run_bench(argv, env, cwd, nproc=1):
 def table(log: str, title: str) -> tuple[dict[str, str], list[str]]:
     """({name: value} of the `name  value  note` rows, all table lines) of the log's last table."""
     lines = log.split(f"==== bench {title} ====\n")[-1].splitlines()
-    rows = dict(re.split(r"\s{2,}", line.strip())[:2] for line in lines if re.match(r"^\w+\s{2,}\S", line))
+    rows = dict(re.split(r"\s{2,}", line.strip())[:2] for line in lines if re.match(r"^[\w-]+\s{2,}\S", line))
     return rows, lines
 
 
@@ -256,3 +256,53 @@ def test_compare_an_env_switch_of_the_same_program(bench_env, tmp_path):
     assert float(rows["max_train_loss_diff"]) > 1e-4 and "program_env:MATRIX_LR=0.09" in log
     code, _, stderr, _ = run_bench(["compare", "--against", "HEAD", "--program-env", "oops"], dict(bench_env, RUN_ID="cmp_bad_env"), tmp_path)
     assert code == 2 and "--program-env takes NAME=VALUE" in stderr
+
+
+def training_log(losses: dict[int, float], settings: dict[str, str], world: int = 1, sha: str = "ab" * 32) -> str:
+    """A log in train_gpt.py's format: run header, hyperparameter lines, step lines."""
+    lines = [f"run_id:r torch:2.11.0+cu130 device:NVIDIA H100 80GB HBM3 world_size:{world} attention:sdpa code_bytes:1",
+             f"code_sha256:{sha} started_utc:2026-11-28T00:00:00Z"]
+    lines += [f"hyperparameter {k}={v}" for k, v in settings.items()]
+    lines += [f"step:{k}/{max(losses)} train_loss:{v:.4f} lr_mul:1.000 elapsed:1.0s step_avg:1.0ms tokens_per_s:1.000M eta:0m00s"
+              for k, v in sorted(losses.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_curves_compares_train_losses_step_by_step_and_names_changed_settings(tmp_path):
+    losses = {k: 7.0 - 0.01 * k for k in range(1, 121)}
+    settings = dict(RUN_ID="a", SEED="42", MATRIX_LR="0.025", TRAIN_LOG_EVERY="1")
+    before = tmp_path / "before.txt"
+    before.write_text("run_id:old torch:x device:y world_size:1 attention:sdpa code_bytes:1\ncode_sha256:00\nstep:1/1 train_loss:9.0000 \n"
+                      + training_log(losses, settings))  # an appended log: only its last run counts
+    changed = {**losses, 5: losses[5] + 0.5, 60: losses[60] - 0.25}
+    after = tmp_path / "after.txt"
+    after.write_text(training_log(changed, dict(settings, RUN_ID="b", MATRIX_LR="0.03", TRAIN_LOG_EVERY="25"), world=4, sha="cd" * 32))
+    same = tmp_path / "same.txt"
+    same.write_text(training_log(losses, dict(settings, RUN_ID="c")))
+
+    code, stdout, stderr, log = run_bench(["curves", str(before), str(after), "--ranges", "1-10,11-50,51-100,101-200"],
+                                          dict(RUN_ID="cur"), tmp_path)
+    assert code == 0, stdout + stderr
+    rows, lines = table(log, "curves")
+    assert stdout.rstrip().endswith(lines[-1])
+    assert rows["shared_steps"] == "120" and rows["settings_differ"] == "MATRIX_LR=0.025->0.03"  # RUN_ID, TRAIN_LOG_EVERY: run-only
+    assert "code cdcdcdcdcd, world_size 4" in log and "code abababab" in log
+    assert rows["steps_1-10"] == "max|d| 0.5000" and "mean d +0.0500" in log
+    assert rows["steps_11-50"] == "max|d| 0.0000" and rows["steps_51-100"] == "max|d| 0.2500" and rows["steps_101-200"] == "max|d| 0.0000"
+    assert "over 20 steps" in log  # 101-120 only
+    assert re.search(r"^\s+5\s", log, re.M) is None and re.search(r"^\s+50  6\.5000  6\.5000$", log, re.M)
+
+    code, stdout, stderr, log = run_bench(["curves", str(before), str(same)], dict(RUN_ID="cur_same"), tmp_path)
+    rows, _ = table(log, "curves")
+    assert code == 0 and rows["settings_differ"] == "none"
+    assert all(rows[k] == "max|d| 0.0000" for k in rows if k.startswith("steps_")) and "steps_1-10" in rows
+
+    notlog = tmp_path / "notes.txt"
+    notlog.write_text("hello\n")
+    code, _, _, log = run_bench(["curves", str(before), str(notlog)], dict(RUN_ID="cur_bad"), tmp_path)
+    assert code == 2 and "ERROR:" in log and "not a training log" in log
+    code, _, _, log = run_bench(["curves", str(before), str(tmp_path / "missing.txt")], dict(RUN_ID="cur_missing"), tmp_path)
+    assert code == 2 and "missing.txt" in log
+    for bad in ("5-1", "0-3", "1-2-3", "x"):
+        with pytest.raises(SystemExit):
+            bench.parse_cli(["curves", "a", "b", "--ranges", bad])

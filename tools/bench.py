@@ -4,6 +4,7 @@
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
+  python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200]
 
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
 args object, ITERATIONS=steps, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, VAL_LOSS_EVERY=0 and
@@ -12,6 +13,9 @@ the step timings. `eval` loads the artifact and calls train_gpt.evaluate() per p
 `compare` times two versions of the program one after the other on the same GPU (`train` for
 each, in its own process, alternating for --rounds) and prints their ratio and how far their
 train losses are apart; --against takes a git ref (its train_gpt.py) or a file.
+`curves` reads two training logs (train_gpt.py or bench.py train) and compares their train loss
+step by step, per range of steps, naming every setting the two runs did not share: the check that
+a faster path trains the same model function.
 The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is its last lines.
 See tools/README.md."""
 from __future__ import annotations
@@ -331,6 +335,52 @@ def compare(cli, log, run_id: str):
     table(log, "compare", rows)
 
 
+SETTING_LINE = re.compile(r"^hyperparameter (\w+)=(.*)$", re.M)
+HEADER_LINE = re.compile(r"^run_id:\S+ torch:(\S+) device:(.+?) world_size:(\d+) .*?\ncode_sha256:(\w+)", re.M)
+RUN_ONLY = {"RUN_ID", "ARTIFACT_PATH", "TRAIN_LOG_EVERY", "DATA_PATH", "TOKENIZER_PATH"}  # name a run, not its training
+
+
+def curves(cli, log):
+    """Per-step train-loss difference (after - before) of two training logs, by range of steps."""
+    runs = {}
+    for name, path in (("before", cli.before), ("after", cli.after)):
+        parts = Path(path).read_text().split("\nrun_id:")  # a log appended by reruns: its last run
+        text = parts[-1] if len(parts) == 1 else "run_id:" + parts[-1]
+        losses = {int(k): float(v) for k, v in LOSS_LINE.findall(text)}
+        header = HEADER_LINE.search(text)
+        if not losses or not header:
+            raise tg.UserError(f"{path}: no run header or no 'step:N/M train_loss:X' lines: not a training log")
+        runs[name] = dict(losses=losses, settings=dict(SETTING_LINE.findall(text)), header=header.groups())
+    a, b = runs["before"]["losses"], runs["after"]["losses"]
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise tg.UserError("the two logs share no logged step")
+    differ = sorted(k for k in (set(runs["before"]["settings"]) | set(runs["after"]["settings"])) - RUN_ONLY
+                    if runs["before"]["settings"].get(k) != runs["after"]["settings"].get(k))
+    rows = []
+    for name in runs:
+        torch_version, device, world, sha = runs[name]["header"]
+        rows.append((name, getattr(cli, name), f"code {sha[:10]}, world_size {world}, {device}, torch {torch_version}"))
+    rows += [("shared_steps", len(shared), f"{shared[0]}..{shared[-1]}"),
+             ("settings_differ", ", ".join(f"{k}={runs['before']['settings'].get(k)}->{runs['after']['settings'].get(k)}"
+                                           for k in differ) or "none", "besides " + ", ".join(sorted(RUN_ONLY))), ()]
+    for lo, hi in cli.ranges:
+        d = [b[k] - a[k] for k in shared if lo <= k <= hi]
+        if d:
+            rows.append((f"steps_{lo}-{hi}", f"max|d| {max(map(abs, d)):.4f}",
+                         f"mean d {sum(d) / len(d):+.4f}, mean |d| {sum(map(abs, d)) / len(d):.4f} over {len(d)} steps (d = after - before)"))
+    samples = sorted({shared[0], shared[-1]} | {k for k in shared if k % 50 == 0})
+    rows += [(), ("step  before  after",)] + [(f"{k:>4}  {a[k]:.4f}  {b[k]:.4f}",) for k in samples]
+    table(log, "curves", rows)
+
+
+def step_ranges(text: str) -> list[tuple[int, int]]:
+    ranges = [tuple(int(x) for x in part.split("-")) for part in text.split(",")]
+    if any(len(r) != 2 or r[0] > r[1] or r[0] < 1 for r in ranges):
+        raise argparse.ArgumentTypeError(f"{text!r}: want LO-HI[,LO-HI...] with 1 <= LO <= HI")
+    return ranges
+
+
 def parse_cli(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,6 +397,11 @@ def parse_cli(argv):
     cmp.add_argument("--rounds", type=int, default=2, help="runs of each, alternating; default 2")
     cmp.add_argument("--program-env", action="append", default=[], metavar="NAME=VALUE",
                      help="env var set for the version under test only (e.g. an inductor switch); repeatable")
+    cur = sub.add_parser("curves", help="train loss of two training logs, step by step (same model function?)")
+    cur.add_argument("before", help="training log of the baseline")
+    cur.add_argument("after", help="training log of the version under test")
+    cur.add_argument("--ranges", type=step_ranges, default=step_ranges("1-10,11-50,51-100,101-200,201-300"),
+                     help="step ranges LO-HI,... to summarize (default 1-10,11-50,51-100,101-200,201-300)")
     ev = sub.add_parser("eval", help="time eval phases on an artifact")
     ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
@@ -382,6 +437,13 @@ def main(argv=None):
         try:
             return compare(cli, log, run_id)
         except tg.UserError as e:
+            log(f"ERROR: {e}")
+            sys.exit(2)
+    if cli.command == "curves":  # reads logs only
+        log, _ = tg.make_logger(os.environ.get("RUN_ID") or time.strftime("bench_curves_%Y%m%d_%H%M%S"), 0, "logs/bench")
+        try:
+            return curves(cli, log)
+        except (tg.UserError, OSError) as e:
             log(f"ERROR: {e}")
             sys.exit(2)
     if cli.command == "train" and cli.program:

@@ -1,0 +1,76 @@
+"""The README's speed tables are what the committed bench logs say: each figure is read back from
+the log its row names, and the derived columns (speed-up, tokens/s, share of linear) are recomputed."""
+import hashlib
+import re
+import statistics
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text()
+BATCH_TOKENS = 786_432
+
+
+def section(title: str) -> str:
+    return README.split(f"**{title}**", 1)[1].split("\n\n**", 1)[0]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+    return rows[2:]  # past the header and the --- line
+
+
+def log_value(log: str, name: str) -> str:
+    return re.search(rf"^{name}\s{{2,}}(\S+)", log, re.M)[1]
+
+
+def test_before_after_table_matches_the_compare_log():
+    rows = table_rows(section("Before/after, same GPU"))
+    log = (REPO_ROOT / "logs/bench/ab_before_after.txt").read_text()
+    assert rows[0][-1] == "`logs/bench/ab_before_after.txt`" and rows[1][-1] == "same"
+    medians = {}
+    for row, side in zip(rows[:2], ("against", "program")):
+        median, runs = re.fullmatch(r"([\d.]+) \(([\d.]+), ([\d.]+)\)", row[1]).group(1), row[1].split("(")[1].rstrip(")").split(", ")
+        logged = re.search(rf"^{side}_ms_per_step\s+(\S+)\s+(\S+) (\S+); peak (\d+) MiB$", log, re.M)
+        assert [median, *runs] == list(logged.groups()[:3])
+        assert row[3] == f"{int(logged[4]):,} MiB"
+        assert row[2] == f"{BATCH_TOKENS / float(median) / 1000:.3f}M"
+        medians[side] = statistics.median(map(float, runs))
+    assert rows[2][1] == f"**{log_value(log, 'speedup').rstrip('x')}×**"
+    assert float(rows[2][1].strip("*×")) == pytest.approx(medians["against"] / medians["program"], abs=0.0006)
+    assert "program               /" in log and "against               .ab/before/train_gpt.py" in log
+
+
+@pytest.mark.parametrize("name", ["ab_mix_order_off", "ab_activation_budget", "ab_pdl"])
+def test_single_switch_ab_figures_are_in_their_logs(name):
+    log = (REPO_ROOT / f"logs/bench/{name}.txt").read_text()
+    before, after = log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step")
+    assert f"{before} → {after} ms" in " ".join(README.split())
+
+
+def test_scaling_table_matches_the_bench_logs():
+    rows = table_rows(section("Scaling"))
+    assert [r[0] for r in rows] == ["1", "2", "4"]
+    one_gpu = None
+    for gpus, ms, per_gpu, linear, peak, log_cell in rows:
+        log = (REPO_ROOT / log_cell.strip("`")).read_text()
+        assert log_value(log, "world_size") == gpus and log_value(log, "ms_per_step") == ms
+        tokens = int(log_value(log, "tokens_per_s_per_gpu"))
+        assert per_gpu == f"{tokens / 1e6:.3f}M" and peak == f"{int(log_value(log, 'peak_memory_mib')):,} MiB"
+        one_gpu = one_gpu or tokens
+        assert linear == ("" if gpus == "1" else f"**{100 * tokens / one_gpu:.1f}%**")
+
+
+@pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
+                    reason="not a git checkout")
+def test_before_after_logs_ran_the_commits_the_readme_names():
+    """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
+    named commits' train_gpt.py."""
+    row_commits = [re.search(r"\b([0-9a-f]{7})\b", r[0])[1] for r in table_rows(section("Before/after, same GPU"))[:2]]
+    for side, commit in zip(("against", "program"), row_commits):
+        source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, check=True).stdout
+        for r in (1, 2):
+            child = (REPO_ROOT / f"logs/bench/ab_before_after_{side}_r{r}.txt").read_text()
+            assert f"code_sha256:{hashlib.sha256(source).hexdigest()}" in child
