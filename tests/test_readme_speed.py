@@ -74,3 +74,17 @@ def test_before_after_logs_ran_the_commits_the_readme_names():
         for r in (1, 2):
             child = (REPO_ROOT / f"logs/bench/ab_before_after_{side}_r{r}.txt").read_text()
             assert f"code_sha256:{hashlib.sha256(source).hexdigest()}" in child
+
+
+def test_ttt_split_table_matches_the_eval_logs():
+    rows = table_rows(section("Does TTT training split over ranks?"))
+    assert [r[0] for r in rows] == ["1", "2"]
+    for gpus, whole, score, mixer, train, per_gpu, log_cell in rows:
+        log = (REPO_ROOT / log_cell.strip("`")).read_text()
+        assert log_value(log, "world_size") == gpus and "device                NVIDIA H200" in log
+        last = re.findall(r"^eval:ttt seconds:(\S+) targets:\d+ \S+ score_seconds:(\S+) mixer_seconds:(\S+) ttt_train_seconds:(\S+)$", log, re.M)[-1]
+        assert [whole, score, mixer, train.split(" (")[0]] == [f"{v} s" for v in last]
+        chunks = int(re.search(r"^eval:ttt chunk:\d+/(\d+) ", log, re.M)[1])
+        assert train.endswith(f"({float(last[3]) / (chunks - 1):.2f} s per chunk)")
+        reported = re.search(r"^ttt\s+2/2\*\s+\S+\s+\S+\s+\d+\s+(\S+)", log, re.M)[1]
+        assert per_gpu == f"{round(float(reported)):,}"
