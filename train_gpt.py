@@ -7,13 +7,10 @@ import contextlib, copy, difflib, gc, glob, hashlib, io, lzma, math, os, resourc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# Inductor's mix-order reduction fuses an RMS-norm backward with 8 column sums into one slow kernel:
-# off, a step takes 735 ms instead of 773 on one H100 (logs/bench/ab_mix_order_off.txt). Read at compile.
-os.environ.setdefault("TORCHINDUCTOR_MIX_ORDER_REDUCTION", "0")
-
 import numpy as np
 import sentencepiece as spm
 import torch
+import torch._inductor.config
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -1071,7 +1068,8 @@ def log_header(args, ctx, run_id: str, code_bytes: int):
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     attention_path = "flash_attn_3" if flash_attn_func is not None and device.type == "cuda" else "sdpa"
     log(f"run_id:{run_id} torch:{torch.__version__} device:{gpu} world_size:{ctx['world']} attention:{attention_path} code_bytes:{code_bytes}")
-    log(f"code_sha256:{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    log(f"code_sha256:{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        f" inductor_mix_order_reduction:{getattr(torch._inductor.config.triton, 'mix_order_reduction', None)}")
     for name, value in args.items():
         log(f"hyperparameter {name}={value}")
     for w in args.warnings:
@@ -1081,6 +1079,10 @@ def log_header(args, ctx, run_id: str, code_bytes: int):
 def launch(job, run_id_format: str = "run_%Y%m%d_%H%M%S", log_folder: str = "logs"):
     """Set up ranks (under torchrun: NCCL on GPU, gloo on CPU) and the log, then run
     job(args, ctx, log_path); a UserError becomes one ERROR line and exit code 2."""
+    # Inductor's mix-order reduction (torch >= 2.10) fuses an RMS-norm backward with 8 column sums into
+    # one slow kernel: off, a step takes 735 ms instead of 773 on one H100 (logs/bench/ab_mix_order_off.txt).
+    if hasattr(torch._inductor.config.triton, "mix_order_reduction"):
+        torch._inductor.config.triton.mix_order_reduction = os.environ.get("TORCHINDUCTOR_MIX_ORDER_REDUCTION") == "1"
     distributed = "RANK" in os.environ
     if distributed:
         if torch.cuda.is_available():

@@ -258,11 +258,12 @@ def test_compare_an_env_switch_of_the_same_program(bench_env, tmp_path):
     assert code == 2 and "--program-env takes NAME=VALUE" in stderr
 
 
-def training_log(losses: dict[int, float], settings: dict[str, str], world: int = 1, sha: str = "ab" * 32) -> str:
+def training_log(losses: dict[int, float], settings: dict[str, str], world: int = 1, sha: str = "ab" * 32, train_tokens: int = 1000,
+                 started: str = "2026-11-28T00:00:00Z") -> str:
     """A log in train_gpt.py's format: run header, hyperparameter lines, step lines."""
     lines = [f"run_id:r torch:2.11.0+cu130 device:NVIDIA H100 80GB HBM3 world_size:{world} attention:sdpa code_bytes:1",
-             f"code_sha256:{sha} started_utc:2026-11-28T00:00:00Z"]
-    lines += [f"hyperparameter {k}={v}" for k, v in settings.items()]
+             f"code_sha256:{sha} started_utc:{started} inductor_mix_order_reduction:False"]
+    lines += [f"hyperparameter {k}={v}" for k, v in settings.items()] + [f"train_shards:1 train_tokens:{train_tokens}"]
     lines += [f"step:{k}/{max(losses)} train_loss:{v:.4f} lr_mul:1.000 elapsed:1.0s step_avg:1.0ms tokens_per_s:1.000M eta:0m00s"
               for k, v in sorted(losses.items())]
     return "\n".join(lines) + "\n"
@@ -272,20 +273,23 @@ def test_curves_compares_train_losses_step_by_step_and_names_changed_settings(tm
     losses = {k: 7.0 - 0.01 * k for k in range(1, 121)}
     settings = dict(RUN_ID="a", SEED="42", MATRIX_LR="0.025", TRAIN_LOG_EVERY="1")
     before = tmp_path / "before.txt"
-    before.write_text("run_id:old torch:x device:y world_size:1 attention:sdpa code_bytes:1\ncode_sha256:00\nstep:1/1 train_loss:9.0000 \n"
+    before.write_text(training_log({1: 9.0, 500: 1.0}, dict(settings, MATRIX_LR="0.5"), sha="00" * 32)
                       + training_log(losses, settings))  # an appended log: only its last run counts
     changed = {**losses, 5: losses[5] + 0.5, 60: losses[60] - 0.25}
     after = tmp_path / "after.txt"
-    after.write_text(training_log(changed, dict(settings, RUN_ID="b", MATRIX_LR="0.03", TRAIN_LOG_EVERY="25"), world=4, sha="cd" * 32))
+    after.write_text(training_log(changed, dict(settings, RUN_ID="b", MATRIX_LR="0.03", TRAIN_LOG_EVERY="25"), world=4, sha="cd" * 32,
+                                  train_tokens=2000))
     same = tmp_path / "same.txt"
-    same.write_text(training_log(losses, dict(settings, RUN_ID="c")))
+    same.write_text(training_log(losses, dict(settings, RUN_ID="c"), started="2026-11-28T01:00:00Z"))
 
-    code, stdout, stderr, log = run_bench(["curves", str(before), str(after), "--ranges", "1-10,11-50,51-100,101-200"],
+    code, stdout, stderr, log = run_bench(["curves", str(before), str(after), "--ranges", "1-10,11-50,51-100,101-200,400-600"],
                                           dict(RUN_ID="cur"), tmp_path)
     assert code == 0, stdout + stderr
     rows, lines = table(log, "curves")
     assert stdout.rstrip().endswith(lines[-1])
-    assert rows["shared_steps"] == "120" and rows["settings_differ"] == "MATRIX_LR=0.025->0.03"  # RUN_ID, TRAIN_LOG_EVERY: run-only
+    assert rows["shared_steps"] == "120"  # not 121: the old run's step 500 is not read
+    assert rows["settings_differ"] == "MATRIX_LR=0.025->0.03, train_tokens (data)=1000->2000"  # RUN_ID, TRAIN_LOG_EVERY: run-only
+    assert rows["steps_400-600"] == "none" and "warning" not in rows
     assert "code cdcdcdcdcd, world_size 4" in log and "code abababab" in log
     assert rows["steps_1-10"] == "max|d| 0.5000" and "mean d +0.0500" in log
     assert rows["steps_11-50"] == "max|d| 0.0000" and rows["steps_51-100"] == "max|d| 0.2500" and rows["steps_101-200"] == "max|d| 0.0000"
@@ -295,10 +299,13 @@ def test_curves_compares_train_losses_step_by_step_and_names_changed_settings(tm
     code, stdout, stderr, log = run_bench(["curves", str(before), str(same)], dict(RUN_ID="cur_same"), tmp_path)
     rows, _ = table(log, "curves")
     assert code == 0 and rows["settings_differ"] == "none"
-    assert all(rows[k] == "max|d| 0.0000" for k in rows if k.startswith("steps_")) and "steps_1-10" in rows
+    assert [rows[f"steps_{r}"] for r in ("1-10", "11-50", "51-100", "101-200", "201-300")] == ["max|d| 0.0000"] * 4 + ["none"]
+    assert "warning" not in rows  # another run that trained alike
+    code, stdout, stderr, log = run_bench(["curves", str(same), str(same)], dict(RUN_ID="cur_self"), tmp_path)
+    assert code == 0 and table(log, "curves")[0]["warning"] == "both logs are the same run"
 
     notlog = tmp_path / "notes.txt"
-    notlog.write_text("hello\n")
+    notlog.write_bytes(b"hello \xff\xfe\n")  # not even UTF-8
     code, _, _, log = run_bench(["curves", str(before), str(notlog)], dict(RUN_ID="cur_bad"), tmp_path)
     assert code == 2 and "ERROR:" in log and "not a training log" in log
     code, _, _, log = run_bench(["curves", str(before), str(tmp_path / "missing.txt")], dict(RUN_ID="cur_missing"), tmp_path)

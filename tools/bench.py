@@ -4,7 +4,7 @@
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
-  python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200]
+  python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200,201-300]
 
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
 args object, ITERATIONS=steps, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, VAL_LOSS_EVERY=0 and
@@ -336,7 +336,8 @@ def compare(cli, log, run_id: str):
 
 
 SETTING_LINE = re.compile(r"^hyperparameter (\w+)=(.*)$", re.M)
-HEADER_LINE = re.compile(r"^run_id:\S+ torch:(\S+) device:(.+?) world_size:(\d+) .*?\ncode_sha256:(\w+)", re.M)
+HEADER_LINE = re.compile(r"^run_id:\S+ torch:(\S+) device:(.+?) world_size:(\d+) .*?\ncode_sha256:(\w+)(?: started_utc:(\S+))?", re.M)
+TRAIN_TOKENS_LINE = re.compile(r"^train_shards:\d+ train_tokens:(\d+)$", re.M)
 RUN_ONLY = {"RUN_ID", "ARTIFACT_PATH", "TRAIN_LOG_EVERY", "DATA_PATH", "TOKENIZER_PATH"}  # name a run, not its training
 
 
@@ -344,13 +345,14 @@ def curves(cli, log):
     """Per-step train-loss difference (after - before) of two training logs, by range of steps."""
     runs = {}
     for name, path in (("before", cli.before), ("after", cli.after)):
-        parts = Path(path).read_text().split("\nrun_id:")  # a log appended by reruns: its last run
+        parts = Path(path).read_text(errors="replace").split("\nrun_id:")  # a log appended by reruns: its last run
         text = parts[-1] if len(parts) == 1 else "run_id:" + parts[-1]
         losses = {int(k): float(v) for k, v in LOSS_LINE.findall(text)}
         header = HEADER_LINE.search(text)
         if not losses or not header:
             raise tg.UserError(f"{path}: no run header or no 'step:N/M train_loss:X' lines: not a training log")
-        runs[name] = dict(losses=losses, settings=dict(SETTING_LINE.findall(text)), header=header.groups())
+        settings = dict(SETTING_LINE.findall(text), **{"train_tokens (data)": t for t in TRAIN_TOKENS_LINE.findall(text)[-1:]})
+        runs[name] = dict(losses=losses, settings=settings, header=header.groups())
     a, b = runs["before"]["losses"], runs["after"]["losses"]
     shared = sorted(set(a) & set(b))
     if not shared:
@@ -359,16 +361,19 @@ def curves(cli, log):
                     if runs["before"]["settings"].get(k) != runs["after"]["settings"].get(k))
     rows = []
     for name in runs:
-        torch_version, device, world, sha = runs[name]["header"]
+        torch_version, device, world, sha, _ = runs[name]["header"]
         rows.append((name, getattr(cli, name), f"code {sha[:10]}, world_size {world}, {device}, torch {torch_version}"))
     rows += [("shared_steps", len(shared), f"{shared[0]}..{shared[-1]}"),
              ("settings_differ", ", ".join(f"{k}={runs['before']['settings'].get(k)}->{runs['after']['settings'].get(k)}"
-                                           for k in differ) or "none", "besides " + ", ".join(sorted(RUN_ONLY))), ()]
+                                           for k in differ) or "none", "besides " + ", ".join(sorted(RUN_ONLY)))]
+    if runs["before"]["header"] == runs["after"]["header"] and runs["before"]["header"][4]:
+        rows.append(("warning", "both logs are the same run", "same code, GPU and start time: the differences below are 0 by construction"))
+    rows.append(())
     for lo, hi in cli.ranges:
         d = [b[k] - a[k] for k in shared if lo <= k <= hi]
-        if d:
-            rows.append((f"steps_{lo}-{hi}", f"max|d| {max(map(abs, d)):.4f}",
-                         f"mean d {sum(d) / len(d):+.4f}, mean |d| {sum(map(abs, d)) / len(d):.4f} over {len(d)} steps (d = after - before)"))
+        rows.append((f"steps_{lo}-{hi}", f"max|d| {max(map(abs, d)):.4f}",
+                     f"mean d {sum(d) / len(d):+.4f}, mean |d| {sum(map(abs, d)) / len(d):.4f} over {len(d)} steps (d = after - before)")
+                    if d else (f"steps_{lo}-{hi}", "none", "no step both logs logged"))
     samples = sorted({shared[0], shared[-1]} | {k for k in shared if k % 50 == 0})
     rows += [(), ("step  before  after",)] + [(f"{k:>4}  {a[k]:.4f}  {b[k]:.4f}",) for k in samples]
     table(log, "curves", rows)
