@@ -93,3 +93,42 @@ def test_ttt_split_table_matches_the_eval_logs():
         assert train.endswith(f"({float(last[3]) / (chunks - 1):.2f} s per chunk)")
         reported = re.search(r"^ttt\s+2/2\*\s+\S+\s+\S+\s+\d+\s+(\S+)", log, re.M)[1]
         assert per_gpu == f"{round(float(reported)):,}"
+
+
+
+def first(pattern: str, text: str) -> str:
+    return re.search(pattern, text, re.M)[1]
+
+
+def test_four_gpu_paragraph_matches_its_log():
+    text = " ".join(section("4 GPUs").split())
+    log = (REPO_ROOT / "logs/multigpu/multigpu_4xh100_285steps.txt").read_text()
+    assert "world_size:4 grad_accum:2 micro_batch_seqs:48" in log
+    for setting in ("ITERATIONS=285", "WARMDOWN_ITERS=135", "MAX_WALLCLOCK_SECONDS=0.0", "MUON_MOMENTUM_WARMUP_STEPS=58", "SEED=42"):
+        assert f"hyperparameter {setting}\n" in log
+    last = re.search(r"^step:285/285 .* elapsed:([\d.]+)s step_avg:([\d.]+)ms tokens_per_s:([\d.]+)M ", log, re.M)
+    assert f"285 steps at **{last[2]} ms**" in text and f"{float(last[3]) / 4:.3f}M tokens/s per GPU" in text
+    warmup = first(r"compile_warmup done steps:5 seconds:(\S+)", log)
+    assert f"{last[1]} s of training after a {warmup} s compile" in text
+    peak, total = int(first(r"peak_memory_allocated_mib:(\d+)", log)), int(first(r"total_bytes:(\d+)", log))
+    assert f"peak {peak:,} MiB" in text and f"artifact + code {total:,} bytes" in text
+    bpb = {name: "%.5f" % float(first(rf"^{name} val_loss:\S+ val_bpb:(\S+)", log))
+           for name in ("final_int6_sliding_window", "ngram_only", "ttt_only", "final_ngram_ttt")}
+    assert (f"sliding window {bpb['final_int6_sliding_window']}, `ngram_only` {bpb['ngram_only']}, "
+            f"`ttt_only` {bpb['ttt_only']}, **final {bpb['final_ngram_ttt']}**") in text
+    assert float(first(r"^ngram_audit positions:\d+ max_abs_err:(\S+)", log)) <= 1.1e-15 * 1.01
+    seconds = dict(re.findall(r"^eval:(\w+) seconds:(\S+) ", log, re.M))
+    assert (f"pre-quant {seconds['pre_quant']} (with compile), dequantized non-sliding {seconds['int6_roundtrip']}, "
+            f"sliding {seconds['int6_sliding_window']}") in text and f"TTT + mixer pass {seconds['ngram_ttt']} (" in text
+    before = (REPO_ROOT / "logs/bench/curve_before_96342e1.txt").read_text()
+    assert "final %.5f" % float(first(r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)", before)) in text
+
+
+def test_same_function_paragraph_matches_the_curves_log():
+    text = " ".join(section("Same model function.").split())
+    log = (REPO_ROOT / "logs/bench/curves_before_after_4xh100.txt").read_text()
+    stats = {r: (mx, mean) for r, mx, mean in re.findall(r"^steps_(\S+)\s+max\|d\| (\S+)\s+mean d \S+, mean \|d\| (\S+) over", log, re.M)}
+    assert f"max {stats['1-10'][0]} over steps 1–10" in text
+    assert "mean |d| " + " / ".join(stats[r][1] for r in ("11-50", "51-100", "101-200", "201-300")) in text
+    assert f"largest single step {max(float(mx) for mx, _ in stats.values()):.4f}" in text
+    assert re.search(r"^settings_differ\s+none\s", log, re.M)
