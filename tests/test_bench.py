@@ -313,3 +313,19 @@ def test_curves_compares_train_losses_step_by_step_and_names_changed_settings(tm
     for bad in ("5-1", "0-3", "1-2-3", "x"):
         with pytest.raises(SystemExit):
             bench.parse_cli(["curves", "a", "b", "--ranges", bad])
+
+
+def test_eval_untrained_times_every_phase_without_an_artifact(bench_env, tmp_path):
+    """--untrained: no artifact needed (ARTIFACT_PATH points nowhere); every phase runs on the
+    initial weights of SEED, TTT restarting from them on each repeat, and the log says the scores
+    are meaningless."""
+    env = dict(bench_env, TTT_CHUNK_TOKENS="2048", RUN_ID="eval_untrained", ARTIFACT_PATH="missing.ptz")
+    code, stdout, stderr, log = run_bench(["eval", "--untrained", "--phases", "sliding,ttt", "--repeat", "2"], env, tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    rows, lines = table(log, "eval")
+    assert rows["artifact"].startswith("untrained") and "artifact:none untrained weights phases:sliding,ttt repeat:2" in log
+    scores = re.findall(r"^bench_eval phase:(\w+) repeat:(\d)/2 .* val_bpb:(\S+)", log, re.M)
+    assert [(p, r) for p, r, _ in scores] == [("sliding", "1"), ("sliding", "2"), ("ttt", "1"), ("ttt", "2")]
+    assert scores[2][2] == scores[3][2]  # TTT restarted from the same initial weights
+    code, _, stderr, _ = run_bench(["eval", "--untrained", "--artifact", "x.ptz"], dict(env, RUN_ID="eval_bad"), tmp_path)
+    assert code == 2 and "give it no --artifact" in stderr

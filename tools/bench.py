@@ -4,6 +4,7 @@
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
+  python tools/bench.py eval --untrained [--phases ...]       (timing without an artifact)
   python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200,201-300]
 
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
@@ -182,16 +183,22 @@ def bench_eval(cli, args, ctx, log, log_path):
     ctx["val_tokens"] = tg.load_val_tokens(args).to(device)
     n_targets = len(ctx["val_tokens"]) - 1
     log(f"val_tokens:{n_targets} (scored targets)")
-    artifact = Path(cli.artifact or args.artifact_path)
+    torch.manual_seed(args.seed)
     model = tg.GPT(args).to(device)
-    tg.load_artifact(artifact, model)
-    log(f"artifact:{artifact} bytes:{artifact.stat().st_size} phases:{','.join(phases)} repeat:{repeat}")
+    initial = {k: v.clone() for k, v in model.state_dict().items()} if cli.untrained else None
+    if cli.untrained:  # eval's cost does not depend on the weights: time it without training first
+        artifact = "untrained (initial weights of SEED; the scores are meaningless, the timings are not)"
+        log(f"artifact:none untrained weights phases:{','.join(phases)} repeat:{repeat}")
+    else:
+        artifact = Path(cli.artifact or args.artifact_path)
+        tg.load_artifact(artifact, model)
+        log(f"artifact:{artifact} bytes:{artifact.stat().st_size} phases:{','.join(phases)} repeat:{repeat}")
     rows += [("world_size", world), ("artifact", str(artifact)), ("val_targets", n_targets, "VAL_MAX_TOKENS caps them"), ()]
     rows.append((f"{'phase':<10} {'repeat':<6} {'seconds':>9} {'eval_s':>9} {'targets':>10} {'tok/s/gpu':>10} {'full_8gpu_s':>11}",))
     for phase in phases:
         for r in range(1, repeat + 1):
-            if phase == "ttt":  # artifact weights again (same module object, so compiled graphs are reused)
-                tg.load_artifact(artifact, model)
+            if phase == "ttt":  # the starting weights again (same module object, so compiled graphs are reused)
+                tg.load_artifact(artifact, model) if not cli.untrained else model.load_state_dict(initial)
             lines = []
             phase_ctx = dict(ctx, log=lambda msg: (lines.append(msg), log(msg)))
             tg.synchronize(device)
@@ -409,6 +416,7 @@ def parse_cli(argv):
                      help="step ranges LO-HI,... to summarize (default 1-10,11-50,51-100,101-200,201-300)")
     ev = sub.add_parser("eval", help="time eval phases on an artifact")
     ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
+    ev.add_argument("--untrained", action="store_true", help="no artifact: the model's initial weights (timing only; scores meaningless)")
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
                     help="comma-separated subset of " + ",".join(PHASES) + " (always run in that order)")
     ev.add_argument("--repeat", type=int, default=0, help="calls per phase, the last reported (default: 2 on CUDA, 1 on CPU)")
@@ -418,6 +426,8 @@ def parse_cli(argv):
     cli = parser.parse_args(argv)
     if cli.command == "eval" and (not cli.phases or set(cli.phases) - set(PHASES)):
         parser.error(f"--phases must be a comma-separated subset of {','.join(PHASES)}")
+    if cli.command == "eval" and cli.untrained and cli.artifact:
+        parser.error("--untrained times the model's initial weights: give it no --artifact")
     if cli.command == "eval" and cli.repeat < 0:
         parser.error("--repeat must be >= 1 (0: 2 on CUDA, 1 on CPU)")
     if cli.command == "train" and (cli.steps <= 0 or cli.peak_tflops <= 0 or cli.measured_tflops <= 0):
