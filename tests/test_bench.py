@@ -327,5 +327,13 @@ def test_eval_untrained_times_every_phase_without_an_artifact(bench_env, tmp_pat
     scores = re.findall(r"^bench_eval phase:(\w+) repeat:(\d)/2 .* val_bpb:(\S+)", log, re.M)
     assert [(p, r) for p, r, _ in scores] == [("sliding", "1"), ("sliding", "2"), ("ttt", "1"), ("ttt", "2")]
     assert scores[2][2] == scores[3][2]  # TTT restarted from the same initial weights
+    variant = tmp_path / "variant" / "train_gpt.py"  # --program: another train_gpt.py's eval, named by its sha256
+    variant.parent.mkdir()
+    variant.write_text((REPO_ROOT / "train_gpt.py").read_text() + "\n# a variant\n")
+    code, stdout, stderr, log = run_bench(["eval", "--untrained", "--phases", "sliding", "--repeat", "1", "--program", str(variant)],
+                                          dict(env, RUN_ID="eval_variant"), tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    assert f"code_sha256:{hashlib.sha256(variant.read_bytes()).hexdigest()}" in log
+    assert re.search(r"^bench_eval phase:sliding repeat:1/1 .* val_bpb:(\S+)", log, re.M)[1] == scores[0][2]  # same function, same score
     code, _, stderr, _ = run_bench(["eval", "--untrained", "--artifact", "x.ptz"], dict(env, RUN_ID="eval_bad"), tmp_path)
     assert code == 2 and "give it no --artifact" in stderr

@@ -4,7 +4,7 @@
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
-  python tools/bench.py eval --untrained [--phases ...]       (timing without an artifact)
+  python tools/bench.py eval --untrained [--phases ...] [--program PATH]   (timing without an artifact)
   python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200,201-300]
 
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
@@ -417,6 +417,7 @@ def parse_cli(argv):
     ev = sub.add_parser("eval", help="time eval phases on an artifact")
     ev.add_argument("--artifact", help="artifact path (default: ARTIFACT_PATH)")
     ev.add_argument("--untrained", action="store_true", help="no artifact: the model's initial weights (timing only; scores meaningless)")
+    ev.add_argument("--program", help="time this train_gpt.py's eval instead of the repo's (e.g. a variant)")
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
                     help="comma-separated subset of " + ",".join(PHASES) + " (always run in that order)")
     ev.add_argument("--repeat", type=int, default=0, help="calls per phase, the last reported (default: 2 on CUDA, 1 on CPU)")
@@ -461,7 +462,7 @@ def main(argv=None):
         except (tg.UserError, OSError) as e:
             log(f"ERROR: {e}")
             sys.exit(2)
-    if cli.command == "train" and cli.program:
+    if cli.command in ("train", "eval") and cli.program:
         tg = load_program(Path(cli.program))
     job = dict(train=bench_train, eval=bench_eval, mixer=bench_mixer)[cli.command]
     tg.launch(lambda args, ctx, log_path: job(cli, args, ctx, ctx["log"], log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
