@@ -991,10 +991,10 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
             t = lap("score", t)
             if mixer and scored:
                 idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))
-                target = tokens[idx, None]
-                mixed_p, q, bins = mixer.probabilities(torch.exp(-nll)[:, None], entropy, tokens, idx, target)
+                model_p = torch.exp(-nll)
+                mixed_p, q, bins = mixer.probabilities(model_p[:, None], entropy, tokens, idx, tokens[idx, None])
                 mixed_nll = -mixed_p.squeeze(1).log()
-                learned += mixer.alpha_loss_table(torch.exp(-nll), q.squeeze(1), bins)
+                learned += mixer.alpha_loss_table(model_p, q.squeeze(1), bins)
                 sums[1] += mixed_nll.sum() - nll.sum()
                 if dump is not None:
                     dump[0, idx - 1] = mixed_nll / math.log(2)

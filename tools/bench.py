@@ -185,8 +185,8 @@ def bench_eval(cli, args, ctx, log, log_path):
     log(f"val_tokens:{n_targets} (scored targets)")
     torch.manual_seed(args.seed)
     model = tg.GPT(args).to(device)
-    initial = {k: v.clone() for k, v in model.state_dict().items()} if cli.untrained else None
     if cli.untrained:  # eval's cost does not depend on the weights: time it without training first
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
         artifact = "untrained (initial weights of SEED; the scores are meaningless, the timings are not)"
         log(f"artifact:none untrained weights phases:{','.join(phases)} repeat:{repeat}")
     else:
@@ -197,8 +197,10 @@ def bench_eval(cli, args, ctx, log, log_path):
     rows.append((f"{'phase':<10} {'repeat':<6} {'seconds':>9} {'eval_s':>9} {'targets':>10} {'tok/s/gpu':>10} {'full_8gpu_s':>11}",))
     for phase in phases:
         for r in range(1, repeat + 1):
-            if phase == "ttt":  # the starting weights again (same module object, so compiled graphs are reused)
-                tg.load_artifact(artifact, model) if not cli.untrained else model.load_state_dict(initial)
+            if phase == "ttt" and cli.untrained:  # the starting weights again (same module object, so compiled graphs are reused)
+                model.load_state_dict(initial)
+            elif phase == "ttt":
+                tg.load_artifact(artifact, model)
             lines = []
             phase_ctx = dict(ctx, log=lambda msg: (lines.append(msg), log(msg)))
             tg.synchronize(device)
@@ -352,7 +354,10 @@ def curves(cli, log):
     """Per-step train-loss difference (after - before) of two training logs, by range of steps."""
     runs = {}
     for name, path in (("before", cli.before), ("after", cli.after)):
-        parts = Path(path).read_text(errors="replace").split("\nrun_id:")  # a log appended by reruns: its last run
+        try:
+            parts = Path(path).read_text(errors="replace").split("\nrun_id:")  # a log appended by reruns: its last run
+        except OSError as e:
+            raise tg.UserError(f"{path}: {e.strerror}") from e
         text = parts[-1] if len(parts) == 1 else "run_id:" + parts[-1]
         losses = {int(k): float(v) for k, v in LOSS_LINE.findall(text)}
         header = HEADER_LINE.search(text)
@@ -447,19 +452,12 @@ def main(argv=None):
     cli = parse_cli(argv)
     if cli.command == "compare" and "RANK" in os.environ:
         sys.exit("bench.py compare runs its own processes, one GPU at a time: start it with python, not torchrun")
-    if cli.command == "compare":  # an orchestrator: no GPU, no process group of its own
-        run_id = os.environ.get("RUN_ID") or time.strftime("bench_compare_%Y%m%d_%H%M%S")
+    if cli.command in ("compare", "curves"):  # no GPU, no process group: compare starts processes, curves reads logs
+        run_id = os.environ.get("RUN_ID") or time.strftime(f"bench_{cli.command}_%Y%m%d_%H%M%S")
         log, _ = tg.make_logger(run_id, 0, "logs/bench")
         try:
-            return compare(cli, log, run_id)
+            return compare(cli, log, run_id) if cli.command == "compare" else curves(cli, log)
         except tg.UserError as e:
-            log(f"ERROR: {e}")
-            sys.exit(2)
-    if cli.command == "curves":  # reads logs only
-        log, _ = tg.make_logger(os.environ.get("RUN_ID") or time.strftime("bench_curves_%Y%m%d_%H%M%S"), 0, "logs/bench")
-        try:
-            return curves(cli, log)
-        except (tg.UserError, OSError) as e:
             log(f"ERROR: {e}")
             sys.exit(2)
     if cli.command in ("train", "eval") and cli.program:
