@@ -237,7 +237,7 @@ def target_bytes(prev: Tensor, target: Tensor, tables) -> Tensor:
 # head's output component along its own value), LeakyReLU(0.5)^2 MLPs and soft-capped tied logits.
 
 def rms_norm(x: Tensor) -> Tensor:
-    return F.rms_norm(x, (x.size(-1),))
+    return F.rms_norm(x, (x.size(-1),)).to(x.dtype)
 
 
 class CastedLinear(nn.Linear):
@@ -296,9 +296,9 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         own_v = self.v(x)
         v = (own_v if extra_v is None else own_v + extra_v).view(B, T, self.kv_heads, self.head_dim)
-        q = apply_rotary(rms_norm(self.q(x).view(B, T, self.heads, self.head_dim)), *rotary) * self.q_gain[:, None]
+        q = apply_rotary(rms_norm(self.q(x).view(B, T, self.heads, self.head_dim)), *rotary) * self.q_gain.to(x.dtype)[:, None]
         k = apply_rotary(rms_norm(self.k(x).view(B, T, self.kv_heads, self.head_dim)), *rotary)
-        y = causal_attention(q.to(v.dtype), k.to(v.dtype), v)
+        y = causal_attention(q, k, v)
         if self.exclusive:  # XSA: drop the component along the head's own value vector
             y = y.view(B, T, self.kv_heads, -1, self.head_dim)
             unit_v = F.normalize(v, dim=-1).unsqueeze(3)
@@ -327,10 +327,11 @@ class Block(nn.Module):
         self.ln_scale = 1 / math.sqrt(index + 1) if args.ln_scale else 1.0
 
     def forward(self, x, x0, extra_v, rotary):
-        x = self.resid_mix[0] * x + self.resid_mix[1] * x0
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
         attn_out, v = self.attn(rms_norm(x) * self.ln_scale, extra_v, rotary)
-        x = x + self.attn_scale * attn_out
-        return x + self.mlp_scale * self.mlp(rms_norm(x) * self.ln_scale), v
+        x = x + self.attn_scale.to(x.dtype) * attn_out
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale), v
 
 
 class BigramHash(nn.Module):
@@ -387,13 +388,17 @@ class GPT(nn.Module):
             x = x + self.bigram(idx)
         x = rms_norm(x)
         gate = torch.sigmoid(self.smear_gate)
-        x = x0 = (1 - gate) * x + gate * F.pad(x[:, :-1], (0, 0, 1, 0))
-        rotary = rotary_tables(idx.size(1), args.rope_dims, args.rope_base, idx.device)
+        x = (1 - gate) * x + gate * F.pad(x[:, :-1], (0, 0, 1, 0))
+        # From here the residual stream is in the autocast dtype (bf16 on GPU): every elementwise op
+        # over it moves half the bytes of fp32. Without autocast (CPU) it stays fp32.
+        device = idx.device.type
+        x = x0 = x.to(torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype)
+        rotary = [t.to(x.dtype) for t in rotary_tables(idx.size(1), args.rope_dims, args.rope_base, idx.device)]
         value_emb = self.ve_proj(self.ve_embed(idx)) * self.ve_scale if args.ve_layers else None
         skips, v0 = [], None
         for i, block in enumerate(self.blocks):
             if i >= self.encoder_layers and skips:
-                x = x + self.skip_weights[i - self.encoder_layers] * skips.pop()
+                x = x + self.skip_weights[i - self.encoder_layers].to(x.dtype) * skips.pop()
             extra_v = self.vrl_scales[i - 1] * v0 if v0 is not None and self.vrl_scales is not None else None
             if i in args.ve_layers:
                 ve = value_emb * self.ve_layer_scales[args.ve_layers.index(i)]

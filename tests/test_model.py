@@ -77,6 +77,31 @@ def test_init_loss_is_uniform_and_backward_gives_finite_grads():
         assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
 
 
+def test_residual_stream_runs_in_the_autocast_dtype_and_matches_fp32():
+    """Under autocast (bf16 on GPU) every block reads and writes the stream in bf16; the loss and the
+    gradients stay those of the fp32 model to bf16 rounding. Without autocast the stream is fp32."""
+    args = tiny_args()
+    model = randomize_(train_gpt.GPT(args), std=0.1)
+    idx = torch.randint(0, args.vocab_size, (2, 65), generator=torch.Generator().manual_seed(1))
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, inp, out: seen.append((inp[0].dtype, out[0].dtype))) for b in model.blocks]
+    loss32 = model(idx[:, :-1], idx[:, 1:])
+    grads32 = torch.autograd.grad(loss32, list(model.parameters()))
+    assert set(seen) == {(torch.float32, torch.float32)}
+    seen.clear()
+    with torch.autocast("cpu", torch.bfloat16):
+        loss16 = model(idx[:, :-1], idx[:, 1:])
+    grads16 = torch.autograd.grad(loss16, list(model.parameters()))
+    for h in hooks:
+        h.remove()
+    assert set(seen) == {(torch.bfloat16, torch.bfloat16)} and len(seen) == args.num_layers
+    assert loss16.dtype == torch.float32 and abs(loss16.item() - loss32.item()) < 0.02 * loss32.item()
+    for (name, p), g32, g16 in zip(model.named_parameters(), grads32, grads16):
+        assert g16.dtype == p.dtype == torch.float32, name
+        cos = F.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
+        assert cos > 0.98, f"{name}: bf16-stream gradient direction differs from fp32 (cosine {cos:.3f})"
+
+
 def test_weighted_loss_is_mean_of_weighted_token_ce():
     args = tiny_args()
     torch.manual_seed(0)
