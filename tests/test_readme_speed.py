@@ -199,7 +199,7 @@ def test_profile_paragraph_matches_the_profile_log():
 def test_eval_per_phase_table_matches_its_log():
     rows = table_rows(section("Eval per phase now"))
     log = (REPO_ROOT / "logs/bench/eval_untrained_1gpu_bf16_stream.txt").read_text()
-    assert "device:NVIDIA H200 world_size:1" in log and "val_targets           999424" in log
+    assert "device:NVIDIA H200 world_size:1" in log and "val_targets           999424" in log and len(rows) == 4
     for row, phase in zip(rows, ("roundtrip", "sliding", "ngram", "ttt")):
         seconds, tokens = re.search(rf"^{phase}\s+2/2\*\s+(\S+)\s+\S+\s+999424\s+(\S+)", log, re.M).groups()
         assert row[1:3] == [seconds, f"{round(float(tokens)):,}"]
