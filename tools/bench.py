@@ -306,6 +306,16 @@ TABLE_ROW = re.compile(r"^(ms_per_step|tokens_per_s_per_gpu|peak_memory_mib)\s{2
 LOSS_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:(\S+) ", re.M)
 
 
+def last_run(text: str) -> str:
+    """A log appended by reruns: its last run, from its run_id: header line on."""
+    parts = text.split("\nrun_id:")
+    return parts[0] if len(parts) == 1 else "run_id:" + parts[-1]
+
+
+def train_losses(text: str) -> dict[int, float]:
+    return {int(k): float(v) for k, v in LOSS_LINE.findall(text)}
+
+
 def compare(cli, log, run_id: str):
     """Alternate `train` runs of two programs in subprocesses; log each run, then the ratio."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -323,11 +333,11 @@ def compare(cli, log, run_id: str):
                 env = dict(os.environ, RUN_ID=child_id, **(extra_env if name == "program" else {}))
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 child_log = Path("logs/bench") / f"{child_id}.txt"
-                text = child_log.read_text().split("\nrun_id:")[-1] if child_log.is_file() else ""  # its last run only
+                text = last_run(child_log.read_text()) if child_log.is_file() else ""
                 child = dict(TABLE_ROW.findall(text.split("==== bench train ====")[-1]))
                 if proc.returncode or "ms_per_step" not in child:
                     raise tg.UserError(f"the {name} run ({path}) failed, rc={proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
-                runs[name].append(dict(child, losses={int(k): float(v) for k, v in LOSS_LINE.findall(text)}))
+                runs[name].append(dict(child, losses=train_losses(text)))
                 log(f"compare round:{r}/{cli.rounds} {name} ms_per_step:{child['ms_per_step']} seconds:{time.perf_counter() - t0:.1f} log:{child_log}")
     ms = {name: statistics.median(float(x["ms_per_step"]) for x in runs[name]) for name in runs}
     a, b = runs["against"][0]["losses"], runs["program"][0]["losses"]
@@ -355,11 +365,10 @@ def curves(cli, log):
     runs = {}
     for name, path in (("before", cli.before), ("after", cli.after)):
         try:
-            parts = Path(path).read_text(errors="replace").split("\nrun_id:")  # a log appended by reruns: its last run
+            text = last_run(Path(path).read_text(errors="replace"))
         except OSError as e:
             raise tg.UserError(f"{path}: {e.strerror}") from e
-        text = parts[-1] if len(parts) == 1 else "run_id:" + parts[-1]
-        losses = {int(k): float(v) for k, v in LOSS_LINE.findall(text)}
+        losses = train_losses(text)
         header = HEADER_LINE.search(text)
         if not losses or not header:
             raise tg.UserError(f"{path}: no run header or no 'step:N/M train_loss:X' lines: not a training log")
