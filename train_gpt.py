@@ -260,9 +260,9 @@ class CastedLinear(nn.Linear):
         return F.linear(x, w.to(x.dtype))
 
 
-def rotary_tables(seq_len: int, dims: int, base: float, device) -> tuple[Tensor, Tensor]:
-    inv_freq = 1.0 / base ** (torch.arange(0, dims, 2, device=device, dtype=torch.float32) / dims)
-    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+def rotary_tables(seq_len: int, dims: int, base: float) -> tuple[Tensor, Tensor]:
+    inv_freq = 1.0 / base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
     return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
 
 
@@ -360,6 +360,10 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(args, i) for i in range(args.num_layers))
         self.encoder_layers = args.num_layers // 2
         self.skip_weights = nn.Parameter(torch.ones(min(self.encoder_layers, args.num_layers - self.encoder_layers), args.model_dim))
+        # Rotary cos/sin computed once (not saved in the artifact): inside the compiled graph they would be
+        # recomputed in every kernel that reads them, forward and backward.
+        for name, table in zip(("rope_cos", "rope_sin"), rotary_tables(max(args.train_seq_len, args.eval_seq_len), args.rope_dims, args.rope_base)):
+            self.register_buffer(name, table, persistent=False)
         self.vrl_scales = nn.Parameter(torch.zeros(args.num_layers - 1)) if args.vrl_enabled else None
         if args.ve_layers:
             kv_dim = args.num_kv_heads * (args.model_dim // args.num_heads)
@@ -393,7 +397,7 @@ class GPT(nn.Module):
         # over it moves half the bytes of fp32. Without autocast (CPU) it stays fp32.
         device = idx.device.type
         x = x0 = x.to(torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype)
-        rotary = [t.to(x.dtype) for t in rotary_tables(idx.size(1), args.rope_dims, args.rope_base, idx.device)]
+        rotary = [t[:, :idx.size(1)].to(x.dtype) for t in (self.rope_cos, self.rope_sin)]
         value_emb = self.ve_proj(self.ve_embed(idx)) * self.ve_scale if args.ve_layers else None
         skips, v0 = [], None
         for i, block in enumerate(self.blocks):
@@ -522,7 +526,7 @@ class BigramCounts:
 
     def add(self, pairs: list[tuple[Tensor, Tensor]]):
         keys = torch.cat([(x * self.vocab_size + y).flatten() for x, y in pairs])
-        delta = torch.bincount(keys, minlength=self.counts.numel()).float()
+        delta = torch.zeros_like(self.counts).index_add_(0, keys, torch.ones_like(keys, dtype=self.counts.dtype))  # bincount syncs on GPU
         if dist.is_initialized():
             dist.all_reduce(delta)
         self.counts += delta

@@ -62,6 +62,22 @@ def test_hidden_and_head_shapes_and_softcap():
     assert logits.abs().max() <= args.logit_softcap
 
 
+def test_rotary_tables_are_computed_once_for_the_longest_sequence_and_not_saved():
+    args = tiny_args(TRAIN_SEQ_LEN=16, EVAL_SEQ_LEN=128)
+    model = randomize_(train_gpt.GPT(args), std=0.5)
+    cos, sin = train_gpt.rotary_tables(128, args.rope_dims, args.rope_base)
+    assert model.rope_cos.shape == (1, 128, 1, args.rope_dims // 2)
+    torch.testing.assert_close(model.rope_cos, cos, rtol=0, atol=0)
+    torch.testing.assert_close(model.rope_sin, sin, rtol=0, atol=0)
+    # position p of the table rotates by p * base^(-2i/dims): check against the formula
+    p, i = 127, 1
+    assert model.rope_cos[0, p, 0, i].item() == pytest.approx(math.cos(p * args.rope_base ** (-2 * i / args.rope_dims)), abs=1e-6)
+    assert not any(k.startswith("rope_") for k in model.state_dict())  # the artifact does not pay for them
+    idx = torch.randint(0, args.vocab_size, (2, 128))
+    h = model.hidden(idx)  # the eval length (longer than training's) runs
+    torch.testing.assert_close(model.hidden(idx[:, :16]), h[:, :16], atol=1e-5, rtol=1e-5)  # causal: a prefix reads the same rows
+
+
 def test_init_loss_is_uniform_and_backward_gives_finite_grads():
     args = tiny_args()
     torch.manual_seed(0)
