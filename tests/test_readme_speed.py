@@ -1,6 +1,7 @@
 """The README's speed tables are what the committed bench logs say: each figure is read back from
 the log its row names, and the derived columns (speed-up, tokens/s, share of linear) are recomputed."""
 import hashlib
+import math
 import re
 import statistics
 import subprocess
@@ -28,11 +29,11 @@ def log_value(log: str, name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 4 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 5 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -53,14 +54,19 @@ def test_before_after_table_matches_the_compare_logs(index):
 
 def test_the_h100_figures_quoted_under_the_table_are_the_h100_compare():
     text = " ".join(section("Before/after, same GPU").split())
-    log = (REPO_ROOT / "logs/bench/ab_bf16_stream_h100.txt").read_text()
+    log = (REPO_ROOT / "logs/bench/ab_before_after_s6_h100.txt").read_text()
     ms = float(log_value(log, "program_ms_per_step"))
     peak = int(re.search(r"^program_ms_per_step .*; peak (\d+) MiB$", log, re.M)[1])
     assert f"Ours on an H100 now: {ms} ms = {BATCH_TOKENS / ms / 1000:.2f}M tokens/s, {746 / ms:.3f}× the reference" in text
     assert f"peak of {peak:,} MiB = {peak / 1024:.1f} GiB ({peak * 2**20 / 1e9:.1f} GB" in text
+    # the same code on two H100s: this compare's before side and session 4's
+    other = (REPO_ROOT / "logs/bench/ab_before_after.txt").read_text()
+    here, there = float(log_value(log, "against_ms_per_step")), float(log_value(other, "against_ms_per_step"))
+    assert f"96342e1 ran {here} ms on this one and {there} ms on session 4's (last row), {100 * (here / there - 1):.1f}% apart" in text
 
 
-@pytest.mark.parametrize("name", ["ab_mix_order_off", "ab_activation_budget", "ab_pdl"])
+@pytest.mark.parametrize("name", ["ab_mix_order_off", "ab_activation_budget", "ab_pdl", "ab_rope_buffers", "ab_no_bincount_sync",
+                                  "ab_qk_fp32", "ab_lagged_status_s6"])
 def test_single_switch_ab_figures_are_in_their_logs(name):
     log = (REPO_ROOT / f"logs/bench/{name}.txt").read_text()
     before, after = log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step")
@@ -84,7 +90,7 @@ def test_scaling_table_matches_the_bench_logs():
 
 @pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
                     reason="not a git checkout")
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
     named commits' train_gpt.py, the before commit first in the row's label and the after one second."""
@@ -177,9 +183,14 @@ def test_bf16_stream_paragraph_matches_its_curves_and_the_seed_noise():
         assert re.search(r"^settings_differ\s+(none|SEED=42->1337)\s", (REPO_ROOT / f"logs/bench/{name}.txt").read_text(), re.M)
 
 
+def rotary_backward_ms(log: str, name_part: str = "") -> str:
+    """The largest 88x (11 layers x 8 micro-steps) q/k RMS norm + rotary backward kernel of a profile log."""
+    return re.search(rf"^\s+([\d.]+)\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*{name_part}", log, re.M)[1]
+
+
 def test_profile_paragraph_matches_the_profile_log():
     text = " ".join(section("Where a training step goes now").split())
-    log = (REPO_ROOT / "logs/bench/profile_bf16_stream_h100.txt").read_text()
+    log = (REPO_ROOT / "logs/bench/profile_rope_buffers_h100.txt").read_text()
     assert "device                NVIDIA H100" in log
     ms, total = log_value(log, "ms_per_step"), float(log_value(log, "profile_total"))
     kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "attention", "matmul", "other", "memcpy/memset")}
@@ -187,19 +198,34 @@ def test_profile_paragraph_matches_the_profile_log():
     assert (f"per step {total} ms, of which Triton-compiled elementwise work {kinds['compiled']} ms" in text
             and f"cuDNN attention {kinds['attention']} ms and GEMMs {kinds['matmul']} ms" in text)
     assert f"other {kinds['other'] + kinds['memcpy/memset']:.1f} ms; the remaining ≈{float(ms) - total:.0f} ms" in text
-    rotary_backward = re.search(r"^\s+([\d.]+)\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*_cos_", log, re.M)[1]
-    before = (REPO_ROOT / "logs/bench/profile_mix_order_off.txt").read_text()
-    rotary_before = re.search(r"^\s+([\d.]+)\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*_cos_", before, re.M)[1]
-    assert f"rotary backward kernels, {rotary_backward} ms ({rotary_before} ms with the fp32 stream" in text
+    older = {name: (REPO_ROOT / f"logs/bench/{name}.txt").read_text() for name in ("profile_bf16_stream_h100", "profile_mix_order_off")}
+    assert f"elementwise work {kinds['compiled']} ms ({log_value(older['profile_bf16_stream_h100'], 'profile_compiled')} before" in text
+    assert f"; {log_value(older['profile_mix_order_off'], 'profile_compiled')} with the fp32 stream" in text
+    assert "_cos_" not in re.search(r"^\s+[\d.]+\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*", log, re.M)[0]
+    assert (f"rotary backward kernel, {rotary_backward_ms(log)} ms ({rotary_backward_ms(older['profile_bf16_stream_h100'], '_cos_')} ms while "
+            f"inductor recomputed the cos/sin tables inside it, {rotary_backward_ms(older['profile_mix_order_off'], '_cos_')} ms with the fp32 stream") in text
     leaky = [re.search(rf"^\s+([\d.]+)\s+88x  triton_poi_fused_\S*_leaky_relu_{kind}", log, re.M)[1] for kind in ("leaky_relu_backward", "pow")]
     assert f"LeakyReLU² backward ({leaky[0]} ms) and forward ({leaky[1]} ms)" in text
     assert f"from {kinds['compiled']:.0f} to about {kinds['compiled'] - (float(ms) - 574):.0f} ms" in text
 
 
+def test_rotary_kernel_figures_of_the_speed_bullet_are_the_two_h100_profiles():
+    text = " ".join(section("Before/after, same GPU").split())
+    now, before = ((REPO_ROOT / f"logs/bench/{name}.txt").read_text() for name in ("profile_rope_buffers_h100", "profile_bf16_stream_h100"))
+    assert f"rotary backward kernel went from {rotary_backward_ms(before, '_cos_')} to {rotary_backward_ms(now)} ms per step" in text
+
+
+def eval_phase(log: str, phase: str, call: str = "2/2\\*") -> tuple[float, float]:
+    """(seconds, tokens/s per GPU) of one call of a phase in a `bench.py eval` table."""
+    seconds, tokens = re.search(rf"^{phase}\s+{call}\s+(\S+)\s+\S+\s+999424\s+(\S+)", log, re.M).groups()
+    return float(seconds), float(tokens)
+
+
 def test_eval_per_phase_table_matches_its_log():
-    rows = table_rows(section("Eval per phase now"))
-    log = (REPO_ROOT / "logs/bench/eval_untrained_1gpu_bf16_stream.txt").read_text()
-    assert "device:NVIDIA H200 world_size:1" in log and "val_targets           999424" in log and len(rows) == 4
+    section_text = section("Eval per phase now")
+    rows = table_rows(section_text)
+    log = (REPO_ROOT / "logs/bench/eval_untrained_1gpu_h100.txt").read_text()
+    assert "device:NVIDIA H100 80GB HBM3 world_size:1" in log and "val_targets           999424" in log and len(rows) == 4
     for row, phase in zip(rows, ("roundtrip", "sliding", "ngram", "ttt")):
         seconds, tokens = re.search(rf"^{phase}\s+2/2\*\s+(\S+)\s+\S+\s+999424\s+(\S+)", log, re.M).groups()
         assert row[1:3] == [seconds, f"{round(float(tokens)):,}"]
@@ -208,6 +234,52 @@ def test_eval_per_phase_table_matches_its_log():
             assert row[3].startswith(f"scoring {inside[0]} s, mixer {inside[1]} s")
     chunks = int(re.search(r"^eval:ttt chunk:\d+/(\d+) ", log, re.M)[1])
     assert rows[3][3].endswith(f"TTT training {inside[2]} s ({float(inside[2]) / (chunks - 1):.3f} s per chunk)")
+    text = " ".join(section_text.split())
+    sliding, ttt = eval_phase(log, "sliding")[1], eval_phase(log, "ttt")[1]
+    assert f"sliding window {round(sliding):,} / 82,000 = **{sliding / 82000:.2f}×** (the target is 2×: not met)" in text and sliding < 2 * 82000
+    assert f"TTT + mixer {round(ttt):,} / 26,000 = **{ttt / 26000:.2f}×** (met)" in text and ttt >= 2 * 26000
+    compile_s = [eval_phase(log, p, "1/2")[0] - eval_phase(log, p)[0] for p in ("roundtrip", "ttt")]
+    assert f"adds the compile: {compile_s[0]:.1f} s for the model's graph (non-sliding pass), {compile_s[1]:.1f} s for the TTT step" in text
+
+
+def test_two_gpu_eval_table_matches_its_logs():
+    rows = table_rows(section("Eval on 2 GPUs"))
+    logs = {n: (REPO_ROOT / f"logs/bench/eval_untrained_{n}gpu_s6.txt").read_text() for n in (1, 2)}
+    assert "device                NVIDIA H200 x2" in logs[2] and "device                NVIDIA H200 x1" in logs[1]
+    assert [r[0] for r in rows] == ["sliding window", "sliding + mixer", "TTT + mixer pass"]
+    for row, phase in zip(rows, ("sliding", "ngram", "ttt")):
+        one, two = eval_phase(logs[1], phase)[1], eval_phase(logs[2], phase)[1]
+        assert row[1:] == [f"{round(one):,}", f"{round(two):,}", f"{100 * two / one:.1f}%"]
+    text = " ".join(section("Eval on 2 GPUs").split())
+    train = [re.findall(r"^eval:ttt seconds:.* ttt_train_seconds:(\S+)$", logs[n], re.M)[-1] for n in (1, 2)]
+    assert f"TTT training took {train[0]} s on 1 GPU and {train[1]} s on 2 for the 30 trained chunks" in text
+
+
+def test_whole_eval_estimate_adds_up():
+    text = " ".join(section("Whole eval on 8 H100s, estimated").split())
+    h100 = (REPO_ROOT / "logs/bench/eval_untrained_1gpu_h100.txt").read_text()
+    compile_s = [eval_phase(h100, p, "1/2")[0] - eval_phase(h100, p)[0] for p in ("roundtrip", "ttt")]
+    assert f"compile: {compile_s[0]:.1f} + {compile_s[1]:.1f} ≈ {sum(compile_s):.0f} s" in text
+    scale = 62_021_632 / 999_424
+    assert f"{scale:.2f}× the dev val, {math.ceil(62_021_632 / 32_768):,} chunks" in text
+    non_sliding = eval_phase(h100, "roundtrip")[0]
+    assert f"2 × {non_sliding} s × {scale:.2f} / 8 ≈ {2 * non_sliding * scale / 8:.0f} s" in text
+    score = {p: float(re.findall(rf"^eval:{p} seconds:.* score_seconds:(\S+) ", h100, re.M)[-1]) for p in ("ngram", "ttt")}
+    assert f"scoring {score['ngram']} s × {scale:.2f} / 8 ≈ {score['ngram'] * scale / 8:.0f} s" in text
+    assert f"{score['ngram'] * scale / 8 / 0.795:.0f} s at the 79.5%" in text
+    assert f"scoring {score['ttt']} s → {score['ttt'] * scale / 8:.0f}–{score['ttt'] * scale / 8 / 0.795:.0f} s" in text
+    train = [float(re.findall(r"^eval:ttt seconds:.* ttt_train_seconds:(\S+)$", (REPO_ROOT / f"logs/bench/{n}.txt").read_text(), re.M)[-1])
+             for n in ("eval_untrained_1gpu_s6", "eval_untrained_2gpu_s6", "eval_untrained_1gpu_h100")]
+    split = 2 * (train[0] - train[1])
+    fixed = train[0] - split
+    per_chunk_h200 = (fixed + split / 8) / 30
+    per_chunk_h100 = per_chunk_h200 * train[2] / train[0]
+    assert f"is {fixed:.1f} + {split:.1f} / ranks s, so {per_chunk_h200:.3f} s per chunk" in text
+    assert f"≈ {per_chunk_h100:.3f} s per chunk → ≈{per_chunk_h100 * 1892:.0f} s" in text
+    low = sum(compile_s) + 2 * non_sliding * scale / 8 + (score["ngram"] + score["ttt"]) * scale / 8 + 2 * 25 + 85
+    high = sum(compile_s) + 2 * non_sliding * scale / 8 + (score["ngram"] + score["ttt"]) * scale / 8 / 0.795 + 2 * 25 + per_chunk_h100 * 1892
+    lo, hi = re.search(r"Total \*\*≈ (\d+)–(\d+) s\*\*", text).groups()
+    assert abs(int(lo) - low) <= 5 and abs(int(hi) - high) <= 5
 
 
 def test_rejected_inductor_switches_are_quoted_from_their_logs():
@@ -221,3 +293,31 @@ def test_rejected_inductor_switches_are_quoted_from_their_logs():
     assert f"first compile warm-up of {warm['program_r1']} s instead of {warm['against_r1']} s ({warm['program_r2']} s on its second run" in text
     autotune = (REPO_ROOT / "logs/bench/ab_max_autotune_gemm_program_r1.txt").read_text()
     assert "compile_warmup: 3 steps" in autotune and "compile_warmup done" not in autotune
+
+
+@pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
+                    reason="not a git checkout")
+def test_the_single_change_abs_of_0081bab_ran_what_the_readme_says():
+    """The rotary and bincount A/Bs ran bb815a3 against a variant that is bb815a3 plus that one change
+    (0081bab is both); the late status read ran against 0081bab itself."""
+    def source(commit):
+        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, text=True)
+        if shown.returncode:
+            pytest.skip(f"commit {commit} is not in this clone (shallow?)")
+        return shown.stdout
+
+    def sha(text):
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def ran(name, side):
+        return re.search(r"code_sha256:(\S+)", (REPO_ROOT / f"logs/bench/{name}_{side}_r1.txt").read_text())[1]
+
+    before, now = source("bb815a3"), source("0081bab")
+    old_count = "delta = torch.bincount(keys, minlength=self.counts.numel()).float()\n"
+    new_count = now[now.index("delta = torch.zeros_like(self.counts)"):].split("\n", 1)[0] + "\n"
+    assert old_count in before and new_count in now
+    for name in ("ab_rope_buffers", "ab_no_bincount_sync", "ab_qk_fp32"):
+        assert ran(name, "against") == sha(before)
+    assert ran("ab_rope_buffers", "program") == sha(now.replace(new_count, old_count))
+    assert ran("ab_no_bincount_sync", "program") == sha(before.replace(old_count, new_count))
+    assert ran("ab_lagged_status_s6", "against") == sha(now)
