@@ -280,6 +280,10 @@ def test_whole_eval_estimate_adds_up():
     high = sum(compile_s) + 2 * non_sliding * scale / 8 + (score["ngram"] + score["ttt"]) * scale / 8 / 0.795 + 2 * 25 + per_chunk_h100 * 1892
     lo, hi = re.search(r"Total \*\*≈ (\d+)–(\d+) s\*\*", text).groups()
     assert abs(int(lo) - low) <= 5 and abs(int(hi) - high) <= 5
+    pass1 = [score["ngram"] * scale / 8 + 25, score["ngram"] * scale / 8 / 0.795 + 25]
+    assert f"Without its {pass1[0]:.0f}–{pass1[1]:.0f} s" in text
+    lo, hi = re.search(r"the legal eval alone \(compile, the non-sliding passes and pass 2\) is ≈ (\d+)–(\d+) s", text).groups()
+    assert abs(int(lo) - (low - pass1[0])) <= 5 and abs(int(hi) - (high - pass1[1])) <= 5
 
 
 def test_rejected_inductor_switches_are_quoted_from_their_logs():
