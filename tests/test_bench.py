@@ -161,6 +161,11 @@ def test_train_profile_splits_step_time_by_kind(bench_env, tmp_path):
     assert kinds and all(ms >= 0 for ms in kinds.values())
     assert sum(kinds.values()) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.05 * (len(kinds) + 1) + 1e-9)  # each printed to 0.1 ms
     assert float(rows["profile_total"].split()[0]) > 0
+    calls = lines[lines.index("time by calls per step:") + 1:lines.index("top kernels, ms per step:")]
+    assert calls and all(re.match(r"^\s+[\d.]+\s+\d+x\s+(\w+ [\d.]+)(, \w+ [\d.]+)*$", line) for line in calls)
+    parts = [float(ms) for line in calls for ms in re.findall(r"\w+ ([\d.]+)", line.split("x", 1)[1])]
+    assert sum(float(line.split()[0]) for line in calls) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.01 * len(calls) + 0.05)
+    assert sum(parts) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.005 * len(parts) + 0.05)
     top = lines[lines.index("top kernels, ms per step:") + 1:]
     assert 5 <= len(top) <= 30 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)
     assert "profile: cpu op time per step, over 2 profiled steps" in lines

@@ -157,6 +157,16 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
     rows = [(f"profile: {'device kernel' if cuda else 'cpu op'} time per step, over {steps} profiled steps",)]
     rows += [(f"profile_{kind.split()[0]}", f"{ms:.1f} ms", f"{100 * ms / total:.1f}%") for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])]
     rows.append(("profile_total", f"{total:.1f} ms", "sum of the kinds (kernels of overlapping streams add up)"))
+    # Calls per step tell where a kernel runs: layers x micro-steps (88x at the default config), once
+    # per micro-step (8x), or once per step (1x: the optimizers, EMA, clipping).
+    by_calls: dict[int, dict[str, float]] = {}
+    for e in events:
+        kind = next((k for k, pattern in KERNEL_KINDS if pattern.search(e.key)), "other").split()[0]
+        bucket = by_calls.setdefault(max(1, e.count // steps), {})
+        bucket[kind] = bucket.get(kind, 0.0) + own_ms(e)
+    rows.append(("time by calls per step:",))
+    rows += [(f"  {sum(b.values()):8.2f}  {calls:5d}x  " + ", ".join(f"{k} {ms:.2f}" for k, ms in sorted(b.items(), key=lambda kv: -kv[1])),)
+             for calls, b in sorted(by_calls.items(), key=lambda cb: -sum(cb[1].values()))]
     rows.append(("top kernels, ms per step:",))
     rows += [(f"  {own_ms(e):8.2f}  {e.count // steps:5d}x  {e.key[:200]}",) for e in sorted(events, key=own_ms, reverse=True)[:30]]
     return rows
