@@ -143,27 +143,25 @@ ANNOTATION = re.compile(r"^ProfilerStep|#")  # ranges (the step, Optimizer.step#
 
 
 def profile_rows(profiler, steps: int, cuda: bool) -> list:
-    """Device time per step by kind of kernel, then the 30 costliest kernels (CPU ops on CPU)."""
+    """Device time per step by kind of kernel, then by calls per step, then the 30 costliest kernels (CPU ops on CPU)."""
     events = [e for e in profiler.key_averages() if (e.device_type == torch.autograd.DeviceType.CUDA) == cuda
               and not ANNOTATION.search(e.key)]
 
     def own_ms(e):
         return (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000 / steps
+    # Calls per step tell where a kernel runs: layers x micro-steps (88x at the default config), once
+    # per micro-step (8x), or once per step (1x: the optimizers, EMA, clipping).
     kinds: dict[str, float] = {}
+    by_calls: dict[int, dict[str, float]] = {}
     for e in events:
         kind = next((k for k, pattern in KERNEL_KINDS if pattern.search(e.key)), "other")
         kinds[kind] = kinds.get(kind, 0.0) + own_ms(e)
+        bucket = by_calls.setdefault(max(1, e.count // steps), {})
+        bucket[kind.split()[0]] = bucket.get(kind.split()[0], 0.0) + own_ms(e)
     total = sum(kinds.values())
     rows = [(f"profile: {'device kernel' if cuda else 'cpu op'} time per step, over {steps} profiled steps",)]
     rows += [(f"profile_{kind.split()[0]}", f"{ms:.1f} ms", f"{100 * ms / total:.1f}%") for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])]
     rows.append(("profile_total", f"{total:.1f} ms", "sum of the kinds (kernels of overlapping streams add up)"))
-    # Calls per step tell where a kernel runs: layers x micro-steps (88x at the default config), once
-    # per micro-step (8x), or once per step (1x: the optimizers, EMA, clipping).
-    by_calls: dict[int, dict[str, float]] = {}
-    for e in events:
-        kind = next((k for k, pattern in KERNEL_KINDS if pattern.search(e.key)), "other").split()[0]
-        bucket = by_calls.setdefault(max(1, e.count // steps), {})
-        bucket[kind] = bucket.get(kind, 0.0) + own_ms(e)
     rows.append(("time by calls per step:",))
     rows += [(f"  {sum(b.values()):8.2f}  {calls:5d}x  " + ", ".join(f"{k} {ms:.2f}" for k, ms in sorted(b.items(), key=lambda kv: -kv[1])),)
              for calls, b in sorted(by_calls.items(), key=lambda cb: -sum(cb[1].values()))]
