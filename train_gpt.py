@@ -896,8 +896,11 @@ class TestTimeTrainer:
             p.requires_grad_(block >= first_trained or "scale" in name or name.startswith("tok_emb"))
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.polyak = [p.detach().clone() for p in self.params]
-        self.optimizer = torch.optim.AdamW(self.params, lr=args.ttt_lr, betas=(0.9, 0.999), weight_decay=0.0)
-        self.loss = torch.compile(model, dynamic=False) if ctx["device"].type == "cuda" else model
+        cuda = ctx["device"].type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.params, lr=args.ttt_lr, betas=(0.9, 0.999), weight_decay=0.0, fused=cuda)
+        # A rank's share of a chunk is a few ms of GPU work, less than the CPU needs to launch its
+        # kernels one by one: forward and backward replay as CUDA graphs (mode reduce-overhead).
+        self.loss = torch.compile(model, dynamic=False, mode="reduce-overhead") if cuda else model
         self.model = model
 
     @contextlib.contextmanager
@@ -929,6 +932,8 @@ class TestTimeTrainer:
         self.model.train()
         for _ in range(args.ttt_epochs):
             if weights.numel():
+                if x.is_cuda:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
                 with autocast:
                     self.loss(x[mine], y[mine], weights).backward()
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
