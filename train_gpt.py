@@ -851,18 +851,16 @@ class NgramMixer:
         chunk = (positions - 1) // self.chunk_tokens
         q = (self.unigram_before[chunk[:, None], columns].double() + 1) / (chunk * self.chunk_tokens + self.vocab)[:, None]
         longest = torch.zeros_like(positions)
-        for m in range(1, self.order):
+        for m in range(1, self.order):  # every row, unseen contexts masked: no host sync per order
             context = torch.where(positions >= m, self.ids[m][(positions - m).clamp_min(0)], -1)
             seen = self.as_context[m].before(context, chunk)
-            rows = (seen > 0).nonzero().squeeze(1)
-            if rows.numel():
-                keys, known = context[rows, None] * self.vocab + columns[rows], self.keys[m + 1]
-                at = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
-                followed = torch.where(known[at] == keys, at, -1)
-                count = self.as_ngram[m + 1].before(followed, chunk[rows, None].expand_as(followed)).double()
-                n, backoff = seen[rows, None].double(), self.discount * self.distinct[m].before(context[rows], chunk[rows])[:, None].double()
-                q[rows] = ((count - self.discount).clamp_min(0) + backoff * q[rows]) / n
-                longest[rows] = m
+            keys, known = context[:, None] * self.vocab + columns, self.keys[m + 1]
+            at = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
+            followed = torch.where(known[at] == keys, at, -1)
+            count = self.as_ngram[m + 1].before(followed, chunk[:, None].expand_as(followed)).double()
+            n, backoff = seen[:, None].double(), self.discount * self.distinct[m].before(context, chunk)[:, None].double()
+            q = torch.where(n > 0, ((count - self.discount).clamp_min(0) + backoff * q) / n.clamp_min(1), q)
+            longest = torch.where(seen > 0, m, longest)
         return q, longest
 
     def probabilities(self, model_p: Tensor, entropy: Tensor, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:
