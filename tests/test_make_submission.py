@@ -157,7 +157,7 @@ def test_different_settings_allowed_on_request(logs, tmp_path, capsys):
 
 
 DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h200_*.txt"))  # session 1: all cut short
-FINISHED_DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h100_session2_*.txt"))
+FINISHED_DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h100_session[27]_*.txt"))
 
 
 @pytest.mark.skipif(not DEV_LOGS, reason="no logs/dev/*.txt")
@@ -426,7 +426,7 @@ def test_finished_gpu_logs_become_a_submission_with_their_own_numbers(tmp_path, 
         assert seed["bytes_total"] == grab(text, r"^Total submission size int6\+lzma: (\d+)", cast=int)
         assert seed["step_avg_ms"] == grab(text, r"^step:\d+/\d+ .*step_avg:([\d.]+)ms")
         assert seed["gpu"] == "NVIDIA H100 80GB HBM3" and seed["gpus"] == 1
-    # the two share SEED=42: not distinct trainings
+    # they share SEED=42: not distinct trainings
     code, _, err = make([*FINISHED_DEV_LOGS, "-o", tmp_path / "both.json"], capsys)
     assert code == 2 and "not distinct" in err
 

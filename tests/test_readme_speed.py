@@ -446,3 +446,18 @@ def test_the_single_change_abs_of_0081bab_ran_what_the_readme_says():
     assert ran("ab_rope_buffers", "program") == sha(now.replace(new_count, old_count))
     assert ran("ab_no_bincount_sync", "program") == sha(before.replace(old_count, new_count))
     assert ran("ab_lagged_status_s6", "against") == sha(now)
+
+
+def test_end_to_end_row_of_the_current_code_matches_its_log():
+    row = next(line for line in README.splitlines() if "logs/dev/2026-11-28_h100_session7_end_to_end_40steps.txt" in line)
+    log = (REPO_ROOT / "logs/dev/2026-11-28_h100_session7_end_to_end_40steps.txt").read_text()
+    audit = re.search(r"^ngram_audit positions:(\d+) max_abs_err:(\S+)$", log, re.M)
+    assert f"max_abs_err {audit[2]} over {int(audit[1]):,} positions" in row and float(audit[2]) < 1e-6
+    ttt = last_eval_line(log, "ngram_ttt")
+    assert f"the TTT + mixer pass {ttt['seconds']} s, of which TTT training {ttt['ttt_train_seconds']} s" in row
+    warm = last_eval_line(bench_log("eval_ttt_c32768_ttt_graphs_s7"), "ttt")["ttt_train_seconds"]
+    assert f"a warm call's TTT training takes {warm} s" in row
+    for line in ("final_int6_roundtrip", "final_int6_sliding_window", "ngram_only", "ttt_only", "final_ngram_ttt", "Total submission size"):
+        assert re.search(rf"^{line} ", log, re.M)  # every pass ran to its result line
+    if (REPO_ROOT / ".git").exists():  # the run's code is 750626a's train_gpt.py
+        assert f"code_sha256:{sha(git_source('750626a'))}" in log
