@@ -931,7 +931,7 @@ class TestTimeTrainer:
         for _ in range(args.ttt_epochs):
             if weights.numel():
                 if x.is_cuda:
-                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are consumed
+                    torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs (its gradients) are used up
                 with autocast:
                     self.loss(x[mine], y[mine], weights).backward()
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
