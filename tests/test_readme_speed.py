@@ -27,6 +27,31 @@ def log_value(log: str, name: str) -> str:
     return re.search(rf"^{name}\s{{2,}}(\S+)", log, re.M)[1]
 
 
+needs_git = pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
+                               reason="not a git checkout")
+
+
+def git_source(commit: str) -> str:
+    """train_gpt.py of a commit (the GPU machine's copy has no .git, so logs name code by sha256)."""
+    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, text=True)
+    if shown.returncode:
+        pytest.skip(f"commit {commit} is not in this clone (shallow?)")
+    return shown.stdout
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bench_log(name: str) -> str:
+    return (REPO_ROOT / f"logs/bench/{name}.txt").read_text()
+
+
+def ran_sha(name: str) -> str:
+    """The code_sha256 of the program a bench log ran."""
+    return re.search(r"code_sha256:(\S+)", bench_log(name))[1]
+
+
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
     assert len(rows) == 5 and all(len(r) == 7 for r in rows)
@@ -88,8 +113,7 @@ def test_scaling_table_matches_the_bench_logs():
         assert linear == ("" if gpus == "1" else f"**{100 * tokens / one_gpu:.1f}%**")
 
 
-@pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
-                    reason="not a git checkout")
+@needs_git
 @pytest.mark.parametrize("index", range(5))
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
@@ -98,12 +122,8 @@ def test_before_after_logs_ran_the_commits_the_readme_names(index):
     commits = re.findall(r"\b([0-9a-f]{7})\b", label)
     assert len(commits) == 2 and "→" in label
     for side, commit in zip(("against", "program"), commits):
-        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True)
-        if shown.returncode:
-            pytest.skip(f"commit {commit} is not in this clone (shallow?)")
         for r in (1, 2):
-            child = (REPO_ROOT / f"{log_cell.strip('`')[:-4]}_{side}_r{r}.txt").read_text()
-            assert f"code_sha256:{hashlib.sha256(shown.stdout).hexdigest()}" in child
+            assert ran_sha(f"{log_cell.strip('`')[len('logs/bench/'):-4]}_{side}_r{r}") == sha(git_source(commit))
 
 
 def test_ttt_split_table_matches_the_eval_logs():
@@ -255,10 +275,6 @@ def test_two_gpu_eval_table_matches_its_logs():
     assert f"TTT training took {train[0]} s on 1 GPU and {train[1]} s on 2 for the 30 trained chunks" in text
 
 
-def bench_log(name: str) -> str:
-    return (REPO_ROOT / f"logs/bench/{name}.txt").read_text()
-
-
 def last_eval_line(log: str, phase: str) -> dict[str, str]:
     """The fields of a phase's last `eval:PHASE seconds:...` line (its second call)."""
     line = re.findall(rf"^eval:{phase} (seconds:.*)$", log, re.M)[-1]
@@ -267,21 +283,6 @@ def last_eval_line(log: str, phase: str) -> dict[str, str]:
 
 def bench_bpb(log: str, phase: str, call: str) -> str:
     return re.search(rf"^bench_eval phase:{phase} repeat:{call} .* val_bpb:(\S+)", log, re.M)[1]
-
-
-def git_source(commit: str) -> str:
-    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, text=True)
-    if shown.returncode:
-        pytest.skip(f"commit {commit} is not in this clone (shallow?)")
-    return shown.stdout
-
-
-def ran_sha(name: str) -> str:
-    return re.search(r"code_sha256:(\S+)", bench_log(name))[1]
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 TTT_GRAPH_LOGS = [("1 H100", "4096 (2)", "eval_ttt_c4096"), ("1 H100", "32768 (16)", "eval_ttt_c32768"),
@@ -322,8 +323,7 @@ def test_ttt_graphs_speedups_and_bpb_spread_are_the_logs():
     assert abs(float(bpb[0][1]) - float(bpb[1][1])) <= max(spread(bpb[0]), spread(bpb[1]))
 
 
-@pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
-                    reason="not a git checkout")
+@needs_git
 def test_the_eval_abs_of_session_7_ran_what_the_readme_says():
     """Graphs A/B: cf7ebf4 against f25b638's code with the comment lines it ran with; mixer A/B:
     f25b638 against 750626a, exactly."""
@@ -420,24 +420,14 @@ def test_rejected_inductor_switches_are_quoted_from_their_logs():
     assert "compile_warmup: 3 steps" in autotune and "compile_warmup done" not in autotune
 
 
-@pytest.mark.skipif(subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0,
-                    reason="not a git checkout")
+@needs_git
 def test_the_single_change_abs_of_0081bab_ran_what_the_readme_says():
     """The rotary and bincount A/Bs ran bb815a3 against a variant that is bb815a3 plus that one change
     (0081bab is both); the late status read ran against 0081bab itself."""
-    def source(commit):
-        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, text=True)
-        if shown.returncode:
-            pytest.skip(f"commit {commit} is not in this clone (shallow?)")
-        return shown.stdout
-
-    def sha(text):
-        return hashlib.sha256(text.encode()).hexdigest()
-
     def ran(name, side):
-        return re.search(r"code_sha256:(\S+)", (REPO_ROOT / f"logs/bench/{name}_{side}_r1.txt").read_text())[1]
+        return ran_sha(f"{name}_{side}_r1")
 
-    before, now = source("bb815a3"), source("0081bab")
+    before, now = git_source("bb815a3"), git_source("0081bab")
     old_count = "delta = torch.bincount(keys, minlength=self.counts.numel()).float()\n"
     new_count = now[now.index("delta = torch.zeros_like(self.counts)"):].split("\n", 1)[0] + "\n"
     assert old_count in before and new_count in now
