@@ -342,3 +342,22 @@ def test_eval_untrained_times_every_phase_without_an_artifact(bench_env, tmp_pat
     assert re.search(r"^bench_eval phase:sliding repeat:1/1 .* val_bpb:(\S+)", log, re.M)[1] == scores[0][2]  # same function, same score
     code, _, stderr, _ = run_bench(["eval", "--untrained", "--artifact", "x.ptz"], dict(env, RUN_ID="eval_bad"), tmp_path)
     assert code == 2 and "give it no --artifact" in stderr
+
+
+def test_eval_profile_splits_each_phase_by_kind(bench_env, tmp_path):
+    """--profile: each phase's last call is profiled (CPU ops on CPU), and its time by kind adds up
+    to the printed total."""
+    env = dict(bench_env, TTT_CHUNK_TOKENS="2048", RUN_ID="eval_profiled", ARTIFACT_PATH="missing.ptz")
+    code, stdout, stderr, log = run_bench(["eval", "--untrained", "--phases", "sliding,ttt", "--repeat", "2", "--profile"], env, tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    _, lines = table(log, "eval")
+    heads = [i for i, line in enumerate(lines) if line.startswith("profile of phase ")]
+    assert [re.match(r"profile of phase (\w+) \(its last call, ([\d.]+) ms wall, profiler on\):$", lines[i])[1] for i in heads] == ["sliding", "ttt"]
+    for start, end in zip(heads, heads[1:] + [lines.index("* reported: the last repeat (the first call of each phase includes torch.compile on GPU)")]):
+        block = lines[start:end]
+        rows = dict(re.split(r"\s{2,}", line.strip())[:2] for line in block if re.match(r"^profile_\S+\s{2,}\S", line))
+        kinds = [float(v.split()[0]) for k, v in rows.items() if k != "profile_total"]
+        assert kinds and sum(kinds) == pytest.approx(float(rows["profile_total"].split()[0]), abs=0.05 * (len(kinds) + 1))
+        assert "profile: cpu op time per step, over 1 profiled steps" in block
+        assert any(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in block[block.index("top kernels, ms per step:") + 1:])
+    assert len(re.findall(r"^bench_eval phase:\w+ repeat:\d/2 ", log, re.M)) == 4  # profiling adds no call

@@ -4,7 +4,7 @@
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
-  python tools/bench.py eval --untrained [--phases ...] [--program PATH]   (timing without an artifact)
+  python tools/bench.py eval --untrained [--phases ...] [--program PATH] [--profile]   (timing without an artifact)
   python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200,201-300]
 
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
@@ -21,7 +21,7 @@ The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is it
 See tools/README.md."""
 from __future__ import annotations
 
-import argparse, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +181,11 @@ def run_phase(phase: str, model, ctx, args) -> dict:
     return tg.evaluate(model, ctx, args.eval_stride, phase, use_mixer=args.ngram_enabled, ttt=True, temperature=args.ttt_temperature)
 
 
+def eval_profiler(cuda: bool):
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    return torch.profiler.profile(activities=activities)
+
+
 def bench_eval(cli, args, ctx, log, log_path):
     device, world = ctx["device"], ctx["world"]
     rows, cuda = header(args, ctx, log, log_path)
@@ -203,6 +208,7 @@ def bench_eval(cli, args, ctx, log, log_path):
         log(f"artifact:{artifact} bytes:{artifact.stat().st_size} phases:{','.join(phases)} repeat:{repeat}")
     rows += [("world_size", world), ("artifact", str(artifact)), ("val_targets", n_targets, "VAL_MAX_TOKENS caps them"), ()]
     rows.append((f"{'phase':<10} {'repeat':<6} {'seconds':>9} {'eval_s':>9} {'targets':>10} {'tok/s/gpu':>10} {'full_8gpu_s':>11}",))
+    profiles = []
     for phase in phases:
         for r in range(1, repeat + 1):
             if phase == "ttt" and cli.untrained:  # the starting weights again (same module object, so compiled graphs are reused)
@@ -211,11 +217,15 @@ def bench_eval(cli, args, ctx, log, log_path):
                 tg.load_artifact(artifact, model)
             lines = []
             phase_ctx = dict(ctx, log=lambda msg: (lines.append(msg), log(msg)))
+            profiler = eval_profiler(cuda) if cli.profile and r == repeat else None
             tg.synchronize(device)
             t0 = time.perf_counter()
-            result = run_phase(phase, model, phase_ctx, args)
-            tg.synchronize(device)
+            with profiler or contextlib.nullcontext():
+                result = run_phase(phase, model, phase_ctx, args)
+                tg.synchronize(device)
             seconds = time.perf_counter() - t0
+            if profiler:
+                profiles.append((phase, seconds, profiler))
             done = [m for m in (re.match(rf"^eval:{phase} seconds:\S+ targets:(\d+) ", s) for s in lines) if m]
             targets = int(done[-1][1])
             per_gpu = targets / seconds / world
@@ -225,6 +235,8 @@ def bench_eval(cli, args, ctx, log, log_path):
                 f"targets:{targets} tokens_per_s_per_gpu:{per_gpu:.1f} full_val_8gpu_seconds:{full:.1f} {scores}")
             rows.append((f"{phase:<10} {f'{r}/{repeat}' + ('*' if r == repeat else ''):<6} {seconds:9.3f} {result['seconds']:9.3f} "
                          f"{targets:10d} {per_gpu:10.1f} {full:11.1f}",))
+    for phase, seconds, profiler in profiles:  # the pass is one "step": its device time against its wall time
+        rows += [(), (f"profile of phase {phase} (its last call, {seconds * 1000:.1f} ms wall, profiler on):",)] + profile_rows(profiler, 1, cuda)
     if cuda:
         rows += [(), ("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated, rank 0")]
     rows += [(), ("* reported: the last repeat (the first call of each phase includes torch.compile on GPU)",),
@@ -443,6 +455,7 @@ def parse_cli(argv):
     ev.add_argument("--phases", default=",".join(PHASES), type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
                     help="comma-separated subset of " + ",".join(PHASES) + " (always run in that order)")
     ev.add_argument("--repeat", type=int, default=0, help="calls per phase, the last reported (default: 2 on CUDA, 1 on CPU)")
+    ev.add_argument("--profile", action="store_true", help="profile each phase's last call (torch.profiler): device time by kind of kernel, against the call's wall time")
     mix = sub.add_parser("mixer", help="time the n-gram mixer on a stream as long as the full val set")
     mix.add_argument("--tokens", type=int, default=FULL_VAL_TARGETS + 1, help="stream length (train shards first, then val)")
     mix.add_argument("--chunks", type=int, default=50, help="chunks whose per-rank work is timed")
