@@ -769,18 +769,19 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> tuple[Tensor, Tenso
 
 
 def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tensor, length: int, batch_seqs: int):
-    """Yield (target index, logits) for the scored positions of the given windows, in order."""
-    offsets = torch.arange(length, device=tokens.device)
+    """Yield (target index, logits) for the scored positions of the given windows, in order. Which
+    positions are scored is worked out on the CPU (ends, skips are CPU tensors) and sent ahead, so the
+    GPU never waits for the host between batches."""
+    offsets = torch.arange(length)
+    device_offsets = offsets.to(tokens.device)
     for b in range(0, len(ends), batch_seqs):
-        e, s = ends[b:b + batch_seqs].to(tokens.device), skips[b:b + batch_seqs].to(tokens.device)
-        n = len(e)
-        if n < batch_seqs:  # pad so every batch has the compiled shape
-            e, s = torch.cat((e, e[-1:].expand(batch_seqs - n))), torch.cat((s, s[-1:].expand(batch_seqs - n)))
-        first = int(s[:n].min())
-        positions = (e - length + 1)[:, None] + offsets  # target index of every window position
-        h = model_hidden(tokens[positions - 1])[:n, first:]
-        keep = offsets[first:][None, :] >= s[:n, None]
-        yield positions[:n, first:][keep], head(h[keep])
+        e, s = ends[b:b + batch_seqs], skips[b:b + batch_seqs]
+        starts = e - length + 1
+        rows, cols = (offsets[None, :] >= s[:, None]).nonzero(as_tuple=True)
+        starts = torch.cat((starts, starts[-1:].expand(batch_seqs - len(e))))  # pad so every batch has the compiled shape
+        starts, rows, cols, targets = (t.to(tokens.device, non_blocking=True) for t in (starts, rows, cols, e[rows] - length + 1 + cols))
+        h = model_hidden(tokens[starts[:, None] + device_offsets - 1])
+        yield targets, head(h[rows, cols])
 
 
 def rank_slice(n: int, rank: int, world: int) -> slice:
@@ -992,7 +993,8 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
                 log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
                 nll = -log_probs.gather(1, tokens[idx, None]).squeeze(1)
                 n_bytes = target_bytes(tokens[idx - 1], tokens[idx], tables).double()
-                sums[:4] += torch.stack((nll.sum(), nll.sum(), n_bytes.sum(), torch.tensor(len(idx), device=device, dtype=torch.float64)))
+                sums[:3] += torch.stack((nll.sum(), nll.sum(), n_bytes.sum()))
+                sums[3] += len(idx)  # a Python number: torch.tensor(..., device=) would wait for the GPU
                 entropy = -(log_probs.exp() * log_probs).sum(1) if mixer or dump is not None else None
                 if mixer:
                     scored.append((idx, nll, entropy, n_bytes))

@@ -111,6 +111,26 @@ def test_window_plan_scores_every_target_once(n_tokens, seq_len, stride):
         assert (skips[:-1] == 0).all()  # non-sliding: consecutive disjoint windows
 
 
+
+@pytest.mark.parametrize("n_tokens, seq_len, stride, batch_seqs", [(1001, 100, 30, 4), (1001, 100, 100, 3), (129, 64, 64, 2)])
+def test_scored_logits_never_reads_device_values(n_tokens, seq_len, stride, batch_seqs):
+    """Which positions are scored comes from the CPU plan alone: with the tokens, the hidden states and
+    the logits on the meta device (shapes, no values), any read of a device value on the host (int(),
+    boolean masks, .item(): each a GPU sync on CUDA) would raise. Each batch keeps the compiled shape."""
+    ends, skips = train_gpt.window_plan(n_tokens, seq_len, stride)
+    length = min(seq_len, n_tokens - 1)
+    tokens = torch.empty(n_tokens, dtype=torch.long, device="meta")
+    shapes = []
+
+    def hidden(idx):
+        assert idx.device.type == "meta"
+        shapes.append(tuple(idx.shape))
+        return torch.empty(*idx.shape, 8, device="meta")
+    counts = [len(idx) for idx, logits in train_gpt.scored_logits(hidden, lambda h: h @ torch.empty(8, 5, device="meta"), tokens,
+                                                                 ends, skips, length, batch_seqs)]
+    assert sum(counts) == n_tokens - 1 and set(shapes) == {(batch_seqs, length)}
+
+
 def _tiny_eval_setup(tiny_tokenizer, tiny_data, eval_seq_len=32, n_chunks=4, **overrides):
     sp = spm.SentencePieceProcessor(model_file=str(tiny_tokenizer))
     args = tiny_args(VOCAB_SIZE=64, EVAL_SEQ_LEN=eval_seq_len, EVAL_STRIDE=8, **overrides)
