@@ -972,21 +972,23 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     vocab = torch.arange(args.vocab_size, device=device)
     dump = torch.zeros(4, n_targets, device=device, dtype=torch.float64) if dump_path else None  # scored, model nll, entropy (bits), bytes
     to_dump_units = torch.tensor([[1 / math.log(2)]] * 3 + [[1.0]], device=device, dtype=torch.float64)
-    parts = dict(score=0.0, mixer=0.0, ttt_train=0.0)  # seconds per part of the loop
 
-    def lap(part: str, since: float) -> float:
-        synchronize(device)
-        parts[part] += time.perf_counter() - since
-        return time.perf_counter()
+    def mark():  # on CUDA a point in the GPU's stream, read at the end: the host never waits for the GPU
+        if device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    laps = [("", mark())]  # (part of the loop that ended here, mark)
     t0 = last_report = time.perf_counter()
     mixer = NgramMixer(args, tokens, chunk_tokens) if use_mixer else None  # all counting happens here, by sorting
     if mixer:
-        lap("mixer", t0)
+        laps.append(("mixer", mark()))
     for c in range(n_chunks):
         part = rank_slice(bounds[c + 1] - bounds[c], rank, world)
         windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
         audit_per_batch = -(-args.ngram_audit_positions // (world * max(1, -(-(part.stop - part.start) // args.eval_batch_seqs))))
-        scored, audited, t = [], [], time.perf_counter()
+        scored, audited = [], []
         learned = mixer.alpha_losses.new_zeros(mixer.alpha_losses.shape) if mixer else None
         with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
             for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs):
@@ -1002,7 +1004,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
                     audited.append((idx[rows], log_probs[rows].exp(), entropy[rows]))
                 if dump is not None:
                     dump[:, idx - 1] = torch.stack((nll, nll, entropy, n_bytes)) * to_dump_units
-            t = lap("score", t)
+            laps.append(("score", mark()))
             if mixer and scored:
                 idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))
                 model_p = torch.exp(-nll)
@@ -1021,10 +1023,10 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
             if world > 1:
                 dist.all_reduce(learned)
             mixer.alpha_losses += learned
-            t = lap("mixer", t)
+            laps.append(("mixer", mark()))
         if trainer and c < n_chunks - 1:
             trainer.train_chunk(tokens, c * chunk_tokens, c)
-            lap("ttt_train", t)
+            laps.append(("ttt_train", mark()))
         now = time.perf_counter()
         if c == 0:
             first_done = now  # the first chunk includes torch.compile: the ETA uses the chunks after it
@@ -1043,6 +1045,9 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     model.train(was_training)
     nll, mixed_nll, n_bytes, count, audited = sums.tolist()  # also waits for the GPU
     seconds = time.perf_counter() - t0
+    parts = dict(score=0.0, mixer=0.0, ttt_train=0.0)
+    for (_, start), (part, end) in zip(laps, laps[1:]):
+        parts[part] += start.elapsed_time(end) / 1000 if device.type == "cuda" else end - start
     log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f} "
         + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v))
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)

@@ -134,7 +134,12 @@ def test_eval_phases(bench_env, tmp_path):
         assert int(targets) == n_targets and 0 < eval_s <= seconds + 0.001
         assert n_targets / (seconds + 5e-4) - 0.05 <= per_gpu <= n_targets / (seconds - 5e-4) + 0.05  # seconds: 3 decimals
         assert full == pytest.approx(62_021_632 / (per_gpu * 8), abs=0.05 + 62_021_632 / (per_gpu - 0.05) / 8 - 62_021_632 / per_gpu / 8)
-        assert re.search(rf"^eval:{phase} seconds:\S+ targets:{n_targets} tokens_per_s_per_gpu:\d+ score_seconds:\S+( mixer_seconds:\S+)?( ttt_train_seconds:\S+)?$", log, re.M)
+        matches = list(re.finditer(rf"^eval:{phase} seconds:(\S+) targets:{n_targets} tokens_per_s_per_gpu:\d+ score_seconds:(\S+)( mixer_seconds:\S+)?( ttt_train_seconds:\S+)?$", log, re.M))
+        assert len(matches) == 2  # one per repeat
+        for m in matches:
+            parts = [float(m[2])] + [float(g.split(":")[1]) for g in m.groups()[2:] if g]
+            assert (m[3] is not None) == (phase in ("ngram", "ttt")) and (m[4] is not None) == (phase == "ttt")
+            assert sum(parts) <= float(m[1]) + 0.05 * (len(parts) + 1)  # the parts lie inside the pass (each printed to 0.1 s)
     # the same evaluate() calls as the run: the same scores (bench logs 6 decimals), TTT from a fresh load every time
     scores = {}
     for m in re.finditer(r"^bench_eval phase:(\w+) repeat:(\d)/2 .* val_bpb:(\S+)(?: mixed_bpb:(\S+))?$", log, re.M):
