@@ -376,18 +376,20 @@ def test_whole_eval_estimate_adds_up():
     assert f"× {full:,} / {dev:,} / 8 = ×{one:.2f} (the 2-GPU runs at 8192: ×{two:.2f})" in text
     non_sliding = eval_phase(h100, "roundtrip")[0]
     assert f"2 × {non_sliding} s × {full / dev:.2f} / 8 ≈ {2 * non_sliding * full / dev / 8:.0f} s" in text
-    now = bench_log("s8_c4096_nosync_bs32")
-    assert "hyperparameter TTT_CHUNK_TOKENS=4096" in now and "hyperparameter TTT_CHUNK_TOKENS=8192" in bench_log("eval_ttt_2gpu_c8192_ttt_graphs_s7")
-    assert "hyperparameter EVAL_BATCH_SEQS=32" in now and "device                NVIDIA H100 80GB HBM3 x1" in now
-    ngram = eval_phase(now, "ngram")[0]
+    ngram_log, ttt_log = bench_log("s8_laps_ngram_events"), bench_log("s8_laps_ttt_events")
+    assert "hyperparameter TTT_CHUNK_TOKENS=8192" in bench_log("eval_ttt_2gpu_c8192_ttt_graphs_s7")
+    for log in (ngram_log, ttt_log):
+        assert "hyperparameter TTT_CHUNK_TOKENS=4096" in log and "hyperparameter EVAL_BATCH_SEQS=32" in log
+        assert "device                NVIDIA H100 80GB HBM3 x1" in log
+    ngram = eval_phase(ngram_log, "ngram")[0]
     pass1 = ngram * one
     assert f"pass 1, sliding + mixer (`ngram`): {ngram:.3f} s × {one:.2f} ≈ {pass1:.0f} s" in text
-    ttt_one = eval_phase(now, "ttt")[0]
+    ttt_one = eval_phase(ttt_log, "ttt")[0]
     ttt_two = eval_phase(bench_log("eval_ttt_2gpu_c8192_ttt_graphs_s7"), "ttt")[0]
     pass2 = [ttt_one * one, ttt_two * two]
     assert f"{ttt_one:.3f} s × {one:.2f} ≈ {pass2[0]:.0f} s" in text and f"{ttt_two:.3f} s × {two:.2f} ≈ {pass2[1]:.0f} s" in text
-    older = [eval_phase(bench_log(n), "ttt")[0] for n in ("eval_c4096_mixer_nosync_s7", "s8_c4096_before")]
-    assert f"the code before the host-sync change took {older[0]:.3f} s, on this one {older[1]:.3f} s" in text
+    older = [eval_phase(bench_log(n), "ttt")[0] for n in ("s8_laps_ttt_before", "s8_c4096_nosync_bs32")]
+    assert f"the code before it took {older[0]:.3f} s on this one and {older[1]:.3f} s on another" in text
     fixed = sum(compile_s) + 2 * non_sliding * full / dev / 8
     assert f"Total **≈ {fixed + pass1 + pass2[0]:.0f}–{fixed + pass1 + pass2[1]:.0f} s**" in text
     assert f"is **≈ {fixed + pass2[0]:.0f}–{fixed + pass2[1]:.0f} s**, under the issue's 300 s aim" in text and fixed + pass2[1] < 300
@@ -547,3 +549,30 @@ def test_mlp_fusion_probe_log_has_the_rows_of_its_script():
     labels = re.findall(r'rows\.append\(\("([^"]+)"', source)
     logged = [m[1].strip() for m in re.finditer(r"^(\S.*?)\s+[\d.]+ ms$", bench_log("mlp_fusion_probe_s8_h100"), re.M)]
     assert labels == logged and len(labels) == 13
+
+
+def test_event_timing_table_matches_the_eval_logs():
+    """"Eval parts timed with CUDA events": each figure from its log; the logs ran d6fb001 and caee05a exactly."""
+    section_text = section("Eval parts timed with CUDA events")
+    rows = table_rows(section_text)
+    assert [r[0] for r in rows] == ["sliding + mixer (`ngram`)", "TTT + mixer (`ttt`)"]
+    for row, phase in zip(rows, ("ngram", "ttt")):
+        before, after = bench_log(f"s8_laps_{phase}_before"), bench_log(f"s8_laps_{phase}_events")
+        a, b = eval_phase(before, phase)[0], eval_phase(after, phase)[0]
+        assert row[1:4] == [f"{a:.3f}", f"{b:.3f}", f"**{a / b:.3f}×**"] and a > b
+        mixed = [re.search(rf"^bench_eval phase:{phase} repeat:2/2 .* mixed_bpb:(\S+)$", log, re.M)[1] for log in (before, after)]
+        assert row[4] == f"{bench_bpb(before, phase, '2/2')} → {bench_bpb(after, phase, '2/2')} (mixed {mixed[0]} → {mixed[1]})"
+        assert row[5] == f"`s8_laps_{phase}_before.txt`, `s8_laps_{phase}_events.txt`"
+        assert "hyperparameter TTT_CHUNK_TOKENS=4096" in before and "hyperparameter TTT_CHUNK_TOKENS=4096" in after
+    assert bench_bpb(bench_log("s8_laps_ngram_before"), "ngram", "2/2") == bench_bpb(bench_log("s8_laps_ngram_events"), "ngram", "2/2")
+    text = " ".join(section_text.split())
+    mixer = {(p, side): last_eval_line(bench_log(f"s8_laps_{p}_{side}"), p)["mixer_seconds"] for p in ("ngram", "ttt") for side in ("before", "events")}
+    assert (f"the mixer's share fell from {mixer['ngram', 'before']} to {mixer['ngram', 'events']} s (`ngram`) and from "
+            f"{mixer['ttt', 'before']} to {mixer['ttt', 'events']} s (`ttt`)") in text
+    call2 = [f"{eval_phase(bench_log('s8_c4096_nosync_bs32'), p)[0]:.3f}" for p in ("ngram", "ttt")]
+    call4 = [f"{eval_phase(bench_log(f's8_laps_{p}_before'), p)[0]:.3f}" for p in ("ngram", "ttt")]
+    assert f"took {call2[0]} and {call2[1]} s on call 2's H100 and {call4[0]} and {call4[1]} s on this one" in text
+    if subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True).returncode == 0:
+        before, after = sha(git_source("d6fb001")), sha(git_source("caee05a"))
+        assert {ran_sha(f"s8_laps_{p}_before") for p in ("ngram", "ttt")} == {before, ran_sha("s8_c4096_nosync_bs32")}
+        assert {ran_sha(f"s8_laps_{p}_events") for p in ("ngram", "ttt")} == {after}
