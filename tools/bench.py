@@ -66,6 +66,12 @@ def table(log, title: str, rows):
         log(row[0] if len(row) == 1 else "" if not row else f"{row[0]:<20}  {row[1]!s:<16}  {row[2] if len(row) > 2 else ''}".rstrip())
 
 
+def new_profiler(cuda: bool, schedule=None):
+    """torch.profiler over CPU ops and, on CUDA, the GPU's kernels (read by profile_rows)."""
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    return torch.profiler.profile(activities=activities, schedule=schedule)
+
+
 def bench_train(cli, args, ctx, log, log_path):
     device, world = ctx["device"], ctx["world"]
     args.iterations, args.warmdown_iters, args.max_wallclock_seconds = cli.steps, 0, 0.0
@@ -83,9 +89,7 @@ def bench_train(cli, args, ctx, log, log_path):
     profiler = None
     if cli.profile:  # every step logs, so each step line can advance the profiler's schedule
         args.train_log_every = 1
-        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-        profiler = torch.profiler.profile(activities=activities, schedule=torch.profiler.schedule(
-            wait=max(0, cli.steps - cli.profile - 1), warmup=1, active=cli.profile))
+        profiler = new_profiler(cuda, torch.profiler.schedule(wait=max(0, cli.steps - cli.profile - 1), warmup=1, active=cli.profile))
         profiler.start()
 
     def capture(msg):
@@ -181,11 +185,6 @@ def run_phase(phase: str, model, ctx, args) -> dict:
     return tg.evaluate(model, ctx, args.eval_stride, phase, use_mixer=args.ngram_enabled, ttt=True, temperature=args.ttt_temperature)
 
 
-def eval_profiler(cuda: bool):
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    return torch.profiler.profile(activities=activities)
-
-
 def bench_eval(cli, args, ctx, log, log_path):
     device, world = ctx["device"], ctx["world"]
     rows, cuda = header(args, ctx, log, log_path)
@@ -217,7 +216,7 @@ def bench_eval(cli, args, ctx, log, log_path):
                 tg.load_artifact(artifact, model)
             lines = []
             phase_ctx = dict(ctx, log=lambda msg: (lines.append(msg), log(msg)))
-            profiler = eval_profiler(cuda) if cli.profile and r == repeat else None
+            profiler = new_profiler(cuda) if cli.profile and r == repeat else None
             tg.synchronize(device)
             t0 = time.perf_counter()
             with profiler or contextlib.nullcontext():
