@@ -965,8 +965,9 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     trainer = TestTimeTrainer(model, ctx, n_chunks) if ttt else None
     was_training = model.training
     model.eval()
-    hidden = torch.compile(model.hidden, dynamic=False) if device.type == "cuda" else model.hidden
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    cuda = device.type == "cuda"
+    hidden = torch.compile(model.hidden, dynamic=False) if cuda else model.hidden
+    autocast = torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext()
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets, audited
     audit = torch.zeros((), device=device, dtype=torch.float64)  # max |sum_v p - 1| and |p_full(x) - p_scored(x)|
     vocab = torch.arange(args.vocab_size, device=device)
@@ -974,7 +975,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     to_dump_units = torch.tensor([[1 / math.log(2)]] * 3 + [[1.0]], device=device, dtype=torch.float64)
 
     def mark():  # on CUDA a point in the GPU's stream, read at the end: the host never waits for the GPU
-        if device.type != "cuda":
+        if not cuda:
             return time.perf_counter()
         event = torch.cuda.Event(enable_timing=True)
         event.record()
@@ -1047,7 +1048,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     seconds = time.perf_counter() - t0
     parts = dict(score=0.0, mixer=0.0, ttt_train=0.0)
     for (_, start), (part, end) in zip(laps, laps[1:]):
-        parts[part] += start.elapsed_time(end) / 1000 if device.type == "cuda" else end - start
+        parts[part] += start.elapsed_time(end) / 1000 if cuda else end - start
     log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f} "
         + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v))
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
