@@ -118,6 +118,51 @@ def test_residual_stream_runs_in_the_autocast_dtype_and_matches_fp32():
         assert cos > 0.98, f"{name}: bf16-stream gradient direction differs from fp32 (cosine {cos:.3f})"
 
 
+@pytest.mark.parametrize("qat", [False, True])
+@pytest.mark.parametrize("per_output", [True, False])
+def test_out_scale_on_the_weight_equals_scaling_the_output(per_output, qat):
+    """CastedLinear folds `out_scale` into the weight's rows: the output, and the gradients of the
+    input, the weight and the scale, are those of the unscaled layer's output times the scale."""
+    g = torch.Generator().manual_seed(0)
+    layer = train_gpt.CastedLinear(64, 48)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(48, 64, generator=g))
+    layer.qat = qat
+    x = torch.randn(3, 5, 64, generator=g, requires_grad=True)
+    scale = (torch.randn(48 if per_output else (), generator=g) + 1).requires_grad_()
+    grad_out = torch.randn(3, 5, 48, generator=g)
+
+    folded = layer(x, scale)
+    grads_folded = torch.autograd.grad(folded, (x, layer.weight, scale), grad_out)
+    on_output = layer(x) * scale
+    grads_on_output = torch.autograd.grad(on_output, (x, layer.weight, scale), grad_out)
+    torch.testing.assert_close(folded, on_output, atol=1e-4, rtol=1e-5)
+    for a, b in zip(grads_folded, grads_on_output):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-5)
+    assert scale.grad is None and grads_folded[2].abs().sum() > 0
+
+
+def test_block_applies_its_residual_scales_to_the_branch_outputs():
+    """A block is x + attn_scale * attention(...), then + mlp_scale * mlp(...): the scales reach the
+    output projections' weights (see the test above) and nothing else."""
+    args = tiny_args()
+    model = randomize_(train_gpt.GPT(args))
+    block, D = model.blocks[1], args.model_dim
+    g = torch.Generator().manual_seed(2)
+    x, x0, extra_v = torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D // 2, generator=g)
+    rotary = [t[:, :16] for t in (model.rope_cos, model.rope_sin)]
+    with torch.no_grad():
+        out, v = block(x, x0, extra_v, rotary)
+        mix = block.resid_mix
+        x = mix[0] * x + mix[1] * x0
+        attn_out, own_v = block.attn(train_gpt.rms_norm(x) * block.ln_scale, extra_v, rotary, torch.ones(D))
+        x = x + block.attn_scale * attn_out
+        expected = x + block.mlp_scale * block.mlp(train_gpt.rms_norm(x) * block.ln_scale, torch.ones(D))
+    assert block.attn_scale.std() > 0.05 and block.mlp_scale.std() > 0.05
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v, own_v)
+
+
 def test_weighted_loss_is_mean_of_weighted_token_ce():
     args = tiny_args()
     torch.manual_seed(0)
