@@ -55,11 +55,54 @@ def test_flops_per_token_matches_independent_count(extra):
     assert fpt == expected_flops_per_token(args) == 6 * n_matmul + attention
 
 
-@pytest.mark.parametrize("argv", [["eval", "--phases", "sliding,foo"], ["eval", "--phases", ","], ["train", "--steps", "0"]])
+@pytest.mark.parametrize("argv", [["eval", "--phases", "sliding,foo"], ["eval", "--phases", ","], ["train", "--steps", "0"],
+                                  ["train", "--bandwidth"], ["eval", "--untrained", "--bandwidth"]])
 def test_bad_arguments_are_refused(argv):
     with pytest.raises(SystemExit) as e:
         bench.parse_cli(argv)
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("triton_per_fused__fused_rms_norm__scaled_dot_product_cudnn_attention__to_copy_add_cat_5", "compiled (triton)"),
+    ("triton_poi_fused__to_copy__unsafe_view_leaky_relu_pow_13", "compiled (triton)"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64_4x1x1_cga1x1x1_kernel0_0", "attention"),
+    ("void cudnn::fusion::fmha_reduce_head<true>(void const*, void*, unsigned int)", "attention"),
+    ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "matmul"),
+    ("ncclDevKernel_AllReduce_Sum_f32_RING_LL(ncclDevKernelArgsStorage<4096ul>)", "communication"),
+    ("Memset (Device)", "memcpy/memset"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>", "other")])
+def test_kernel_kinds(name, kind):
+    """A Triton kernel is compiled work whatever ops its name lists (attention's input kernel included)."""
+    assert bench.kernel_kind(name) == kind
+
+
+def test_kernel_bytes_are_read_from_inductor_sources_and_set_against_kernel_time(tmp_path):
+    """--bandwidth: each generated kernel's kernel_num_gb, found by name in inductor's cache folder,
+    times its calls per step, against its profiled time and against copy bandwidth."""
+    meta = "    inductor_meta={{'grid_type': 'Grid1D', 'autotune_hints': set(), 'kernel_name': '{}', 'mutated_arg_names': [], 'kernel_num_gb': {}, 'kernel_flop': 0}},\n"
+    (tmp_path / "ab").mkdir()
+    (tmp_path / "ab" / "c1.py").write_text("@triton_heuristics.pointwise(\n" + meta.format("triton_poi_fused_mul_0", 0.3) + meta.format("triton_red_fused_sum_1", 0.1))
+    (tmp_path / "cd.py").write_text(meta.format("triton_poi_fused_add_2", 0.05) + meta.format("triton_poi_fused_add_2", 0.07)
+                                    + "    inductor_meta={'kernel_name': 'triton_poi_fused_cat_3', 'mutated_arg_names': []},\n")
+    (tmp_path / "notes.txt").write_text(meta.format("triton_poi_fused_copy_4", 1.0))  # only .py sources count
+    found = bench.kernel_gigabytes(tmp_path)
+    assert found == {"triton_poi_fused_mul_0": {0.3}, "triton_red_fused_sum_1": {0.1}, "triton_poi_fused_add_2": {0.05, 0.07}}
+
+    kernels = [("triton_poi_fused_mul_0", 10.0, 8), ("triton_red_fused_sum_1", 2.0, 16), ("triton_poi_fused_add_2", 1.5, 8),
+               ("triton_poi_fused_cat_3", 0.5, 8)]
+    rows = bench.bandwidth_rows(kernels, found, copy_gbps=2000.0)
+    values = {r[0]: r[1:] for r in rows if len(r) > 1}
+    gb = 8 * 0.3 + 16 * 0.1  # 4.0 GB in 12 ms
+    assert values["copy_bandwidth"][0] == "2000 GB/s"
+    assert values["compiled_gb_per_step"] == ("4.00 GB", "2 kernels, 12.0 ms per step")
+    assert values["compiled_gb_per_s"] == (f"{1000 * gb / 12:.0f} GB/s", f"{100 * (1000 * gb / 2000) / 12:.1f}% of copy_bandwidth")
+    assert values["compiled_floor"][0] == "2.0 ms"  # 4 GB at 2000 GB/s
+    assert values["no_byte_estimate"][0] == "2.0 ms" and values["no_byte_estimate"][1].startswith("2 kernels")
+    listed = [r[0] for r in rows if len(r) == 1 and r[0].startswith("  ")]
+    # over the floor: mul 10 - 1.2 = 8.8 ms; sum 2 - 0.8 = 1.2 ms
+    assert [line.split()[0] for line in listed] == ["8.80", "1.20"]
+    assert listed[0].split()[1:] == ["10.00", "240", "8x", "triton_poi_fused_mul_0"]
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """Training and eval speed of train_gpt.py, measured on the program's own code paths.
 
   python tools/bench.py train [--steps 50] [--peak-tflops 989] [--measured-tflops 790] [--program PATH]
+  python tools/bench.py train --steps 12 --profile 3 [--bandwidth]   (where the step's device time goes)
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
-  python tools/bench.py eval --untrained [--phases ...] [--program PATH] [--profile]   (timing without an artifact)
+  python tools/bench.py eval --untrained [--phases ...] [--program PATH] [--profile [--bandwidth]]   (timing without an artifact)
   python tools/bench.py curves BEFORE_LOG AFTER_LOG [--ranges 1-10,11-50,51-100,101-200,201-300]
 
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
@@ -87,6 +88,8 @@ def bench_train(cli, args, ctx, log, log_path):
     log(f"model_params:{sum(p.numel() for p in model.parameters())} matmul_params:{n_matmul}")
     lines = []
     profiler = None
+    if cli.bandwidth and cuda:  # before the compile: the generated kernels then carry their byte estimate
+        torch._inductor.config.benchmark_kernel = True
     if cli.profile:  # every step logs, so each step line can advance the profiler's schedule
         args.train_log_every = 1
         profiler = new_profiler(cuda, torch.profiler.schedule(wait=max(0, cli.steps - cli.profile - 1), warmup=1, active=cli.profile))
@@ -133,17 +136,29 @@ def bench_train(cli, args, ctx, log, log_path):
     if profiler:
         profiler.stop()
         rows += [()] + profile_rows(profiler, cli.profile, cuda)
+        if cli.bandwidth and cuda:
+            rows += [()] + bandwidth_report(profiler, cli.profile, device)
     table(log, "train", rows)
 
 
-KERNEL_KINDS = [("attention", re.compile(r"cudnn|flash|fmha|attention|sdpa", re.I)),  # before matmul: cuDNN's names say wgmma
+# First match wins. Triton first: inductor names a kernel after the ops it fuses, so the kernel that
+# writes attention's inputs says "scaled_dot_product_cudnn_attention". Attention before matmul:
+# cuDNN's names say wgmma.
+KERNEL_KINDS = [("compiled (triton)", re.compile(r"^triton", re.I)),
+                ("attention", re.compile(r"cudnn|flash|fmha|attention|sdpa", re.I)),
                 ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas", re.I)),
-                ("compiled (triton)", re.compile(r"^triton", re.I)),
                 ("communication", re.compile(r"nccl", re.I)),
                 ("memcpy/memset", re.compile(r"memcpy|memset", re.I))]
 
 
 ANNOTATION = re.compile(r"^ProfilerStep|#")  # ranges (the step, Optimizer.step#Muon.step) that span kernels, not kernels
+# inductor_meta of a generated Triton kernel, one line of its source; kernel_num_gb is there when
+# torch._inductor.config.benchmark_kernel is on.
+KERNEL_GB = re.compile(r"'kernel_name': '(\w+)'[^\n]*?'kernel_num_gb': ([0-9.e+-]+)")
+
+
+def kernel_kind(name: str) -> str:
+    return next((k for k, pattern in KERNEL_KINDS if pattern.search(name)), "other")
 
 
 def profile_rows(profiler, steps: int, cuda: bool) -> list:
@@ -158,7 +173,7 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
     kinds: dict[str, float] = {}
     by_calls: dict[int, dict[str, float]] = {}
     for e in events:
-        kind = next((k for k, pattern in KERNEL_KINDS if pattern.search(e.key)), "other")
+        kind = kernel_kind(e.key)
         kinds[kind] = kinds.get(kind, 0.0) + own_ms(e)
         bucket = by_calls.setdefault(max(1, e.count // steps), {})
         bucket[kind.split()[0]] = bucket.get(kind.split()[0], 0.0) + own_ms(e)
@@ -172,6 +187,58 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
     rows.append(("top kernels, ms per step:",))
     rows += [(f"  {own_ms(e):8.2f}  {e.count // steps:5d}x  {e.key[:200]}",) for e in sorted(events, key=own_ms, reverse=True)[:30]]
     return rows
+
+
+def kernel_gigabytes(folder: Path) -> dict[str, set[float]]:
+    """Inductor's estimate of the bytes each generated Triton kernel reads and writes per call, by
+    kernel name, from the sources in its cache folder (a name can stand for several kernels)."""
+    found: dict[str, set[float]] = {}
+    for path in folder.rglob("*.py"):
+        for m in KERNEL_GB.finditer(path.read_text(errors="ignore")):
+            found.setdefault(m[1], set()).add(round(float(m[2]), 9))
+    return found
+
+
+def copy_gb_per_s(device) -> float:
+    """Device-to-device copy of 1 GiB, read + write counted: the bandwidth an elementwise kernel can reach."""
+    x = torch.empty(2**28, device=device)
+    y = torch.empty_like(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    y.copy_(x)
+    start.record()
+    for _ in range(20):
+        y.copy_(x)
+    end.record()
+    end.synchronize()
+    return 20 * 2 * x.nbytes / 1e9 / (start.elapsed_time(end) / 1000)
+
+
+def bandwidth_rows(kernels: list[tuple[str, float, int]], gigabytes: dict[str, set[float]], copy_gbps: float) -> list:
+    """Compiled kernels (name, ms per step, calls per step) against their bytes: how far each is from
+    running at copy bandwidth, and what their bytes would take at it (the floor without fewer bytes)."""
+    known = [(name, ms, calls, calls * next(iter(gigabytes[name]))) for name, ms, calls in kernels
+             if len(gigabytes.get(name, ())) == 1]
+    unknown = [(name, ms) for name, ms, _ in kernels if len(gigabytes.get(name, ())) != 1]
+    gb, ms = sum(k[3] for k in known), sum(k[1] for k in known)
+    floor_ms = 1000 * gb / copy_gbps
+    rows = [("bandwidth: compiled kernels' bytes (inductor's estimate, kernel_num_gb) against their profiled time",),
+            ("copy_bandwidth", f"{copy_gbps:.0f} GB/s", "device-to-device copy of 1 GiB, read + write counted"),
+            ("compiled_gb_per_step", f"{gb:.2f} GB", f"{len(known)} kernels, {ms:.1f} ms per step"),
+            ("compiled_gb_per_s", f"{1000 * gb / ms if ms else 0:.0f} GB/s", f"{100 * floor_ms / ms if ms else 0:.1f}% of copy_bandwidth"),
+            ("compiled_floor", f"{floor_ms:.1f} ms", "those bytes at copy_bandwidth"),
+            ("no_byte_estimate", f"{sum(m for _, m in unknown):.1f} ms", f"{len(unknown)} kernels (none found, or one name with several estimates)"),
+            ("kernels by time over their floor, ms per step (over, time, GB/s, calls, name):",)]
+    over = sorted(known, key=lambda k: k[1] - 1000 * k[3] / copy_gbps, reverse=True)[:20]
+    rows += [(f"  {ms - 1000 * g / copy_gbps:7.2f}  {ms:7.2f}  {1000 * g / ms:5.0f}  {calls:4d}x  {name[:160]}",) for name, ms, calls, g in over]
+    return rows
+
+
+def bandwidth_report(profiler, steps: int, device) -> list:
+    """bandwidth_rows for a finished CUDA profile of a run compiled with benchmark_kernel on."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    kernels = [(e.key, e.self_device_time_total / 1000 / steps, e.count // steps) for e in profiler.key_averages()
+               if e.device_type == torch.autograd.DeviceType.CUDA and e.key.startswith("triton")]
+    return bandwidth_rows(kernels, kernel_gigabytes(Path(cache_dir())), copy_gb_per_s(device))
 
 
 def run_phase(phase: str, model, ctx, args) -> dict:
@@ -208,6 +275,8 @@ def bench_eval(cli, args, ctx, log, log_path):
     rows += [("world_size", world), ("artifact", str(artifact)), ("val_targets", n_targets, "VAL_MAX_TOKENS caps them"), ()]
     rows.append((f"{'phase':<10} {'repeat':<6} {'seconds':>9} {'eval_s':>9} {'targets':>10} {'tok/s/gpu':>10} {'full_8gpu_s':>11}",))
     profiles = []
+    if cli.bandwidth and cuda:  # before the first compile: the generated kernels then carry their byte estimate
+        torch._inductor.config.benchmark_kernel = True
     for phase in phases:
         for r in range(1, repeat + 1):
             if phase == "ttt" and cli.untrained:  # the starting weights again (same module object, so compiled graphs are reused)
@@ -236,6 +305,8 @@ def bench_eval(cli, args, ctx, log, log_path):
                          f"{targets:10d} {per_gpu:10.1f} {full:11.1f}",))
     for phase, seconds, profiler in profiles:  # the pass is one "step": its device time against its wall time
         rows += [(), (f"profile of phase {phase} (its last call, {seconds * 1000:.1f} ms wall, profiler on):",)] + profile_rows(profiler, 1, cuda)
+        if cli.bandwidth and cuda:  # "per step" below: per call of the phase
+            rows += bandwidth_report(profiler, 1, device)
     if cuda:
         rows += [(), ("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated, rank 0")]
     rows += [(), ("* reported: the last repeat (the first call of each phase includes torch.compile on GPU)",),
@@ -433,6 +504,7 @@ def parse_cli(argv):
     train.add_argument("--steps", type=int, default=50, help="timed steps (ITERATIONS); default 50")
     train.add_argument("--peak-tflops", type=float, default=989.0, help="vendor peak bf16 dense TFLOP/s per GPU (H100 SXM: 989)")
     train.add_argument("--profile", type=int, default=0, metavar="K", help="also profile the last K steps (torch.profiler): device time by kind of kernel")
+    train.add_argument("--bandwidth", action="store_true", help="with --profile, on CUDA: each compiled kernel's bytes against its time, and the floor at copy bandwidth")
     train.add_argument("--measured-tflops", type=float, default=790.0, help="achievable bf16 TFLOP/s per GPU (8192^3 matmul: ~790)")
     train.add_argument("--program", help="time this train_gpt.py instead of the repo's (e.g. an older version)")
     cmp = sub.add_parser("compare", help="A/B: train steps of two train_gpt.py versions, one after the other")
@@ -455,6 +527,7 @@ def parse_cli(argv):
                     help="comma-separated subset of " + ",".join(PHASES) + " (always run in that order)")
     ev.add_argument("--repeat", type=int, default=0, help="calls per phase, the last reported (default: 2 on CUDA, 1 on CPU)")
     ev.add_argument("--profile", action="store_true", help="profile each phase's last call (torch.profiler): device time by kind of kernel, against the call's wall time")
+    ev.add_argument("--bandwidth", action="store_true", help="with --profile, on CUDA: each compiled kernel's bytes against its time, and the floor at copy bandwidth")
     mix = sub.add_parser("mixer", help="time the n-gram mixer on a stream as long as the full val set")
     mix.add_argument("--tokens", type=int, default=FULL_VAL_TARGETS + 1, help="stream length (train shards first, then val)")
     mix.add_argument("--chunks", type=int, default=50, help="chunks whose per-rank work is timed")
@@ -465,6 +538,8 @@ def parse_cli(argv):
         parser.error("--untrained times the model's initial weights: give it no --artifact")
     if cli.command == "eval" and cli.repeat < 0:
         parser.error("--repeat must be >= 1 (0: 2 on CUDA, 1 on CPU)")
+    if cli.command in ("train", "eval") and cli.bandwidth and not cli.profile:
+        parser.error("--bandwidth reads the profile: give it --profile")
     if cli.command == "train" and (cli.steps <= 0 or cli.peak_tflops <= 0 or cli.measured_tflops <= 0):
         parser.error("--steps, --peak-tflops and --measured-tflops must be > 0")
     if cli.command == "compare" and (cli.steps <= 0 or cli.rounds <= 0):
