@@ -54,11 +54,11 @@ def ran_sha(name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 5 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 6 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -74,7 +74,7 @@ def test_before_after_table_matches_the_compare_logs(index):
     assert peak == " → ".join(peaks) + " MiB"
     assert speedup == f"**{log_value(log, 'speedup').rstrip('x')}×**"
     assert float(speedup.strip("*×")) == pytest.approx(medians["against"] / medians["program"], abs=0.0006)
-    assert "program               /" in log and re.search(r"^against\s+\.ab/(before|head)/train_gpt\.py$", log, re.M)
+    assert "program               /" in log and re.search(r"^against\s+\.ab/((before|head)/train_gpt|head_s9)\.py$", log, re.M)
 
 
 def test_the_h100_figures_quoted_under_the_table_are_the_h100_compare():
@@ -114,7 +114,7 @@ def test_scaling_table_matches_the_bench_logs():
 
 
 @needs_git
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
     named commits' train_gpt.py, the before commit first in the row's label and the after one second."""
@@ -496,6 +496,20 @@ def test_end_to_end_row_of_the_current_code_matches_its_log():
         assert f"code_sha256:{sha(git_source('750626a'))}" in log
 
 
+def sliding_kernel_split(log: str) -> tuple[float, float, float]:
+    """(cuDNN attention, Triton, Triton counted as attention) ms of a sliding-pass profile logged before
+    bench.py classified Triton kernels first. Its attention kind is cuDNN's kernels (all in the top list:
+    the forward kernel is the largest of all) plus Triton kernels named after the attention op."""
+    kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "matmul", "attention", "memcpy/memset", "other")}
+    top = log.split("top kernels, ms per step:")[1]
+    cudnn = sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", top, re.M))
+    assert re.search(r"^\s+\S+\s+5368x  triton_per_fused\S*_scaled_dot_product_cudnn_attention_", top, re.M)
+    miscounted = kinds["attention"] - cudnn
+    triton = float(log_value(log, "profile_total")) - kinds["matmul"] - cudnn - kinds["memcpy/memset"] - kinds["other"]
+    assert triton == pytest.approx(kinds["compiled"] + miscounted, abs=0.2)
+    return cudnn, triton, miscounted
+
+
 def test_host_sync_profile_and_batch_size_figures_are_the_logs():
     text = " ".join(section("Scoring without host syncs").split())
     totals = {n: log_value(bench_log(n), "profile_total") for n in ("s8_sliding_before_r1", "s8_sliding_before_r2", "s8_sliding_nosync_r1", "s8_sliding_nosync_r2")}
@@ -505,17 +519,20 @@ def test_host_sync_profile_and_batch_size_figures_are_the_logs():
     assert f"busy {100 * busy[0]:.1f}% and {100 * busy[1]:.1f}% of the unprofiled pass before and {100 * busy[3]:.1f}% after" in text
     assert abs(busy[2] - busy[3]) < 0.001
     log = bench_log("s8_sliding_nosync_r2")
-    kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "matmul", "attention")}
-    assert (f"Of the {float(totals['s8_sliding_nosync_r2']):,.1f} ms, elementwise kernels take {kinds['compiled']:,.1f}, "
-            f"GEMMs {kinds['matmul']:,.1f} and attention {kinds['attention']:,.1f}") in text
+    kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "matmul", "attention", "memcpy/memset", "other")}
     top = log.split("top kernels, ms per step:")[1]
+    cudnn, triton, miscounted = sliding_kernel_split(log)
+    assert (f"Of the {float(totals['s8_sliding_nosync_r2']):,.1f} ms, Triton (elementwise) kernels take {triton:,.1f}, "
+            f"GEMMs {kinds['matmul']:,.1f} and cuDNN's attention kernel {cudnn:,.1f}") in text
+    assert (f"its `profile_` lines say {kinds['compiled']:,.1f} compiled and {kinds['attention']:,.1f} attention, "
+            f"counting {miscounted:,.1f} ms of Triton kernels as attention") in text
     leaky = re.search(r"^\s+(\S+)\s+5368x  triton_poi_fused__to_copy__unsafe_view_leaky_relu_pow", top, re.M)[1]
     assert f"the LeakyReLU² forward, {leaky} ms" in text
     blocks = sorted(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+488x  triton_per_fused__fused_rms_norm_\S*_sigmoid_slice", top, re.M))
     assert len(blocks) == 11 and f"then 10 kernels of {blocks[1]:.2f}–{blocks[-1]:.2f} ms and one of {blocks[0]:.2f} ms" in text
     target_s = 999_424 / 164_000
-    assert f"(164,000 tokens/s, {target_s:.2f} s for the dev val) with GEMMs and attention as they are ({(kinds['matmul'] + kinds['attention']) / 1000:.2f} s)" in text
-    assert f"leaves ≤ {target_s - (kinds['matmul'] + kinds['attention']) / 1000:.2f} s for all elementwise work, against {kinds['compiled'] / 1000:.2f} s now" in text
+    assert f"(164,000 tokens/s, {target_s:.2f} s for the dev val) with GEMMs and attention as they are ({(kinds['matmul'] + cudnn) / 1000:.2f} s)" in text
+    assert f"leaves ≤ {target_s - (kinds['matmul'] + cudnn) / 1000:.2f} s for all elementwise work, against {triton / 1000:.2f} s now" in text
     bs32, bs64 = bench_log("s8_c4096_nosync_bs32"), bench_log("s8_c4096_nosync_bs64")
     assert "hyperparameter EVAL_BATCH_SEQS=64" in bs64
     a, b = ({p: f"{eval_phase(log, p)[0]:.3f}" for p in ("sliding", "ngram", "ttt")} for log in (bs32, bs64))
@@ -576,3 +593,77 @@ def test_event_timing_table_matches_the_eval_logs():
         before, after = sha(git_source("d6fb001")), sha(git_source("caee05a"))
         assert {ran_sha(f"s8_laps_{p}_before") for p in ("ngram", "ttt")} == {before, ran_sha("s8_c4096_nosync_bs32")}
         assert {ran_sha(f"s8_laps_{p}_events") for p in ("ngram", "ttt")} == {after}
+
+
+def test_folded_scales_bullet_and_curves_paragraph_are_their_logs():
+    bullet = " ".join(section("Before/after, same GPU").split("- **Residual scales on the weights**")[1].split("\n- **")[0].split())
+    compare = bench_log("ab_folded_scales_s9_h200")
+    before, after = log_value(compare, "against_ms_per_step"), log_value(compare, "program_ms_per_step")
+    peaks = [f"{int(p):,}" for p in re.findall(r"^(?:against|program)_ms_per_step .*; peak (\d+) MiB$", compare, re.M)]
+    assert f"{before} → {after} ms, **{log_value(compare, 'speedup').rstrip('x')}×**, peak {peaks[0]} → {peaks[1]} MiB" in bullet
+    curves = {name: bench_log(name) for name in ("curve_head_s9_h200", "curve_folded_scales_s9_h200")}
+    step_ms = [float(re.findall(r"^step:285/285 .* step_avg:([\d.]+)ms", log, re.M)[-1]) for log in curves.values()]
+    assert f"{step_ms[0]} → {step_ms[1]} ms/step ({step_ms[0] / step_ms[1]:.3f}×)" in bullet
+    gb = [float(log_value(bench_log(name), "compiled_gb_per_step")) for name in ("profile_bandwidth_head_s9_h200", "profile_bandwidth_s9_h200")]
+    assert f"fell from {gb[0]:.2f} to {gb[1]:.2f} GB ({100 * (gb[1] / gb[0] - 1):.1f}%".replace("-", "−") in bullet
+
+    text = " ".join(section("Same model function, residual scales on the weights.").split())
+    stats = curve_stats("logs/bench/curves_folded_scales_s9_h200.txt")
+    later = ("11-50", "51-100", "101-200", "201-300")
+    assert f"max {stats['1-10'][0]} over steps 1–10" in text
+    assert "mean |d| " + " / ".join(stats[r][2] for r in later) in text
+    assert "mean d " + " / ".join(stats[r][1].replace("-", "−") for r in later) in text
+    assert re.search(r"^settings_differ\s+none\s", bench_log("curves_folded_scales_s9_h200"), re.M)
+    final = {k: [first(rf"^{k} val_loss:\S+ val_bpb:(\S+)", log) for log in curves.values()] for k in ("final_ngram_ttt", "final_int6_sliding_window")}
+    assert f"(TTT + mixer) {float(final['final_ngram_ttt'][0]):.6f} vs {float(final['final_ngram_ttt'][1]):.6f}" in text
+    assert f"sliding window {float(final['final_int6_sliding_window'][0]):.6f} vs {float(final['final_int6_sliding_window'][1]):.6f}" in text
+    seeds = [float(curve_stats(f"logs/bench/curves_noise_seed{a}_vs_seed{b}.txt")["101-200"][2]) for a, b in ((42, 1337), (42, 2024), (1337, 2024))]
+    assert f"(mean |d| {min(seeds):.4f}–{max(seeds):.4f} over steps 101–200)" in text
+
+
+@needs_git
+def test_session_9_logs_ran_the_commits_the_readme_names():
+    for name, commit in (("curve_head_s9_h200", "9b0967d"), ("curve_folded_scales_s9_h200", "ee6ab13"),
+                         ("profile_bandwidth_head_s9_h200", "9b0967d"), ("profile_bandwidth_s9_h200", "ee6ab13"),
+                         ("eval_bandwidth_s9_h200", "ee6ab13")):
+        assert ran_sha(name) == sha(git_source(commit)), name
+
+
+def test_elementwise_bandwidth_paragraph_is_the_logs():
+    text = " ".join(section("Elementwise work against memory bandwidth").split())
+    train = bench_log("profile_bandwidth_s9_h200")
+    gb, ms = float(log_value(train, "compiled_gb_per_step")), float(re.search(r"^compiled_gb_per_step\s+\S+ GB\s+\d+ kernels, ([\d.]+) ms", train, re.M)[1])
+    copy, floor = float(log_value(train, "copy_bandwidth")), float(log_value(train, "compiled_floor"))
+    assert f"move {gb:.2f} GB per step in {ms} ms: {float(log_value(train, 'compiled_gb_per_s')):,.0f} GB/s" in text
+    assert f"{1000 * gb / ms / copy:.1%} of the {copy:,.0f} GB/s copy bandwidth" in text
+    assert f"would take {floor} ms, so better elementwise kernels could save at most {ms - floor:.0f} ms" in text
+    worst = re.search(r"^\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*_unsqueeze_", train, re.M)
+    assert worst.start() == re.search(r"^\s+[\d.]+\s+[\d.]+\s+\d+\s+\d+x  triton", train, re.M).start()  # the first listed: furthest over
+    assert f"{worst[2]} ms at {int(worst[3]):,} GB/s, {worst[1]} ms over" in text
+
+    h100 = bench_log("profile_s7_h100")
+    top = h100.split("top kernels, ms per step:")[1]
+    cudnn = sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", top, re.M))
+    gemm = float(log_value(h100, "profile_matmul"))
+    assert f"cuDNN's attention kernels take {cudnn:.1f} ms per step and the GEMMs {gemm} ms" in text
+    assert f"574 ms leaves {574 - cudnn - gemm:.1f} ms" in text
+    assert f"{gb:.2f} GB at the H100's peak bandwidth of 3.35 TB/s" in text and f"take {gb / 3.35:.1f} ms on their own" in text
+    assert 574 - cudnn - gemm < gb / 3.35
+    assert f"3.2 ms of `profile_s7_h100.txt`'s {float(log_value(h100, 'profile_attention'))} ms" in text
+    assert f"{float(log_value(h100, 'profile_attention')) - cudnn:.1f}" == "3.2"
+
+    sliding = bench_log("eval_bandwidth_s9_h200")
+    sgb, sms = float(log_value(sliding, "compiled_gb_per_step")), float(re.search(r"^compiled_gb_per_step\s+\S+ GB\s+\d+ kernels, ([\d.]+) ms", sliding, re.M)[1])
+    scopy = float(log_value(sliding, "copy_bandwidth"))
+    assert f"{sgb:,.2f} GB in {sms:,.1f} ms ({1000 * sgb / sms / scopy:.1%} of the {scopy:,.0f} GB/s copy bandwidth; floor {float(log_value(sliding, 'compiled_floor')):,.1f} ms)" in text
+    cudnn_s, triton_s, miscounted = sliding_kernel_split(bench_log("s8_sliding_nosync_r2"))
+    gemm_s = float(log_value(bench_log("s8_sliding_nosync_r2"), "profile_matmul"))
+    target_s = 999_424 / 164_000
+    assert f"less cuDNN's attention and the GEMMs ({(cudnn_s + gemm_s) / 1000:.2f} s" in text
+    assert f"leaves {target_s - (cudnn_s + gemm_s) / 1000:.2f} s, and {sgb:,.2f} GB at 3.35 TB/s take {sgb / 3350:.2f} s" in text
+    assert f"{miscounted:,.1f} ms of `s8_sliding_nosync_r2.txt`'s {float(log_value(bench_log('s8_sliding_nosync_r2'), 'profile_attention')):,.1f} ms" in text
+    # the training paragraph's note on its own profile
+    rope = bench_log("profile_rope_buffers_h100")
+    rope_cudnn = sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", rope.split("top kernels, ms per step:")[1], re.M))
+    note = " ".join(section("Where a training step goes now").split())
+    assert f"the attention figure includes {float(log_value(rope, 'profile_attention')) - rope_cudnn:.1f} ms of a Triton kernel" in note
