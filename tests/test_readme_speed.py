@@ -461,6 +461,13 @@ def test_rejected_inductor_switches_are_quoted_from_their_logs():
     assert f"first compile warm-up of {warm['program_r1']} s instead of {warm['against_r1']} s ({warm['program_r2']} s on its second run" in text
     autotune = (REPO_ROOT / "logs/bench/ab_max_autotune_gemm_program_r1.txt").read_text()
     assert "compile_warmup: 3 steps" in autotune and "compile_warmup done" not in autotune
+    pointwise = bench_log("ab_max_autotune_pointwise_s9_h200")
+    assert "program_env:TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1" in pointwise and "rounds:1" in pointwise
+    sides = {side: bench_log(f"ab_max_autotune_pointwise_s9_h200_{side}_r1") for side in ("against", "program")}
+    assert ran_sha("ab_max_autotune_pointwise_s9_h200_against_r1") == ran_sha("ab_max_autotune_pointwise_s9_h200_program_r1") == ran_sha("profile_bandwidth_s9_h200")
+    assert (f"{log_value(pointwise, 'against_ms_per_step')} → {log_value(pointwise, 'program_ms_per_step')} ms "
+            f"({log_value(pointwise, 'speedup').rstrip('x')}×; compile warm-up "
+            + " → ".join(first(r"^compile_warmup done steps:3 seconds:(\S+)", sides[k]) for k in ("against", "program")) + " s") in text
 
 
 @needs_git
@@ -640,6 +647,8 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     worst = re.search(r"^\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*_unsqueeze_", train, re.M)
     assert worst.start() == re.search(r"^\s+[\d.]+\s+[\d.]+\s+\d+\s+\d+x  triton", train, re.M).start()  # the first listed: furthest over
     assert f"{worst[2]} ms at {int(worst[3]):,} GB/s, {worst[1]} ms over" in text
+    k = re.search(r"^\s+[\d.]+\s+([\d.]+)\s+(\d+)\s+88x  triton_per_fused__fused_rms_norm__fused_rms_norm_backward_\S*_transpose_view_\d+$", train, re.M)
+    assert f"yet {float(worst[2]) / float(k[1]):.2f}× k's {k[1]} ms ({int(k[2]):,} GB/s)" in text
 
     h100 = bench_log("profile_s7_h100")
     top = h100.split("top kernels, ms per step:")[1]
