@@ -632,7 +632,7 @@ def test_folded_scales_bullet_and_curves_paragraph_are_their_logs():
 def test_session_9_logs_ran_the_commits_the_readme_names():
     for name, commit in (("curve_head_s9_h200", "9b0967d"), ("curve_folded_scales_s9_h200", "ee6ab13"),
                          ("profile_bandwidth_head_s9_h200", "9b0967d"), ("profile_bandwidth_s9_h200", "ee6ab13"),
-                         ("eval_bandwidth_s9_h200", "ee6ab13")):
+                         ("eval_bandwidth_s9_h200", "ee6ab13"), ("dump_s9_h200", "ee6ab13")):
         assert ran_sha(name) == sha(git_source(commit)), name
 
 
@@ -658,6 +658,18 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     assert f"574 ms leaves {574 - cudnn - gemm:.1f} ms" in text
     assert f"{gb:.2f} GB at the H100's peak bandwidth of 3.35 TB/s" in text and f"take {gb / 3.35:.1f} ms on their own" in text
     assert 574 - cudnn - gemm < gb / 3.35
+    over_log = bench_log("inplace_overcount_s9_h200")
+    over_gb, over_n = re.search(r"^overcount_gb_per_step (\S+) over (\d+) kernels$", over_log, re.M).groups()
+    assert f"finds {over_gb} GB per step of such arguments in {over_n} kernels" in text
+    assert f"the other {gb - float(over_gb):.2f} GB still take {(gb - float(over_gb)) / 3.35:.1f} ms at 3.35 TB/s" in text
+    assert 574 - cudnn - gemm < (gb - float(over_gb)) / 3.35
+    written = {m[2]: float(m[1]) for m in re.finditer(r"^\s+\S+\s+\d+\s+(\S+)\s+(triton\S+)$", over_log, re.M)}
+    rates = []
+    q_name, k_name = (train[m.start():].split("\n", 1)[0].split()[-1] for m in (worst, k))
+    for kernel_ms, gbps, name in ((worst[2], worst[3], q_name), (k[1], k[2], k_name)):
+        launch_gb = float(kernel_ms) / 1000 * float(gbps) / 88
+        rates.append((launch_gb - written[name] / 1000) * 88 / (float(kernel_ms) / 1000))
+    assert f"without those {written[q_name]} and {written[k_name]} MB per launch, q moves its bytes at {rates[0]:,.0f} GB/s and k at {rates[1]:,.0f} GB/s" in text
     assert f"3.2 ms of `profile_s7_h100.txt`'s {float(log_value(h100, 'profile_attention'))} ms" in text
     assert f"{float(log_value(h100, 'profile_attention')) - cudnn:.1f}" == "3.2"
 
