@@ -663,6 +663,8 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     assert f"finds {over_gb} GB per step of such arguments in {over_n} kernels" in text
     assert f"the other {gb - float(over_gb):.2f} GB still take {(gb - float(over_gb)) / 3.35:.1f} ms at 3.35 TB/s" in text
     assert 574 - cudnn - gemm < (gb - float(over_gb)) / 3.35
+    corrected_floor = 1000 * (gb - float(over_gb)) / copy
+    assert f"and {corrected_floor:.1f} ms at the H200's copy bandwidth, so better elementwise kernels could save at most {ms - corrected_floor:.0f} ms per step there, not {ms - floor:.0f})" in text
     written = {m[2]: float(m[1]) for m in re.finditer(r"^\s+\S+\s+\d+\s+(\S+)\s+(triton\S+)$", over_log, re.M)}
     rates = []
     q_name, k_name = (train[m.start():].split("\n", 1)[0].split()[-1] for m in (worst, k))
