@@ -684,6 +684,7 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     target_s = 999_424 / 164_000
     assert f"less cuDNN's attention and the GEMMs ({(cudnn_s + gemm_s) / 1000:.2f} s" in text
     assert f"leaves {target_s - (cudnn_s + gemm_s) / 1000:.2f} s, and {sgb:,.2f} GB at 3.35 TB/s take {sgb / 3350:.2f} s" in text
+    assert f"holds unless it exceeds {100 * (1 - (target_s - (cudnn_s + gemm_s) / 1000) / (sgb / 3350)):.0f}%" in text
     assert f"{miscounted:,.1f} ms of `s8_sliding_nosync_r2.txt`'s {float(log_value(bench_log('s8_sliding_nosync_r2'), 'profile_attention')):,.1f} ms" in text
     # the training paragraph's note on its own profile
     rope = bench_log("profile_rope_buffers_h100")
