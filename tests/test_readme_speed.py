@@ -503,13 +503,24 @@ def test_end_to_end_row_of_the_current_code_matches_its_log():
         assert f"code_sha256:{sha(git_source('750626a'))}" in log
 
 
+def cudnn_ms(log: str) -> float:
+    """cuDNN's kernels in a profile log's top list (all of them there: its attention kernels are the largest)."""
+    top = log.split("top kernels, ms per step:")[1]
+    return sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", top, re.M))
+
+
+def compiled_ms(log: str) -> float:
+    """The compiled kernels' time of a --bandwidth log (the kernels with a byte estimate)."""
+    return float(re.search(r"^compiled_gb_per_step\s+\S+ GB\s+\d+ kernels, ([\d.]+) ms", log, re.M)[1])
+
+
 def sliding_kernel_split(log: str) -> tuple[float, float, float]:
     """(cuDNN attention, Triton, Triton counted as attention) ms of a sliding-pass profile logged before
     bench.py classified Triton kernels first. Its attention kind is cuDNN's kernels (all in the top list:
     the forward kernel is the largest of all) plus Triton kernels named after the attention op."""
     kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "matmul", "attention", "memcpy/memset", "other")}
     top = log.split("top kernels, ms per step:")[1]
-    cudnn = sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", top, re.M))
+    cudnn = cudnn_ms(log)
     assert re.search(r"^\s+\S+\s+5368x  triton_per_fused\S*_scaled_dot_product_cudnn_attention_", top, re.M)
     miscounted = kinds["attention"] - cudnn
     triton = float(log_value(log, "profile_total")) - kinds["matmul"] - cudnn - kinds["memcpy/memset"] - kinds["other"]
@@ -526,7 +537,7 @@ def test_host_sync_profile_and_batch_size_figures_are_the_logs():
     assert f"busy {100 * busy[0]:.1f}% and {100 * busy[1]:.1f}% of the unprofiled pass before and {100 * busy[3]:.1f}% after" in text
     assert abs(busy[2] - busy[3]) < 0.001
     log = bench_log("s8_sliding_nosync_r2")
-    kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "matmul", "attention", "memcpy/memset", "other")}
+    kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("compiled", "matmul", "attention")}
     top = log.split("top kernels, ms per step:")[1]
     cudnn, triton, miscounted = sliding_kernel_split(log)
     assert (f"Of the {float(totals['s8_sliding_nosync_r2']):,.1f} ms, Triton (elementwise) kernels take {triton:,.1f}, "
@@ -639,7 +650,7 @@ def test_session_9_logs_ran_the_commits_the_readme_names():
 def test_elementwise_bandwidth_paragraph_is_the_logs():
     text = " ".join(section("Elementwise work against memory bandwidth").split())
     train = bench_log("profile_bandwidth_s9_h200")
-    gb, ms = float(log_value(train, "compiled_gb_per_step")), float(re.search(r"^compiled_gb_per_step\s+\S+ GB\s+\d+ kernels, ([\d.]+) ms", train, re.M)[1])
+    gb, ms = float(log_value(train, "compiled_gb_per_step")), compiled_ms(train)
     copy, floor = float(log_value(train, "copy_bandwidth")), float(log_value(train, "compiled_floor"))
     assert f"move {gb:.2f} GB per step in {ms} ms: {float(log_value(train, 'compiled_gb_per_s')):,.0f} GB/s" in text
     assert f"{1000 * gb / ms / copy:.1%} of the {copy:,.0f} GB/s copy bandwidth" in text
@@ -651,8 +662,7 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     assert f"yet {float(worst[2]) / float(k[1]):.2f}× k's {k[1]} ms ({int(k[2]):,} GB/s)" in text
 
     h100 = bench_log("profile_s7_h100")
-    top = h100.split("top kernels, ms per step:")[1]
-    cudnn = sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", top, re.M))
+    cudnn = cudnn_ms(h100)
     gemm = float(log_value(h100, "profile_matmul"))
     assert f"cuDNN's attention kernels take {cudnn:.1f} ms per step and the GEMMs {gemm} ms" in text
     assert f"574 ms leaves {574 - cudnn - gemm:.1f} ms" in text
@@ -676,7 +686,7 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     assert f"{float(log_value(h100, 'profile_attention')) - cudnn:.1f}" == "3.2"
 
     sliding = bench_log("eval_bandwidth_s9_h200")
-    sgb, sms = float(log_value(sliding, "compiled_gb_per_step")), float(re.search(r"^compiled_gb_per_step\s+\S+ GB\s+\d+ kernels, ([\d.]+) ms", sliding, re.M)[1])
+    sgb, sms = float(log_value(sliding, "compiled_gb_per_step")), compiled_ms(sliding)
     scopy = float(log_value(sliding, "copy_bandwidth"))
     assert f"{sgb:,.2f} GB in {sms:,.1f} ms ({1000 * sgb / sms / scopy:.1%} of the {scopy:,.0f} GB/s copy bandwidth; floor {float(log_value(sliding, 'compiled_floor')):,.1f} ms)" in text
     cudnn_s, triton_s, miscounted = sliding_kernel_split(bench_log("s8_sliding_nosync_r2"))
@@ -688,6 +698,6 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     assert f"{miscounted:,.1f} ms of `s8_sliding_nosync_r2.txt`'s {float(log_value(bench_log('s8_sliding_nosync_r2'), 'profile_attention')):,.1f} ms" in text
     # the training paragraph's note on its own profile
     rope = bench_log("profile_rope_buffers_h100")
-    rope_cudnn = sum(float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+\d+x  (cudnn|void cudnn)", rope.split("top kernels, ms per step:")[1], re.M))
+    rope_cudnn = cudnn_ms(rope)
     note = " ".join(section("Where a training step goes now").split())
     assert f"the attention figure includes {float(log_value(rope, 'profile_attention')) - rope_cudnn:.1f} ms of a Triton kernel" in note

@@ -88,8 +88,6 @@ def bench_train(cli, args, ctx, log, log_path):
     log(f"model_params:{sum(p.numel() for p in model.parameters())} matmul_params:{n_matmul}")
     lines = []
     profiler = None
-    if cli.bandwidth and cuda:  # before the compile: the generated kernels then carry their byte estimate
-        torch._inductor.config.benchmark_kernel = True
     if cli.profile:  # every step logs, so each step line can advance the profiler's schedule
         args.train_log_every = 1
         profiler = new_profiler(cuda, torch.profiler.schedule(wait=max(0, cli.steps - cli.profile - 1), warmup=1, active=cli.profile))
@@ -275,8 +273,6 @@ def bench_eval(cli, args, ctx, log, log_path):
     rows += [("world_size", world), ("artifact", str(artifact)), ("val_targets", n_targets, "VAL_MAX_TOKENS caps them"), ()]
     rows.append((f"{'phase':<10} {'repeat':<6} {'seconds':>9} {'eval_s':>9} {'targets':>10} {'tok/s/gpu':>10} {'full_8gpu_s':>11}",))
     profiles = []
-    if cli.bandwidth and cuda:  # before the first compile: the generated kernels then carry their byte estimate
-        torch._inductor.config.benchmark_kernel = True
     for phase in phases:
         for r in range(1, repeat + 1):
             if phase == "ttt" and cli.untrained:  # the starting weights again (same module object, so compiled graphs are reused)
@@ -566,6 +562,8 @@ def main(argv=None):
             sys.exit(2)
     if cli.command in ("train", "eval") and cli.program:
         tg = load_program(Path(cli.program))
+    if cli.command in ("train", "eval") and cli.bandwidth:  # before any compile: the generated kernels then carry their byte estimate
+        torch._inductor.config.benchmark_kernel = True
     job = dict(train=bench_train, eval=bench_eval, mixer=bench_mixer)[cli.command]
     tg.launch(lambda args, ctx, log_path: job(cli, args, ctx, ctx["log"], log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
 
