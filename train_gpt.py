@@ -13,6 +13,8 @@ import torch
 import torch._inductor.config
 import torch.distributed as dist
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -277,6 +279,79 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest), dim=-1)
 
 
+def norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor | None = None) -> Tensor:
+    """RMS norm of each head, rotary, times a per-head gain. On CUDA one hand-written kernel each
+    way (below); CPU runs this formula, and tests hold the kernels to it."""
+    if x.is_cuda:
+        return fused_norm_rotary(x, cos, sin, x.new_ones(x.size(2), dtype=torch.float32) if gain is None else gain)
+    x = apply_rotary(rms_norm(x), cos.to(x.dtype), sin.to(x.dtype))
+    return x if gain is None else x * gain.to(x.dtype)[:, None]
+
+
+# Compiled by inductor, q's gain after rotary cost a saved copy of the rotated q and a column sum of
+# its own, and q's kernels ran at half the bandwidth of k's. This kernel reads and writes each tensor
+# once. A row is one head at one position; rotary pairs dims i and i + HALF (i < HALF) and leaves
+# the dims from 2 * HALF as they are.
+
+@triton.jit
+def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, row_dgain_ptr, n_rows, seq_len, HEADS: tl.constexpr,
+                        DIM: tl.constexpr, BLOCK_DIM: tl.constexpr, HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_DIM)
+    rotated = cols < 2 * HALF
+    mask = (rows < n_rows)[:, None] & (cols < DIM)[None, :]
+    table = ((rows // HEADS) % seq_len)[:, None] * HALF + (cols % HALF)[None, :]
+    cos = tl.load(cos_ptr + table, mask & rotated[None, :], other=1.0)
+    sin = tl.load(sin_ptr + table, mask & rotated[None, :], other=0.0)
+    sin = tl.where((cols < HALF)[None, :], -sin, sin)  # rotated_i = cos_i * x_i + sin_i * x_partner(i)
+    at = rows[:, None] * DIM + cols[None, :]
+    partner = rows[:, None] * DIM + tl.where(rotated, (cols + HALF) % (2 * HALF), cols)[None, :]
+    x = tl.load(x_ptr + at, mask, other=0.0).to(tl.float32)
+    rotated_x = x * cos + tl.load(x_ptr + partner, mask, other=0.0).to(tl.float32) * sin
+    r = tl.rsqrt(tl.sum(x * x, 1) / DIM + 1.1920928955078125e-07)  # fp32 eps, as F.rms_norm
+    gain = tl.load(gain_ptr + rows % HEADS)
+    if BACKWARD:  # out = dx; each row's share of the gain's gradient
+        grad = tl.load(grad_ptr + at, mask, other=0.0).to(tl.float32)
+        tl.store(row_dgain_ptr + rows, tl.sum(grad * rotated_x, 1) * r, rows < n_rows)
+        d_normed = (grad * cos - tl.load(grad_ptr + partner, mask, other=0.0).to(tl.float32) * sin) * gain[:, None]  # rotary transposed
+        out = r[:, None] * (d_normed - x * (r * r * tl.sum(d_normed * x, 1) / DIM)[:, None])
+    else:
+        out = rotated_x * (r * gain)[:, None]
+    tl.store(out_ptr + at, out.to(out_ptr.dtype.element_ty), mask)
+
+
+def _launch_norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor, grad: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    B, T, heads, dim = x.shape
+    rows, x = B * T * heads, x.contiguous()
+    out, row_dgain = torch.empty_like(x), x.new_empty(rows if grad is not None else 0, dtype=torch.float32)
+    _norm_rotary_kernel[(triton.cdiv(rows, 32),)](
+        x, cos.contiguous(), sin.contiguous(), gain, x if grad is None else grad.contiguous(), out, row_dgain, rows, T,
+        HEADS=heads, DIM=dim, BLOCK_DIM=triton.next_power_of_2(dim), HALF=cos.size(-1), ROWS=32, BACKWARD=grad is not None)
+    return out, row_dgain
+
+
+@torch.library.custom_op("train_gpt::norm_rotary", mutates_args=())
+def fused_norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor) -> Tensor:
+    """norm_rotary's kernel: x (B, T, heads, dim), cos/sin (T, HALF) fp32, gain (heads,) fp32."""
+    return _launch_norm_rotary(x, cos, sin, gain)[0]
+
+
+@torch.library.custom_op("train_gpt::norm_rotary_backward", mutates_args=())
+def fused_norm_rotary_backward(grad: Tensor, x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor) -> tuple[Tensor, Tensor]:
+    dx, row_dgain = _launch_norm_rotary(x, cos, sin, gain, grad)
+    return dx, row_dgain.view(-1, x.size(2)).sum(0)
+
+
+def _norm_rotary_grads(ctx, grad: Tensor):
+    dx, dgain = fused_norm_rotary_backward(grad, *ctx.saved_tensors)
+    return dx, None, None, dgain
+
+
+fused_norm_rotary.register_fake(lambda x, cos, sin, gain: torch.empty_like(x))
+fused_norm_rotary_backward.register_fake(lambda grad, x, cos, sin, gain: (torch.empty_like(x), torch.empty_like(gain)))
+fused_norm_rotary.register_autograd(_norm_rotary_grads, setup_context=lambda ctx, inputs, output: ctx.save_for_backward(*inputs))
+
+
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """(B, T, heads, D) inputs; GQA without repeating K/V."""
     if flash_attn_func is not None and q.is_cuda:
@@ -300,8 +375,8 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         own_v = self.v(x)
         v = (own_v if extra_v is None else own_v + extra_v).view(B, T, self.kv_heads, self.head_dim)
-        q = apply_rotary(rms_norm(self.q(x).view(B, T, self.heads, self.head_dim)), *rotary) * self.q_gain.to(x.dtype)[:, None]
-        k = apply_rotary(rms_norm(self.k(x).view(B, T, self.kv_heads, self.head_dim)), *rotary)
+        q = norm_rotary(self.q(x).view(B, T, self.heads, self.head_dim), *rotary, self.q_gain)
+        k = norm_rotary(self.k(x).view(B, T, self.kv_heads, self.head_dim), *rotary)
         y = causal_attention(q, k, v)
         if self.exclusive:  # XSA: drop the component along the head's own value vector
             y = y.view(B, T, self.kv_heads, -1, self.head_dim)
@@ -401,7 +476,7 @@ class GPT(nn.Module):
         # over it moves half the bytes of fp32. Without autocast (CPU) it stays fp32.
         device = idx.device.type
         x = x0 = x.to(torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype)
-        rotary = [t[:, :idx.size(1)].to(x.dtype) for t in (self.rope_cos, self.rope_sin)]
+        rotary = [t[:, :idx.size(1)] for t in (self.rope_cos, self.rope_sin)]
         value_emb = self.ve_proj(self.ve_embed(idx), self.ve_scale) if args.ve_layers else None
         skips, v0 = [], None
         for i, block in enumerate(self.blocks):
