@@ -54,11 +54,11 @@ def ran_sha(name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 6 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 7 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -74,7 +74,7 @@ def test_before_after_table_matches_the_compare_logs(index):
     assert peak == " → ".join(peaks) + " MiB"
     assert speedup == f"**{log_value(log, 'speedup').rstrip('x')}×**"
     assert float(speedup.strip("*×")) == pytest.approx(medians["against"] / medians["program"], abs=0.0006)
-    assert "program               /" in log and re.search(r"^against\s+\.ab/((before|head)/train_gpt|head_s9)\.py$", log, re.M)
+    assert "program               /" in log and re.search(r"^against\s+\.ab/((before|head)/train_gpt|head_s9|head_s10)\.py$", log, re.M)
 
 
 def test_the_h100_figures_quoted_under_the_table_are_the_h100_compare():
@@ -114,7 +114,7 @@ def test_scaling_table_matches_the_bench_logs():
 
 
 @needs_git
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
     named commits' train_gpt.py, the before commit first in the row's label and the after one second."""
@@ -701,3 +701,127 @@ def test_elementwise_bandwidth_paragraph_is_the_logs():
     rope_cudnn = cudnn_ms(rope)
     note = " ".join(section("Where a training step goes now").split())
     assert f"the attention figure includes {float(log_value(rope, 'profile_attention')) - rope_cudnn:.1f} ms of a Triton kernel" in note
+
+
+def other_side(text: str, diff: str, reverse: bool = False) -> str:
+    """Apply a unified diff of one file to `text` (its "a" side), or with reverse=True take `text` as
+    its "b" side and return the "a" side."""
+    lines, out, at = text.splitlines(keepends=True), [], 0
+    gone, added = ("+", "-") if reverse else ("-", "+")  # lines of `text` the result loses / gains
+    for hunk in re.split(r"^@@ ", diff, flags=re.M)[1:]:
+        header, *body = hunk.splitlines(keepends=True)
+        start = int(re.match(r"-(\d+)(?:,\d+)? \+(\d+)", header)[2 if reverse else 1]) - 1
+        out += lines[at:start]
+        at = start
+        for line in body:
+            if line.startswith((" ", gone)):  # a line of `text`: kept (context) or dropped
+                assert lines[at].rstrip("\n") == line[1:].rstrip("\n"), line
+                if line[0] == " ":
+                    out.append(lines[at])
+                at += 1
+            elif line.startswith(added):
+                out.append(line[1:])
+    return "".join(out + lines[at:])
+
+
+def test_other_side_applies_a_diff_both_ways():
+    a, b = "1\n2\n3\n4\n5\n", "1\n2\nthree\n4\n5\nsix\n"
+    diff = "--- a\n+++ b\n@@ -2,2 +2,2 @@\n 2\n-3\n+three\n@@ -5 +5,2 @@\n 5\n+six\n"
+    assert other_side(a, diff) == b and other_side(b, diff, reverse=True) == a
+
+
+def qk_kernel_bullet() -> str:
+    return " ".join(section("Before/after, same GPU").split("- **q/k RMS norm + rotary + gain")[1].split("\n- **")[0].split())
+
+
+@needs_git
+def test_session_10_logs_ran_the_code_the_readme_names():
+    """The committed kernel (832e7d9), its baseline (225c8af) and the variants, kept as diffs under
+    logs/bench/programs_s10/ against one of the two."""
+    head, kernel = git_source("225c8af"), git_source("832e7d9")
+    programs = REPO_ROOT / "logs/bench/programs_s10"
+    two_kernels = other_side(kernel, (programs / "two_kernels_to_committed_s10.diff").read_text(), reverse=True)
+    slow = other_side(kernel, (programs / "slow_one_kernel_to_committed_s10.diff").read_text(), reverse=True)
+    gain = other_side(head, (programs / "gain_before_rotary_s10.diff").read_text())
+    ran = {
+        head: ["ab_norm_rotary_kernels_s10_h200_against_r1", "curve_head_s10_h200", "eval_head_s10_h200", "eval_ttt_head_s10_h200_gpu0",
+               "eval_ttt_head_s10_h200_gpu1", "ab_norm_rotary_final_s10_h200_against_r1", "ab_gain_before_rotary_s10_h200_against_r1",
+               "ab_qkv_gain_s10_h200_against_r1"],
+        kernel: ["ab_one_kernel_fixed_vs_two_s10_h200_program_r1", "eval_norm_rotary_fixed_s10_h200", "eval_ttt_norm_rotary_s10_h200_gpu0",
+                 "eval_ttt_norm_rotary_s10_h200_gpu1"],
+        two_kernels: ["ab_norm_rotary_kernels_s10_h200_program_r1", "curve_norm_rotary_kernels_s10_h200", "profile_bandwidth_kernels_s10_h200",
+                      "ab_one_kernel_fixed_vs_two_s10_h200_against_r1", "ab_one_kernel_vs_two_s10_h200_against_r1"],
+        slow: ["ab_norm_rotary_final_s10_h200_program_r1", "ab_one_kernel_vs_two_s10_h200_program_r1"],
+        gain: ["ab_gain_before_rotary_s10_h200_program_r1"],
+    }
+    assert len({sha(source) for source in ran}) == len(ran)
+    for source, logs in ran.items():
+        for name in logs:
+            assert ran_sha(name) == sha(source), name
+    added, size = len(kernel.encode()) - len(head.encode()), len(kernel.encode())
+    assert f"Cost: {added:,} bytes of code (train_gpt.py is {size:,} bytes)" in qk_kernel_bullet()
+
+
+def test_qk_kernel_bullet_curves_and_rejections_are_their_logs():
+    bullet = qk_kernel_bullet()
+    for name, text in (("ab_norm_rotary_fixed_s10_h200", "{} → {} ms, **{}×**"), ("ab_norm_rotary_kernels_s10_h200", "{} → {} ms ({}×"),
+                       ("ab_one_kernel_fixed_vs_two_s10_h200", "{} → {} ms ({}×")):
+        log = bench_log(name)
+        assert text.format(log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step"), log_value(log, "speedup").rstrip("x")) in bullet
+    before = bench_log("profile_bandwidth_s9_h200").split("top kernels, ms per step:")[1]
+    old = [float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+88x  (triton_per_fused__fused_rms_norm_\S*(?:slice_slice_backward|cat_mul_slice_sub)\S*"
+                                            r"|triton_red_fused_mul_sum_transpose_\d+)$", before, re.M)]
+    assert len(old) == 5 and f"kernels took {sum(old):.2f} ms as inductor's five" in bullet
+    profile = bench_log("profile_bandwidth_kernels_s10_h200")
+    new = {m[2]: float(m[1]) for m in re.finditer(r"^\s+(\S+)\s+176x  (_norm_rotary_\w+_kernel)$", profile, re.M)}
+    backward, forward = new["_norm_rotary_backward_kernel"], new["_norm_rotary_forward_kernel"]
+    assert f"and {backward + forward:.2f} ms as the two kernels ({backward:.2f} backward, {forward:.2f} forward" in bullet
+    step_ms = [float(re.findall(r"^step:285/285 .* step_avg:([\d.]+)ms", bench_log(n), re.M)[-1]) for n in ("curve_head_s10_h200", "curve_norm_rotary_kernels_s10_h200")]
+    assert f"{step_ms[0]} → {step_ms[1]} ms/step ({step_ms[0] / step_ms[1]:.3f}×)" in bullet
+    ttt = {(n, gpu): first(r"^ttt\s+2/2\*\s+(\S+)", bench_log(f"eval_ttt_{n}_s10_h200_{gpu}")) for n in ("head", "norm_rotary") for gpu in ("gpu0", "gpu1")}
+    assert f"{ttt['head', 'gpu0']} and {ttt['head', 'gpu1']} s before, {ttt['norm_rotary', 'gpu0']} and {ttt['norm_rotary', 'gpu1']} s after" in bullet
+    sliding = [first(r"^sliding\s+2/2\*\s+(\S+)", bench_log(n)) for n in ("eval_head_s10_h200", "eval_norm_rotary_fixed_s10_h200")]
+    assert f"{sliding[0]} s before and {sliding[1]} s after" in bullet
+
+    text = " ".join(section("Same model function, q/k kernel.").split())
+    stats = curve_stats("logs/bench/curves_norm_rotary_kernels_s10_h200.txt")
+    later = ("11-50", "51-100", "101-200", "201-300")
+    assert f"max {stats['1-10'][0]} over steps 1–10" in text
+    assert "mean |d| " + " / ".join(stats[r][2] for r in later) in text
+    assert "mean d " + " / ".join(stats[r][1].replace("-", "−") for r in later) in text
+    assert all(float(stats[r][1]) > 0 for r in later) and "d is positive in every range" in text
+    curves = [bench_log(n) for n in ("curve_head_s10_h200", "curve_norm_rotary_kernels_s10_h200")]
+    for key, label in (("final_ngram_ttt", "(TTT + mixer)"), ("final_int6_sliding_window", "sliding window")):
+        values = [float(first(rf"^{key} val_loss:\S+ val_bpb:(\S+)", log)) for log in curves]
+        assert f"{label} {values[0]:.6f} vs {values[1]:.6f}" in text
+    audit = first(r"^ngram_audit positions:\d+ max_abs_err:(\S+)", curves[1])
+    assert f"max_abs_err {audit}" in text
+
+    rejected = " ".join(README.split("- Rejected, session 10")[1].split("\n- ")[0].split())
+    call1 = bench_log("s10_call1_stdout")
+    for variant in ("qkv_gemm", "gain_before_rotary", "qkv_gain"):
+        block = call1.split(f"== /tmp/ab_{variant}_s10_h200.out")[1]
+        a, b, x = (log_value(block, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+        assert f"{a} → {b} ms ({x.rstrip('x')}×)" in rejected
+    s9 = bench_log("profile_bandwidth_s9_h200")
+    assert f"GEMMs {log_value(call1, 'profile_matmul')} ms per step ({log_value(s9, 'profile_matmul')} in session" in rejected
+    assert f"bytes {log_value(call1, 'compiled_gb_per_step')} GB against {log_value(s9, 'compiled_gb_per_step')}" in rejected
+    for name, text in (("ab_one_kernel_vs_two_s10_h200", "ran {2}× against the two-kernel form ({0} → {1} ms)"),
+                       ("ab_norm_rotary_final_s10_h200", "and {2}× against 225c8af")):
+        log = bench_log(name)
+        assert text.format(log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step"), log_value(log, "speedup").rstrip("x")) in rejected
+
+
+@pytest.mark.parametrize("name", ["norm_rotary_probe_s10_h200", "norm_rotary_probe_final_s10_h200", "norm_rotary_probe_fixed_s10_h200"])
+def test_norm_rotary_probe_logs_rows_and_bandwidths(name):
+    """The probe needs CUDA (no CPU run): its logs hold a row per head count and tile (and inductor), and
+    each GB/s is the bytes the direction must move (2 or 3 tensors of 48*2048*heads*64 bf16) over its ms."""
+    compile((REPO_ROOT / "tools/norm_rotary_probe.py").read_text(), "norm_rotary_probe.py", "exec")
+    rows = re.findall(r"^\s+(\d+)\s+(tile \d+|inductor)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)$", bench_log(name), re.M)
+    expected = [(h, impl) for h in ("8", "4") for impl in ["tile 8", "tile 16", "tile 32", "tile 64", "tile 128", "inductor"]]
+    assert [(r[0], r[1]) for r in rows] == expected
+    for heads, _, fwd_ms, fwd_gbps, bwd_ms, bwd_gbps in rows:
+        size_gb = 48 * 2048 * int(heads) * 64 * 2 / 1e9
+        for tensors, ms, gbps in ((2, fwd_ms, fwd_gbps), (3, bwd_ms, bwd_gbps)):  # ms printed to 4 decimals
+            fastest, slowest = (tensors * size_gb / (float(ms) + d) * 1e3 for d in (-5e-5, 5e-5))
+            assert slowest - 1 <= int(gbps) <= fastest + 1
