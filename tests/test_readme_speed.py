@@ -186,6 +186,19 @@ def curve_stats(path: str) -> dict[str, tuple[str, str, str]]:
             re.findall(r"^steps_(\S+)\s+max\|d\| (\S+)\s+mean d (\S+), mean \|d\| (\S+) over", log, re.M)}
 
 
+LATER_RANGES = ("11-50", "51-100", "101-200", "201-300")
+
+
+def assert_curve_ranges_quoted(text: str, path: str) -> dict[str, tuple[str, str, str]]:
+    """The paragraph quotes a curves log's max |d| over steps 1-10, then its mean |d| and mean d over
+    the later ranges (as 'a / b / c / d'); returns the log's figures."""
+    stats = curve_stats(path)
+    assert f"max {stats['1-10'][0]} over steps 1–10" in text
+    assert "mean |d| " + " / ".join(stats[r][2] for r in LATER_RANGES) in text
+    assert "mean d " + " / ".join(stats[r][1].replace("-", "−") for r in LATER_RANGES) in text
+    return stats
+
+
 def test_bf16_stream_paragraph_matches_its_curves_and_the_seed_noise():
     text = " ".join(section("Same model function, bf16 stream.").split())
     stats = curve_stats("logs/bench/curves_bf16_stream_1gpu.txt")
@@ -626,11 +639,7 @@ def test_folded_scales_bullet_and_curves_paragraph_are_their_logs():
     assert f"fell from {gb[0]:.2f} to {gb[1]:.2f} GB ({100 * (gb[1] / gb[0] - 1):.1f}%".replace("-", "−") in bullet
 
     text = " ".join(section("Same model function, residual scales on the weights.").split())
-    stats = curve_stats("logs/bench/curves_folded_scales_s9_h200.txt")
-    later = ("11-50", "51-100", "101-200", "201-300")
-    assert f"max {stats['1-10'][0]} over steps 1–10" in text
-    assert "mean |d| " + " / ".join(stats[r][2] for r in later) in text
-    assert "mean d " + " / ".join(stats[r][1].replace("-", "−") for r in later) in text
+    assert_curve_ranges_quoted(text, "logs/bench/curves_folded_scales_s9_h200.txt")
     assert re.search(r"^settings_differ\s+none\s", bench_log("curves_folded_scales_s9_h200"), re.M)
     final = {k: [first(rf"^{k} val_loss:\S+ val_bpb:(\S+)", log) for log in curves.values()] for k in ("final_ngram_ttt", "final_int6_sliding_window")}
     assert f"(TTT + mixer) {float(final['final_ngram_ttt'][0]):.6f} vs {float(final['final_ngram_ttt'][1]):.6f}" in text
@@ -784,12 +793,8 @@ def test_qk_kernel_bullet_curves_and_rejections_are_their_logs():
     assert f"{sliding[0]} s before and {sliding[1]} s after" in bullet
 
     text = " ".join(section("Same model function, q/k kernel.").split())
-    stats = curve_stats("logs/bench/curves_norm_rotary_kernels_s10_h200.txt")
-    later = ("11-50", "51-100", "101-200", "201-300")
-    assert f"max {stats['1-10'][0]} over steps 1–10" in text
-    assert "mean |d| " + " / ".join(stats[r][2] for r in later) in text
-    assert "mean d " + " / ".join(stats[r][1].replace("-", "−") for r in later) in text
-    assert all(float(stats[r][1]) > 0 for r in later) and "d is positive in every range" in text
+    stats = assert_curve_ranges_quoted(text, "logs/bench/curves_norm_rotary_kernels_s10_h200.txt")
+    assert all(float(stats[r][1]) > 0 for r in LATER_RANGES) and "d is positive in every range" in text
     curves = [bench_log(n) for n in ("curve_head_s10_h200", "curve_norm_rotary_kernels_s10_h200")]
     for key, label in (("final_ngram_ttt", "(TTT + mixer)"), ("final_int6_sliding_window", "sliding window")):
         values = [float(first(rf"^{key} val_loss:\S+ val_bpb:(\S+)", log)) for log in curves]
