@@ -332,7 +332,7 @@ def _launch_norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor, grad:
 
 @torch.library.custom_op("train_gpt::norm_rotary", mutates_args=())
 def fused_norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor) -> Tensor:
-    """norm_rotary's kernel: x (B, T, heads, dim), cos/sin (T, HALF) fp32, gain (heads,) fp32."""
+    """norm_rotary's kernel: x (B, T, heads, dim); cos, sin (1, T, 1, HALF) fp32 as the model's tables; gain (heads,) fp32."""
     return _launch_norm_rotary(x, cos, sin, gain)[0]
 
 

@@ -768,7 +768,7 @@ def test_session_10_logs_ran_the_code_the_readme_names():
         for name in logs:
             assert ran_sha(name) == sha(source), name
     added, size = len(kernel.encode()) - len(head.encode()), len(kernel.encode())
-    assert f"Cost: {added:,} bytes of code (train_gpt.py is {size:,} bytes)" in qk_kernel_bullet()
+    assert f"Cost: {added:,} bytes of code (train_gpt.py was {size:,} bytes at 832e7d9)" in qk_kernel_bullet()
 
 
 def test_qk_kernel_bullet_curves_and_rejections_are_their_logs():
