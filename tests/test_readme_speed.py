@@ -830,3 +830,19 @@ def test_norm_rotary_probe_logs_rows_and_bandwidths(name):
         for tensors, ms, gbps in ((2, fwd_ms, fwd_gbps), (3, bwd_ms, bwd_gbps)):  # ms printed to 4 decimals
             fastest, slowest = (tensors * size_gb / (float(ms) + d) * 1e3 for d in (-5e-5, 5e-5))
             assert slowest - 1 <= int(gbps) <= fastest + 1
+
+
+def test_h200_step_paragraph_is_its_profile():
+    text = " ".join(section("Where an H200 step goes now").split())
+    log = bench_log("profile_bandwidth_kernels_s10_h200")
+    step, mfu = float(log_value(log, "ms_per_step")), float(log_value(log, "mfu_measured_peak").rstrip("%"))
+    kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("attention", "matmul", "compiled", "other", "memcpy/memset", "total")}
+    assert f"{step} ms per step, MFU {mfu:.2f}% of the 790 TFLOP/s" in text and "of 790 TFLOP/s" in log
+    assert f"Of {kinds['total']} ms of kernel time, cuDNN's attention takes {kinds['attention']} ms, the GEMMs {kinds['matmul']}, inductor's kernels {kinds['compiled']}" in text
+    share = first(r"^compiled_gb_per_s\s+\S+ GB/s\s+(\S+) of copy_bandwidth", log)
+    assert f"({log_value(log, 'compiled_gb_per_step')} GB at {share} of the copy bandwidth)" in text
+    rest = kinds["total"] - kinds["attention"] - kinds["matmul"]
+    assert f"everything else {kinds['other'] + kinds['memcpy/memset']:.1f}" in text
+    target = step * mfu / 50
+    assert f"50% MFU would be {target:.1f} ms per step, {step - target:.1f} ms less than now" in text
+    assert f"take {rest:.1f} ms: at attention and GEMMs as they are, 50% needs {(step - target) / rest:.0%} of the rest gone" in text
