@@ -18,6 +18,11 @@ def section(title: str) -> str:
     return README.split(f"**{title}**", 1)[1].split("\n\n**", 1)[0]
 
 
+def speed_bullet(title: str) -> str:
+    """The bullet under the before/after table that starts with **title, as one line."""
+    return " ".join(section("Before/after, same GPU").split(f"- **{title}")[1].split("\n- **")[0].split())
+
+
 def table_rows(text: str) -> list[list[str]]:
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
     return rows[2:]  # past the header and the --- line
@@ -627,7 +632,7 @@ def test_event_timing_table_matches_the_eval_logs():
 
 
 def test_folded_scales_bullet_and_curves_paragraph_are_their_logs():
-    bullet = " ".join(section("Before/after, same GPU").split("- **Residual scales on the weights**")[1].split("\n- **")[0].split())
+    bullet = speed_bullet("Residual scales on the weights**")
     compare = bench_log("ab_folded_scales_s9_h200")
     before, after = log_value(compare, "against_ms_per_step"), log_value(compare, "program_ms_per_step")
     peaks = [f"{int(p):,}" for p in re.findall(r"^(?:against|program)_ms_per_step .*; peak (\d+) MiB$", compare, re.M)]
@@ -739,10 +744,6 @@ def test_other_side_applies_a_diff_both_ways():
     assert other_side(a, diff) == b and other_side(b, diff, reverse=True) == a
 
 
-def qk_kernel_bullet() -> str:
-    return " ".join(section("Before/after, same GPU").split("- **q/k RMS norm + rotary + gain")[1].split("\n- **")[0].split())
-
-
 @needs_git
 def test_session_10_logs_ran_the_code_the_readme_names():
     """The committed kernel (832e7d9), its baseline (225c8af) and the variants, kept as diffs under
@@ -768,11 +769,11 @@ def test_session_10_logs_ran_the_code_the_readme_names():
         for name in logs:
             assert ran_sha(name) == sha(source), name
     added, size = len(kernel.encode()) - len(head.encode()), len(kernel.encode())
-    assert f"Cost: {added:,} bytes of code (train_gpt.py was {size:,} bytes at 832e7d9)" in qk_kernel_bullet()
+    assert f"Cost: {added:,} bytes of code (train_gpt.py was {size:,} bytes at 832e7d9)" in speed_bullet("q/k RMS norm + rotary + gain")
 
 
 def test_qk_kernel_bullet_curves_and_rejections_are_their_logs():
-    bullet = qk_kernel_bullet()
+    bullet = speed_bullet("q/k RMS norm + rotary + gain")
     for name, text in (("ab_norm_rotary_fixed_s10_h200", "{} → {} ms, **{}×**"), ("ab_norm_rotary_kernels_s10_h200", "{} → {} ms ({}×"),
                        ("ab_one_kernel_fixed_vs_two_s10_h200", "{} → {} ms ({}×")):
         log = bench_log(name)
