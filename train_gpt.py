@@ -254,6 +254,9 @@ class CastedLinear(nn.Linear):
         self.register_buffer("qat_temperature", torch.ones(()), persistent=False)
 
     def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
+        return F.linear(x, self.applied_weight(out_scale).to(x.dtype))
+
+    def applied_weight(self, out_scale: Tensor | None = None) -> Tensor:
         w = self.weight
         if self.qat and self.training:
             scale = w.detach().abs().amax(1, keepdim=True).clamp_min(1e-8) / INT6_MAX
@@ -263,7 +266,7 @@ class CastedLinear(nn.Linear):
             w = (middle + 0.5 * torch.tanh((scaled - middle) / t) / torch.tanh(0.5 / t)).clamp(-INT6_MAX, INT6_MAX) * scale
         if out_scale is not None:
             w = w * out_scale.reshape(-1, 1)
-        return F.linear(x, w.to(x.dtype))
+        return w
 
 
 def rotary_tables(seq_len: int, dims: int, base: float) -> tuple[Tensor, Tensor]:
@@ -294,7 +297,7 @@ def norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor | None = None)
 # the dims from 2 * HALF as they are.
 
 @triton.jit
-def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, row_dgain_ptr, n_rows, seq_len, HEADS: tl.constexpr,
+def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, row_dgain_ptr, n_rows, seq_len, x_stride, HEADS: tl.constexpr,
                         DIM: tl.constexpr, BLOCK_DIM: tl.constexpr, HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_DIM)
@@ -304,10 +307,11 @@ def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, ro
     cos = tl.load(cos_ptr + table, mask & rotated[None, :], other=1.0)
     sin = tl.load(sin_ptr + table, mask & rotated[None, :], other=0.0)
     sin = tl.where((cols < HALF)[None, :], -sin, sin)  # rotated_i = cos_i * x_i + sin_i * x_partner(i)
-    at = rows[:, None] * DIM + cols[None, :]
-    partner = rows[:, None] * DIM + tl.where(rotated, (cols + HALF) % (2 * HALF), cols)[None, :]
-    x = tl.load(x_ptr + at, mask, other=0.0).to(tl.float32)
-    rotated_x = x * cos + tl.load(x_ptr + partner, mask, other=0.0).to(tl.float32) * sin
+    partner_cols = tl.where(rotated, (cols + HALF) % (2 * HALF), cols)[None, :]
+    at, partner = rows[:, None] * DIM + cols[None, :], rows[:, None] * DIM + partner_cols  # grad and out: contiguous
+    x_row = ((rows // HEADS) * x_stride + (rows % HEADS) * DIM)[:, None]  # x: one position every x_stride values
+    x = tl.load(x_ptr + x_row + cols[None, :], mask, other=0.0).to(tl.float32)
+    rotated_x = x * cos + tl.load(x_ptr + x_row + partner_cols, mask, other=0.0).to(tl.float32) * sin
     r = tl.rsqrt(tl.sum(x * x, 1) / DIM + 1.1920928955078125e-07)  # fp32 eps, as F.rms_norm
     gain = tl.load(gain_ptr + rows % HEADS)
     if BACKWARD:  # out = dx; each row's share of the gain's gradient
@@ -322,10 +326,12 @@ def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, ro
 
 def _launch_norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor, grad: Tensor | None = None) -> tuple[Tensor, Tensor]:
     B, T, heads, dim = x.shape
-    rows, x = B * T * heads, x.contiguous()
-    out, row_dgain = torch.empty_like(x), x.new_empty(rows if grad is not None else 0, dtype=torch.float32)
+    if x.stride()[1:] != (x.stride(1), dim, 1) or x.stride(0) != T * x.stride(1):  # heads, then dims, must be contiguous
+        x = x.contiguous()
+    rows = B * T * heads
+    out, row_dgain = x.new_empty(x.shape), x.new_empty(rows if grad is not None else 0, dtype=torch.float32)
     _norm_rotary_kernel[(triton.cdiv(rows, 32),)](
-        x, cos.contiguous(), sin.contiguous(), gain, x if grad is None else grad.contiguous(), out, row_dgain, rows, T,
+        x, cos.contiguous(), sin.contiguous(), gain, x if grad is None else grad.contiguous(), out, row_dgain, rows, T, x.stride(1),
         HEADS=heads, DIM=dim, BLOCK_DIM=triton.next_power_of_2(dim), HALF=cos.size(-1), ROWS=32, BACKWARD=grad is not None)
     return out, row_dgain
 
@@ -347,8 +353,8 @@ def _norm_rotary_grads(ctx, grad: Tensor):
     return dx, None, None, dgain
 
 
-fused_norm_rotary.register_fake(lambda x, cos, sin, gain: torch.empty_like(x))
-fused_norm_rotary_backward.register_fake(lambda grad, x, cos, sin, gain: (torch.empty_like(x), torch.empty_like(gain)))
+fused_norm_rotary.register_fake(lambda x, cos, sin, gain: x.new_empty(x.shape))
+fused_norm_rotary_backward.register_fake(lambda grad, x, cos, sin, gain: (x.new_empty(x.shape), torch.empty_like(gain)))
 fused_norm_rotary.register_autograd(_norm_rotary_grads, setup_context=lambda ctx, inputs, output: ctx.save_for_backward(*inputs))
 
 
@@ -373,10 +379,13 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor) -> tuple[Tensor, Tensor]:
         B, T, _ = x.shape
-        own_v = self.v(x)
+        # q, k and v from one GEMM (cuBLAS runs the narrow k and v products slowly on their own); the
+        # norm + rotary kernel reads q and k in place in its output
+        w = torch.cat([m.applied_weight() for m in (self.q, self.k, self.v)]).to(x.dtype)
+        q, k, own_v = F.linear(x, w).split((self.q.out_features, self.k.out_features, self.v.out_features), dim=-1)
         v = (own_v if extra_v is None else own_v + extra_v).view(B, T, self.kv_heads, self.head_dim)
-        q = norm_rotary(self.q(x).view(B, T, self.heads, self.head_dim), *rotary, self.q_gain)
-        k = norm_rotary(self.k(x).view(B, T, self.kv_heads, self.head_dim), *rotary)
+        q = norm_rotary(q.view(B, T, self.heads, self.head_dim), *rotary, self.q_gain)
+        k = norm_rotary(k.view(B, T, self.kv_heads, self.head_dim), *rotary)
         y = causal_attention(q, k, v)
         if self.exclusive:  # XSA: drop the component along the head's own value vector
             y = y.view(B, T, self.kv_heads, -1, self.head_dim)

@@ -163,6 +163,46 @@ def test_block_applies_its_residual_scales_to_the_branch_outputs():
     torch.testing.assert_close(v, own_v)
 
 
+@pytest.mark.parametrize("qat", [False, True])
+def test_attention_is_its_three_projections(qat):
+    """Attention computes q, k and v with one GEMM (their weights concatenated): output and gradients
+    are those of the three projections applied one by one."""
+    args = tiny_args(XSA_LAST_N=1)
+    model = randomize_(train_gpt.GPT(args), std=0.3)
+    attn, D = model.blocks[-1].attn, args.model_dim
+    assert attn.exclusive
+    for layer in (attn.q, attn.k, attn.v, attn.proj):  # set_qat skips a tiny model's small matrices
+        layer.qat = qat
+    B, T, kv = 2, 16, attn.kv_heads * attn.head_dim
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(B, T, D, generator=g, requires_grad=True)
+    extra_v, scale, grad_out = torch.randn(B, T, kv, generator=g), torch.rand(D, generator=g) + 0.5, torch.randn(B, T, D, generator=g)
+    rotary = [t[:, :T] for t in (model.rope_cos, model.rope_sin)]
+
+    def one_by_one():
+        q = train_gpt.norm_rotary(attn.q(x).view(B, T, attn.heads, attn.head_dim), *rotary, attn.q_gain)
+        k = train_gpt.norm_rotary(attn.k(x).view(B, T, attn.kv_heads, attn.head_dim), *rotary)
+        own_v = attn.v(x)
+        v = (own_v + extra_v).view(B, T, attn.kv_heads, attn.head_dim)
+        y = train_gpt.causal_attention(q, k, v).view(B, T, attn.kv_heads, -1, attn.head_dim)
+        unit_v = F.normalize(v, dim=-1).unsqueeze(3)
+        y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
+        return attn.proj(y.reshape(B, T, D), scale), own_v
+
+    inputs = (x, attn.q.weight, attn.k.weight, attn.v.weight, attn.q_gain)
+    results = []
+    for forward in (lambda: attn(x, extra_v, rotary, scale), one_by_one):
+        out, own_v = forward()
+        results.append((out, own_v, torch.autograd.grad((out * grad_out).sum() + own_v.sum(), inputs)))
+    (out, own_v, grads), (ref_out, ref_v, ref_grads) = results
+    assert ref_out.abs().max() > 0.1
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(own_v, ref_v, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads, ref_grads):
+        assert b.abs().max() > 1e-3
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_weighted_loss_is_mean_of_weighted_token_ce():
     args = tiny_args()
     torch.manual_seed(0)
@@ -233,7 +273,7 @@ def test_xsa_removes_component_along_own_value(xsa_last_n, exclusive):
     assert [b.attn.exclusive for b in model.blocks] == exclusive
     captured = {}
     for i, block in enumerate(model.blocks):
-        block.attn.v.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(("v", i), out))
+        block.attn.register_forward_pre_hook(lambda m, inp, i=i: captured.__setitem__(("v", i), m.v(inp[0])))
         block.attn.proj.register_forward_pre_hook(lambda m, inp, i=i: captured.__setitem__(("y", i), inp[0]))
     B, T = 2, 24
     with torch.no_grad():

@@ -82,3 +82,16 @@ def test_the_ops_compile_into_a_graph_with_their_backward(device):
         results.append((value, *torch.autograd.grad(value, (xr, gr))))
     for compiled, eager in zip(*results):
         torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernels_read_x_in_place_in_a_wider_tensor(device):
+    """Attention's q and k are column slices of one GEMM's output: the kernel reads them where they are
+    (a position stride wider than heads * dim) and gives what it gives for a contiguous copy."""
+    x, cos, sin, gain, grad_out = inputs(2, 6, 4, 64, 8, seed=9, device=device)
+    wide = torch.cat((torch.randn(2, 6, 3, 64, device=device), x, torch.randn(2, 6, 5, 64, device=device)), dim=2)
+    view = wide[:, :, 3:7]
+    assert not view.is_contiguous() and view.stride(1) == 12 * 64
+    torch.testing.assert_close(train_gpt.fused_norm_rotary(view, cos, sin, gain), train_gpt.fused_norm_rotary(x, cos, sin, gain), atol=0, rtol=0)
+    for a, b in zip(train_gpt.fused_norm_rotary_backward(grad_out, view, cos, sin, gain), train_gpt.fused_norm_rotary_backward(grad_out, x, cos, sin, gain)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)

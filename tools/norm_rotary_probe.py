@@ -37,7 +37,7 @@ def timed(fn, calls=50):
 def launch(tile, x, cos, sin, gain, grad, out, row_dgain):
     """train_gpt's kernel at a given tile size (train_gpt launches it with 32 rows per program)."""
     rows = x.numel() // DIM
-    train_gpt._norm_rotary_kernel[(triton.cdiv(rows, tile),)](x, cos, sin, gain, grad, out, row_dgain, rows, T, HEADS=x.size(2), DIM=DIM,
+    train_gpt._norm_rotary_kernel[(triton.cdiv(rows, tile),)](x, cos, sin, gain, grad, out, row_dgain, rows, T, x.stride(1), HEADS=x.size(2), DIM=DIM,
                                                               BLOCK_DIM=DIM, HALF=HALF, ROWS=tile, BACKWARD=grad is not x)
 
 
