@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor, nn
+from triton.tools.tensor_descriptor import TensorDescriptor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:
@@ -394,15 +395,108 @@ class Attention(nn.Module):
         return self.proj(y.reshape(B, T, -1), out_scale), own_v
 
 
+# Compiled by inductor, the MLP's activation h = leaky_relu(u)^2 of fc's output u was a pass of its own
+# over the (tokens, hidden) tensor each way, between two cuBLAS GEMMs. On CUDA one persistent Triton
+# GEMM (TMA loads and stores) applies it as its epilogue instead: forward, fc writes u and h (only h
+# at inference); backward, grad_y @ W_proj comes out already multiplied by dh/du. Same arithmetic
+# as inductor's (each product rounded to bf16, then the activation in fp32).
+
+@triton.jit
+def _act_gemm_kernel(a_desc, b_desc, out_desc, u_desc, M, N, K, SLOPE: tl.constexpr, MODE: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PROGRAMS: tl.constexpr):
+    """c = a @ b^T, tile by tile. MODE 0: out = h(c); 1: also u = c; 2: out = c * dh/du at u."""
+    tiles_n = tl.cdiv(N, BN)
+    done = tl.program_id(0) - PROGRAMS  # = tile; a counter of its own keeps the epilogue apart from the next tile's loads, which the flattened loop starts early
+    for tile in tl.range(tl.program_id(0), tl.cdiv(M, BM) * tiles_n, PROGRAMS, flatten=True):
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K, BK):
+            acc = tl.dot(a_desc.load([(tile // tiles_n) * BM, k]), b_desc.load([(tile % tiles_n) * BN, k]).T, acc)
+        done += PROGRAMS
+        at = [(done // tiles_n) * BM, (done % tiles_n) * BN]
+        c = acc.to(out_desc.dtype)
+        if MODE == 2:
+            u = u_desc.load(at).to(tl.float32)
+            out_desc.store(at, (c.to(tl.float32) * tl.where(u > 0, 2 * u, 2 * SLOPE * SLOPE * u)).to(out_desc.dtype))
+        else:
+            if MODE == 1:
+                u_desc.store(at, c)
+            u = c.to(tl.float32)
+            u = tl.where(u > 0, u, SLOPE * u)
+            out_desc.store(at, (u * u).to(out_desc.dtype))
+
+
+def _act_gemm(a: Tensor, b: Tensor, slope: float, mode: int, u: Tensor | None = None) -> Tensor:
+    """The kernel on a (M, K) and b (N, K), both contiguous; returns out (and fills u in mode 1)."""
+    (M, K), N = a.shape, b.size(0)
+    BM, BN, BK, stages = (128, 128, 64, 4) if mode == 2 else (128, 256, 64, 3)  # fastest of tools/act_gemm_probe.py's on an H200
+    out = a.new_empty(M, N)
+    tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
+    programs = min(tiles, torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 3)
+    desc = TensorDescriptor.from_tensor
+    _act_gemm_kernel[(programs,)](desc(a, [BM, BK]), desc(b, [BN, BK]), desc(out, [BM, BN]), desc(out if u is None else u, [BM, BN]),
+                                  M, N, K, SLOPE=slope, MODE=mode, BM=BM, BN=BN, BK=BK, PROGRAMS=programs, num_stages=stages, num_warps=8)
+    return out
+
+
+@torch.library.custom_op("train_gpt::linear_act", mutates_args=())
+def fused_linear_act(x: Tensor, w: Tensor, slope: float) -> Tensor:
+    """leaky_relu(x @ w^T, slope)^2 for x (M, dim), w (hidden, dim): the MLP's first half at inference."""
+    return _act_gemm(x, w, slope, 0)
+
+
+@torch.library.custom_op("train_gpt::mlp", mutates_args=())
+def fused_mlp(x: Tensor, w_fc: Tensor, w_proj: Tensor, slope: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Training MLP on x (M, dim): (y, u, h), u = x @ w_fc^T, h = leaky_relu(u, slope)^2, y = h @ w_proj^T."""
+    u = x.new_empty(x.size(0), w_fc.size(0))
+    h = _act_gemm(x, w_fc, slope, 1, u)
+    return h @ w_proj.t(), u, h
+
+
+@torch.library.custom_op("train_gpt::mlp_grad_u", mutates_args=())
+def fused_mlp_grad_u(grad_y: Tensor, w_proj: Tensor, u: Tensor, slope: float) -> Tensor:
+    """Gradient of u: (grad_y @ w_proj) * dh/du."""
+    return _act_gemm(grad_y, w_proj.t().contiguous(), slope, 2, u)
+
+
+def _mlp_grads(ctx, grad_y: Tensor, *unused):
+    x, w_fc, w_proj, u, h = ctx.saved_tensors
+    grad_u = fused_mlp_grad_u(grad_y, w_proj, u, ctx.slope)
+    return grad_u @ w_fc, grad_u.t() @ x, grad_y.t() @ h, None
+
+
+def _mlp_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*inputs[:3], *output[1:])
+    ctx.slope = inputs[3]
+
+
+fused_linear_act.register_fake(lambda x, w, slope: x.new_empty(x.size(0), w.size(0)))
+fused_mlp.register_fake(lambda x, w_fc, w_proj, slope: (x.new_empty(x.size(0), w_proj.size(0)), *(x.new_empty(x.size(0), w_fc.size(0)) for _ in range(2))))
+fused_mlp_grad_u.register_fake(lambda grad_y, w_proj, u, slope: torch.empty_like(u))
+fused_mlp.register_autograd(_mlp_grads, setup_context=_mlp_setup)
+
+
+def mlp_kernels(x: Tensor, w_fc: Tensor, w_proj: Tensor, slope: float) -> Tensor:
+    """leaky_relu(x @ w_fc^T, slope)^2 @ w_proj^T through the kernels; u and h are kept only under autograd."""
+    flat = x.reshape(-1, x.size(-1))
+    y = fused_mlp(flat, w_fc, w_proj, slope)[0] if torch.is_grad_enabled() else F.linear(fused_linear_act(flat, w_fc, slope), w_proj)
+    return y.view(*x.shape[:-1], -1)
+
+
 class MLP(nn.Module):
     def __init__(self, args):
         super().__init__()
         hidden = int(args.mlp_mult * args.model_dim)
         self.fc, self.proj = CastedLinear(args.model_dim, hidden), CastedLinear(hidden, args.model_dim, zero_init=True)
         self.negative_slope = 0.5 if args.leaky_relu else 0.0
+        self.fusable = hidden % 8 == 0 and args.model_dim % 8 == 0  # TMA needs rows of whole 16-byte units
 
     def forward(self, x: Tensor, out_scale: Tensor) -> Tensor:
-        return self.proj(F.leaky_relu(self.fc(x), self.negative_slope).square(), out_scale)
+        w_fc, w_proj = self.fc.applied_weight().to(x.dtype), self.proj.applied_weight(out_scale).to(x.dtype)
+        if x.is_cuda and x.dtype == torch.bfloat16 and self.fusable:
+            return mlp_kernels(x, w_fc, w_proj, self.negative_slope)
+        return F.linear(F.leaky_relu(F.linear(x, w_fc), self.negative_slope).square(), w_proj)
 
 
 class Block(nn.Module):
