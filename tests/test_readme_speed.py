@@ -59,11 +59,11 @@ def ran_sha(name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 7 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 9 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(9))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -79,7 +79,7 @@ def test_before_after_table_matches_the_compare_logs(index):
     assert peak == " → ".join(peaks) + " MiB"
     assert speedup == f"**{log_value(log, 'speedup').rstrip('x')}×**"
     assert float(speedup.strip("*×")) == pytest.approx(medians["against"] / medians["program"], abs=0.0006)
-    assert "program               /" in log and re.search(r"^against\s+\.ab/((before|head)/train_gpt|head_s9|head_s10)\.py$", log, re.M)
+    assert "program               /" in log and re.search(r"^against\s+\.ab/\S+\.py$", log, re.M)
 
 
 def test_the_h100_figures_quoted_under_the_table_are_the_h100_compare():
@@ -119,16 +119,24 @@ def test_scaling_table_matches_the_bench_logs():
 
 
 @needs_git
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(9))
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
     named commits' train_gpt.py, the before commit first in the row's label and the after one second."""
     label, *_, log_cell = before_after_rows()[index]
     commits = re.findall(r"\b([0-9a-f]{7})\b", label)
     assert len(commits) == 2 and "→" in label
+    name = log_cell.strip("`")[len("logs/bench/"):-4]
     for side, commit in zip(("against", "program"), commits):
+        source = git_source(commit)
+        if (name, side) in MEASURED_BEFORE_A_DOCSTRING:  # the row says so: the run's code is the commit's but for one docstring
+            source = other_side(source, (REPO_ROOT / MEASURED_BEFORE_A_DOCSTRING[name, side]).read_text(), reverse=True)
+            assert "but for a docstring" in label
         for r in (1, 2):
-            assert ran_sha(f"{log_cell.strip('`')[len('logs/bench/'):-4]}_{side}_r{r}") == sha(git_source(commit))
+            assert ran_sha(f"{name}_{side}_r{r}") == sha(source)
+
+
+MEASURED_BEFORE_A_DOCSTRING = {("ab_qkv_one_gemm_s11_h200", "program"): "logs/bench/programs_s11/qkv_measured_to_5a2909a_s11.diff"}
 
 
 def test_ttt_split_table_matches_the_eval_logs():
@@ -847,3 +855,55 @@ def test_h200_step_paragraph_is_its_profile():
     target = step * mfu / 50
     assert f"50% MFU would be {target:.1f} ms per step, {step - target:.1f} ms less than now" in text
     assert f"take {rest:.1f} ms: at attention and GEMMs as they are, 50% needs {(step - target) / rest:.0%} of the rest gone" in text
+
+
+def test_session_11_bullets_and_curves_are_their_logs():
+    mlp, qkv = speed_bullet("LeakyReLU² in the epilogue"), speed_bullet("q, k and v from one GEMM")
+    for bullet, name in ((mlp, "ab_mlp_kernels_s11_h200"), (qkv, "ab_qkv_one_gemm_s11_h200")):
+        log = bench_log(name)
+        assert "{} → {} ms, **{}×**".format(log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step"),
+                                             log_value(log, "speedup").rstrip("x")) in bullet
+    best = {m[1]: (m[2], m[3], m[4]) for m in re.finditer(r"^\s+\d+ (\w+)\s+(\S+)\s+(\S+)\s+(\S+)\s+\S+  \(", bench_log("act_gemm_probe_s11_h200"), re.M)}
+    assert "training forward {0} → {2}, backward {3} → {5}, inference (32 windows) {6} → {8}".format(*best["fwd"], *best["bwd"], *best["eval"]) in mlp
+    assert f"the plain GEMM itself runs {best['plain'][2]} ms against cuBLAS's {best['plain'][0]}" in mlp
+    per_step = sum(float(best[m][0]) - float(best[m][2]) for m in ("fwd", "bwd")) * 88  # 11 layers x 8 micro-steps
+    assert f"promised ≈{per_step:.0f} ms per step" in mlp
+    sliding = {n: re.search(r"phase:sliding repeat:2/2 seconds:(\S+) .* tokens_per_s_per_gpu:(\S+)", bench_log(f"eval_sliding_{n}_s11_h200")).groups()
+               for n in ("qkv_main", "mlp_kernels")}
+    (s0, t0), (s1, t1) = sliding["qkv_main"], sliding["mlp_kernels"]
+    assert f"{s0} s → {s1} s, **{float(s0) / float(s1):.3f}×**, {round(float(t0)):,} → {round(float(t1)):,} tokens/s" in mlp
+    ttt_bpb = first(r"phase:ttt repeat:1/1 .* val_bpb:(\S+)", bench_log("eval_ttt_mlp_kernels_s11_h200"))
+    assert f"val_bpb {ttt_bpb}" in mlp
+    ttt_first = [first(r"phase:ttt repeat:1/2 seconds:(\S+)", bench_log(n)) for n in ("eval_ttt_qkv_main_s11_h200", "eval_ttt_mlp_kernels_r2_s11_h200")]
+    assert f"took {ttt_first[0]} s for 5a2909a and {ttt_first[1]} s for the kernel" in mlp
+    assert "phase:ttt repeat:2/2" not in bench_log("eval_ttt_mlp_kernels_r2_s11_h200")
+    old, new = bench_log("profile_bandwidth_kernels_s10_h200"), bench_log("profile_bandwidth_qkv_one_gemm_s11_h200")
+    assert (f"GEMMs {log_value(old, 'profile_matmul')} → {log_value(new, 'profile_matmul')} ms per step, inductor's kernels "
+            f"{log_value(old, 'profile_compiled')} → {log_value(new, 'profile_compiled')} ms ({log_value(old, 'compiled_gb_per_step')} → "
+            f"{log_value(new, 'compiled_gb_per_step')} GB)") in qkv
+    text = " ".join(section("Same model function, session 11.").split())
+    assert_curve_ranges_quoted(text, "logs/bench/curves_mlp_kernels_s11_h200.txt")
+    curves = [bench_log(n) for n in ("curve_norm_rotary_kernels_s10_h200", "curve_mlp_kernels_s11_h200")]
+    loss = [first(r"^step:285/285 train_loss:(\S+)", c) for c in curves]
+    assert f"final train loss {loss[0]} vs {loss[1]}" in text
+    for key, label in (("final_int6_roundtrip", "dequantized artifact val_bpb"), ("final_int6_sliding_window", "sliding window"),
+                       ("ngram_only", "(`ngram_only`)")):
+        values = [first(rf"^{key} val_loss:\S+ val_bpb:(\S+)", c) for c in curves]
+        assert f"{label} {values[0]} vs {values[1]}" in text
+    assert "final_ngram_ttt" not in curves[1] and "cut by the call's time limit" in text
+
+
+@needs_git
+def test_session_11_logs_ran_the_code_the_readme_names():
+    qkv_main, mlp = git_source("5a2909a"), git_source("8d66aa4")
+    measured_qkv = other_side(qkv_main, (REPO_ROOT / MEASURED_BEFORE_A_DOCSTRING["ab_qkv_one_gemm_s11_h200", "program"]).read_text(), reverse=True)
+    ran = {measured_qkv: ["profile_bandwidth_qkv_one_gemm_s11_h200"],
+           qkv_main: ["eval_sliding_qkv_main_s11_h200", "eval_ttt_qkv_main_s11_h200"],
+           mlp: ["eval_sliding_mlp_kernels_s11_h200", "eval_ttt_mlp_kernels_s11_h200", "eval_ttt_mlp_kernels_r2_s11_h200", "curve_mlp_kernels_s11_h200"]}
+    for source, logs in ran.items():
+        for name in logs:
+            assert ran_sha(name) == sha(source), name
+    for bullet, (before, after) in ((speed_bullet("LeakyReLU² in the epilogue"), (qkv_main, mlp)),
+                                    (speed_bullet("q, k and v from one GEMM"), (git_source("438cc84"), qkv_main))):
+        added = len(after.encode()) - len(before.encode())
+        assert f"Cost: {added:,} bytes of code (train_gpt.py was {len(after.encode()):,} bytes at" in bullet
