@@ -843,7 +843,11 @@ def test_norm_rotary_probe_logs_rows_and_bandwidths(name):
 
 def test_h200_step_paragraph_is_its_profile():
     text = " ".join(section("Where an H200 step goes now").split())
-    log = bench_log("profile_bandwidth_kernels_s10_h200")
+    log = bench_log("profile_bandwidth_qkv_one_gemm_s11_h200")
+    assert "kernel's 20.29 in it" in text and re.search(r"^\s+20\.29\s+352x  _norm_rotary_kernel$", log, re.M)
+    older = bench_log("profile_bandwidth_kernels_s10_h200")
+    assert (f"{log_value(older, 'ms_per_step')} ms, attention {log_value(older, 'profile_attention')}, GEMMs {log_value(older, 'profile_matmul')}, "
+            f"inductor's kernels {log_value(older, 'profile_compiled')} ({log_value(older, 'compiled_gb_per_step')} GB)") in text
     step, mfu = float(log_value(log, "ms_per_step")), float(log_value(log, "mfu_measured_peak").rstrip("%"))
     kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("attention", "matmul", "compiled", "other", "memcpy/memset", "total")}
     assert f"{step} ms per step, MFU {mfu:.2f}% of the 790 TFLOP/s" in text and "of 790 TFLOP/s" in log
