@@ -360,11 +360,13 @@ fused_norm_rotary.register_autograd(_norm_rotary_grads, setup_context=lambda ctx
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """(B, T, heads, D) inputs; GQA without repeating K/V."""
-    if flash_attn_func is not None and q.is_cuda:
+    """(B, T, heads, D) inputs, q perhaps for only the last positions; GQA without repeating K/V."""
+    if flash_attn_func is not None and q.is_cuda:  # its causal mask is aligned to the last position
         out = flash_attn_func(q, k, v, causal=True)
         return out[0] if isinstance(out, tuple) else out
-    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
+    n, T = q.size(1), k.size(1)
+    mask = torch.ones(n, T, dtype=torch.bool, device=q.device).tril(T - n) if n < T else None
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=mask is None, enable_gqa=True)
     return y.transpose(1, 2)
 
 
@@ -378,21 +380,23 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((self.heads,), args.qk_gain_init))
         self.exclusive = exclusive
 
-    def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor, last: int = 0) -> tuple[Tensor, Tensor]:
+        """last > 0: queries (and the output) only for the last `last` positions."""
         B, T, _ = x.shape
         # q, k and v from one GEMM (cuBLAS runs the narrow k and v products slowly on their own); the
         # norm + rotary kernel reads q and k in place in its output
         w = torch.cat([m.applied_weight() for m in (self.q, self.k, self.v)]).to(x.dtype)
         q, k, own_v = F.linear(x, w).split((self.q.out_features, self.k.out_features, self.v.out_features), dim=-1)
         v = (own_v if extra_v is None else own_v + extra_v).view(B, T, self.kv_heads, self.head_dim)
-        q = norm_rotary(q.view(B, T, self.heads, self.head_dim), *rotary, self.q_gain)
         k = norm_rotary(k.view(B, T, self.kv_heads, self.head_dim), *rotary)
+        n = last or T
+        q = norm_rotary(q[:, T - n:].view(B, n, self.heads, self.head_dim), *(t[:, T - n:] for t in rotary), self.q_gain)
         y = causal_attention(q, k, v)
         if self.exclusive:  # XSA: drop the component along the head's own value vector
-            y = y.view(B, T, self.kv_heads, -1, self.head_dim)
-            unit_v = F.normalize(v, dim=-1).unsqueeze(3)
+            y = y.view(B, n, self.kv_heads, -1, self.head_dim)
+            unit_v = F.normalize(v[:, T - n:], dim=-1).unsqueeze(3)
             y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
-        return self.proj(y.reshape(B, T, -1), out_scale), own_v
+        return self.proj(y.reshape(B, n, -1), out_scale), own_v
 
 
 # Compiled by inductor, the MLP's activation h = leaky_relu(u)^2 of fc's output u was a pass of its own
@@ -508,11 +512,11 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(args.model_dim), torch.zeros(args.model_dim))))
         self.ln_scale = 1 / math.sqrt(index + 1) if args.ln_scale else 1.0
 
-    def forward(self, x, x0, extra_v, rotary):
+    def forward(self, x, x0, extra_v, rotary, last: int = 0):
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        attn_out, v = self.attn(rms_norm(x) * self.ln_scale, extra_v, rotary, self.attn_scale)
-        x = x + attn_out
+        attn_out, v = self.attn(rms_norm(x) * self.ln_scale, extra_v, rotary, self.attn_scale, last)
+        x = (x[:, -last:] if last else x) + attn_out
         return x + self.mlp(rms_norm(x) * self.ln_scale, self.mlp_scale), v
 
 
@@ -566,8 +570,9 @@ class GPT(nn.Module):
                     if name.endswith("proj"):
                         m.weight.data /= math.sqrt(2 * self.args.num_layers)
 
-    def hidden(self, idx: Tensor) -> Tensor:
-        """Final normed hidden states (B, T, model_dim)."""
+    def hidden(self, idx: Tensor, last: int = 0) -> Tensor:
+        """Final normed hidden states (B, T, model_dim); last > 0: of the last `last` positions only, which
+        the last block computes alone (its keys and values still cover all T)."""
         args = self.args
         x = self.tok_emb(idx)
         if self.bigram is not None:
@@ -589,7 +594,7 @@ class GPT(nn.Module):
             if i in args.ve_layers:
                 ve = value_emb * self.ve_layer_scales[args.ve_layers.index(i)]
                 extra_v = ve if extra_v is None else extra_v + ve
-            x, v = block(x, x0, extra_v, rotary)
+            x, v = block(x, x0, extra_v, rotary, last if i == len(self.blocks) - 1 else 0)
             if i == 0:
                 v0 = v
             if i < self.encoder_layers:
@@ -950,19 +955,21 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> tuple[Tensor, Tenso
     return ends, previous - ends + length
 
 
-def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tensor, length: int, batch_seqs: int):
+def scored_logits(model_hidden, head, tokens: Tensor, ends: Tensor, skips: Tensor, length: int, batch_seqs: int, stride: int):
     """Yield (target index, logits) for the scored positions of the given windows, in order. Which
     positions are scored is worked out on the CPU (ends, skips are CPU tensors) and sent ahead, so the
-    GPU never waits for the host between batches."""
+    GPU never waits for the host between batches. A batch without the first window scores at most
+    the last `stride` positions of each: the model's last block computes only those."""
     offsets = torch.arange(length)
     device_offsets = offsets.to(tokens.device)
     for b in range(0, len(ends), batch_seqs):
         e, s = ends[b:b + batch_seqs], skips[b:b + batch_seqs]
+        last = stride if stride < length and s.min() >= length - stride else length
         starts = e - length + 1
         rows, cols = (offsets[None, :] >= s[:, None]).nonzero(as_tuple=True)
         starts = torch.cat((starts, starts[-1:].expand(batch_seqs - len(e))))  # pad so every batch has the compiled shape
-        starts, rows, cols, targets = (t.to(tokens.device, non_blocking=True) for t in (starts, rows, cols, e[rows] - length + 1 + cols))
-        h = model_hidden(tokens[starts[:, None] + device_offsets - 1])
+        starts, rows, cols, targets = (t.to(tokens.device, non_blocking=True) for t in (starts, rows, cols - (length - last), e[rows] - length + 1 + cols))
+        h = model_hidden(tokens[starts[:, None] + device_offsets - 1], last)
         yield targets, head(h[rows, cols])
 
 
@@ -1174,7 +1181,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
         scored, audited = [], []
         learned = mixer.alpha_losses.new_zeros(mixer.alpha_losses.shape) if mixer else None
         with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
-            for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs):
+            for idx, logits in scored_logits(hidden, model.head, tokens, ends[windows], skips[windows], length, args.eval_batch_seqs, stride):
                 log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
                 nll = -log_probs.gather(1, tokens[idx, None]).squeeze(1)
                 n_bytes = target_bytes(tokens[idx - 1], tokens[idx], tables).double()

@@ -122,13 +122,16 @@ def test_scored_logits_never_reads_device_values(n_tokens, seq_len, stride, batc
     tokens = torch.empty(n_tokens, dtype=torch.long, device="meta")
     shapes = []
 
-    def hidden(idx):
+    def hidden(idx, last):
         assert idx.device.type == "meta"
-        shapes.append(tuple(idx.shape))
-        return torch.empty(*idx.shape, 8, device="meta")
+        shapes.append((*idx.shape, last))
+        return torch.empty(idx.size(0), last, 8, device="meta")
     counts = [len(idx) for idx, logits in train_gpt.scored_logits(hidden, lambda h: h @ torch.empty(8, 5, device="meta"), tokens,
-                                                                 ends, skips, length, batch_seqs)]
-    assert sum(counts) == n_tokens - 1 and set(shapes) == {(batch_seqs, length)}
+                                                                 ends, skips, length, batch_seqs, stride)]
+    assert sum(counts) == n_tokens - 1
+    # two compiled shapes at most: the batch with the first window computes every position, the others only the last `stride`
+    assert set(shapes) == {(batch_seqs, length, length)} | ({(batch_seqs, length, stride)} if stride < length else set())
+    assert shapes[0] == (batch_seqs, length, length)
 
 
 def _tiny_eval_setup(tiny_tokenizer, tiny_data, eval_seq_len=32, n_chunks=4, **overrides):
@@ -153,7 +156,7 @@ def test_scored_logits_match_direct_windows(tiny_tokenizer, tiny_data, stride, b
     ends, skips = train_gpt.window_plan(len(tokens), length, stride)
     got_idx, got_logits = [], []
     with torch.no_grad():
-        for idx, logits in train_gpt.scored_logits(model.hidden, model.head, tokens, ends, skips, length, batch_seqs):
+        for idx, logits in train_gpt.scored_logits(model.hidden, model.head, tokens, ends, skips, length, batch_seqs, stride):
             got_idx.append(idx)
             got_logits.append(logits)
     idx, logits = torch.cat(got_idx), torch.cat(got_logits)

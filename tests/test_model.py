@@ -78,6 +78,42 @@ def test_rotary_tables_are_computed_once_for_the_longest_sequence_and_not_saved(
     torch.testing.assert_close(model.hidden(idx[:, :16]), h[:, :16], atol=1e-5, rtol=1e-5)  # causal: a prefix reads the same rows
 
 
+@pytest.mark.parametrize("overrides", [{}, dict(NUM_LAYERS="3", VE_LAYERS="0", XSA_LAST_N="0", VRL_ENABLED="0")])
+@pytest.mark.parametrize("last", [1, 7, 40])
+def test_hidden_of_the_last_positions_is_the_tail_of_the_whole(overrides, last):
+    """The sliding eval asks only for the positions it scores: the last block then runs its queries,
+    XSA, output and MLP for those alone (keys and values still cover every position), and every
+    earlier block the whole window. Tiny default: the last block has XSA, VE and VRL's extra v."""
+    args = tiny_args(**overrides)
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args), std=0.5)
+    idx = torch.randint(0, args.vocab_size, (3, 40))
+    rows = {}
+    for i, block in enumerate(model.blocks):
+        block.mlp.register_forward_hook(lambda m, inputs, out, i=i: rows.__setitem__(i, inputs[0].size(1)))
+    with torch.no_grad():
+        full = model.hidden(idx)
+        assert set(rows.values()) == {40}
+        tail = model.hidden(idx, last)
+    assert tail.shape == (3, last, args.model_dim)
+    assert rows == {**{i: 40 for i in range(args.num_layers - 1)}, args.num_layers - 1: last}
+    torch.testing.assert_close(tail, full[:, -last:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_attention_of_the_last_queries_is_the_tail_of_causal_attention(device):
+    """q for the last n positions only: each still sees every key up to its own position (the mask is
+    aligned to the last position, not the first)."""
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    q, k, v = (torch.randn(2, 50, h, 16, device=device, dtype=dtype) for h in (4, 2, 2))
+    full = train_gpt.causal_attention(q, k, v)
+    for n in (1, 9, 49):
+        tail = train_gpt.causal_attention(q[:, -n:], k, v)
+        tol = 2e-2 if device == "cuda" else 1e-5
+        torch.testing.assert_close(tail, full[:, -n:], atol=tol, rtol=tol)
+
+
 def test_init_loss_is_uniform_and_backward_gives_finite_grads():
     args = tiny_args()
     torch.manual_seed(0)
