@@ -843,19 +843,22 @@ def test_norm_rotary_probe_logs_rows_and_bandwidths(name):
 
 def test_h200_step_paragraph_is_its_profile():
     text = " ".join(section("Where an H200 step goes now").split())
-    log = bench_log("profile_bandwidth_qkv_one_gemm_s11_h200")
-    assert "kernel's 20.29 in it" in text and re.search(r"^\s+20\.29\s+352x  _norm_rotary_kernel$", log, re.M)
-    older = bench_log("profile_bandwidth_kernels_s10_h200")
+    log = bench_log("profile_bandwidth_main_s12_h200")
+    assert "kernel's 20.19 in it" in text and re.search(r"^\s+20\.19\s+352x  _norm_rotary_kernel$", log, re.M)
+    assert "69.96 of it" in text and re.search(r"^\s+69\.96\s+176x  _act_gemm_kernel$", log, re.M)
+    older = bench_log("profile_bandwidth_qkv_one_gemm_s11_h200")
     assert (f"{log_value(older, 'ms_per_step')} ms, attention {log_value(older, 'profile_attention')}, GEMMs {log_value(older, 'profile_matmul')}, "
             f"inductor's kernels {log_value(older, 'profile_compiled')} ({log_value(older, 'compiled_gb_per_step')} GB)") in text
     step, mfu = float(log_value(log, "ms_per_step")), float(log_value(log, "mfu_measured_peak").rstrip("%"))
     kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("attention", "matmul", "compiled", "other", "memcpy/memset", "total")}
     assert f"{step} ms per step, MFU {mfu:.2f}% of the 790 TFLOP/s" in text and "of 790 TFLOP/s" in log
-    assert f"Of {kinds['total']} ms of kernel time, cuDNN's attention takes {kinds['attention']} ms, the GEMMs {kinds['matmul']}, inductor's kernels {kinds['compiled']}" in text
+    assert f"Of {kinds['total']} ms of kernel time, cuDNN's attention takes {kinds['attention']} ms, the GEMMs {kinds['matmul']}" in text
+    assert f"inductor's kernels {kinds['compiled']} (" in text
     share = first(r"^compiled_gb_per_s\s+\S+ GB/s\s+(\S+) of copy_bandwidth", log)
     assert f"({log_value(log, 'compiled_gb_per_step')} GB at {share} of the copy bandwidth)" in text
     rest = kinds["total"] - kinds["attention"] - kinds["matmul"]
     assert f"everything else {kinds['other'] + kinds['memcpy/memset']:.1f}" in text
+    assert f"in the other {step - kinds['total']:.1f} ms of the step the GPU runs no kernel" in text
     target = step * mfu / 50
     assert f"50% MFU would be {target:.1f} ms per step, {step - target:.1f} ms less than now" in text
     assert f"take {rest:.1f} ms: at attention and GEMMs as they are, 50% needs {(step - target) / rest:.0%} of the rest gone" in text
@@ -911,3 +914,56 @@ def test_session_11_logs_ran_the_code_the_readme_names():
                                     (speed_bullet("q, k and v from one GEMM"), (git_source("438cc84"), qkv_main))):
         added = len(after.encode()) - len(before.encode())
         assert f"Cost: {added:,} bytes of code (train_gpt.py was {len(after.encode()):,} bytes at" in bullet
+
+
+def test_session_12_tail_bullet_and_rejection_are_their_logs():
+    bullet = speed_bullet("The last block computes only what a window scores")
+    runs = {n: re.search(r"phase:sliding repeat:2/2 seconds:(\S+) .* tokens_per_s_per_gpu:(\S+)", bench_log(f"eval_sliding_{n}_s12_h200_stdout")).groups()
+            for n in ("head_a1", "tail_b1", "tail_b2", "head_a2")}
+    before, after = [float(runs[n][0]) for n in ("head_a1", "head_a2")], [float(runs[n][0]) for n in ("tail_b1", "tail_b2")]
+    assert f"{runs['head_a1'][0]} and {runs['head_a2'][0]} s → {runs['tail_b1'][0]} and {runs['tail_b2'][0]} s, **{sum(before) / sum(after):.3f}×**" in bullet
+    assert f"{round(float(runs['head_a1'][1])):,} → {round(float(runs['tail_b1'][1])):,} tokens/s (first runs" in bullet
+    train, tail = bench_log("tail_check_train_main_s12_h200"), bench_log("tail_check_eval_tail_s12_h200")
+    sliding = [float(first(r"^final_int6_sliding_window val_loss:\S+ val_bpb:(\S+)", log)) for log in (train, tail)]
+    plain = [float(first(r"^final_int6_roundtrip val_loss:\S+ val_bpb:(\S+)", log)) for log in (train, tail)]
+    assert f"was {sliding[0]:.8f} before and {sliding[1]:.8f} after, a difference of {abs(sliding[0] - sliding[1]):.1e}" in bullet
+    assert f"differed by {abs(plain[0] - plain[1]):.1e} ({plain[0]:.8f}, {plain[1]:.8f})" in bullet
+    assert "hyperparameter EVAL_ONLY=True" in tail and "hyperparameter TTT_ENABLED=False" in train and "hyperparameter NGRAM_ENABLED=False" in train
+    assert re.search(r"^step:100/100 ", train, re.M) and "passed" in bench_log("kernel_tests_s12_h200").splitlines()[-1]
+
+    mlp = speed_bullet("LeakyReLU² in the epilogue")
+    ttt = {n: float(first(r"phase:ttt repeat:2/2 seconds:(\S+)", bench_log(f"eval_ttt_{n}_s12_h200_stdout")))
+           for n in ("qkv_main", "head", "head_r2", "qkv_main_r2")}
+    assert f"5a2909a {ttt['qkv_main']:.3f} s then 8d66aa4 {ttt['head']:.3f} s; 8d66aa4 {ttt['head_r2']:.3f} s then 5a2909a {ttt['qkv_main_r2']:.3f} s" in mlp
+    old, new = (ttt["qkv_main"] + ttt["qkv_main_r2"]) / 2, (ttt["head"] + ttt["head_r2"]) / 2
+    assert f"the means, {old:.3f} s against {new:.3f} s ({old / new:.3f}×)" in mlp
+
+    rejected = " ".join(README.split("- Rejected, session 12")[1].split("\n- ")[0].split())
+    log = bench_log("ab_qkv_heads_s12_h200")
+    a, b, x = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+    peaks = re.findall(r"peak (\d+) MiB", log)
+    assert f"{a} → {b} ms ({x.rstrip('x')}×), peak {int(peaks[0]):,} → {int(peaks[1]):,} MiB" in rejected
+    main, variant = bench_log("profile_bandwidth_main_s12_h200"), bench_log("profile_bandwidth_qkv_heads_s12_h200")
+    assert f"inductor's kernels at {log_value(variant, 'profile_compiled')} ms per step against main's {log_value(main, 'profile_compiled')}" in rejected
+    idle = [float(log_value(p, "ms_per_step")) - float(log_value(p, "profile_total")) for p in (variant, main)]
+    assert f"and {idle[0]:.1f} ms of its {log_value(variant, 'ms_per_step')} ms step outside any kernel against main's {idle[1]:.1f}" in rejected
+    assert re.search(r"^\s+4\.38\s+48x  triton_poi_fused_cat_transpose_view_21$", main, re.M) and "(`triton_poi_fused_cat_transpose_view_21`, 4.38 ms" in rejected
+
+
+@needs_git
+def test_session_12_logs_ran_the_code_the_readme_names():
+    main, tail, qkv_main = git_source("8d66aa4"), git_source("4eddad0"), git_source("5a2909a")
+    variant = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "s12-qkv-heads:train_gpt.py"], capture_output=True, text=True)
+    ran = {main: ["eval_sliding_head_a1_s12_h200", "eval_sliding_head_a2_s12_h200", "eval_ttt_head_s12_h200", "eval_ttt_head_r2_s12_h200",
+                  "tail_check_train_main_s12_h200", "profile_bandwidth_main_s12_h200"],
+           tail: ["eval_sliding_tail_b1_s12_h200", "eval_sliding_tail_b2_s12_h200", "tail_check_eval_tail_s12_h200", "ab_qkv_heads_s12_h200_against_r1"],
+           qkv_main: ["eval_ttt_qkv_main_s12_h200", "eval_ttt_qkv_main_r2_s12_h200"]}
+    for source, logs in ran.items():
+        for name in logs:
+            assert ran_sha(name) == sha(source), name
+    if variant.returncode == 0:  # the rejected branch, where the clone has it
+        assert ran_sha("ab_qkv_heads_s12_h200_program_r1") == ran_sha("profile_bandwidth_qkv_heads_s12_h200") == sha(variant.stdout)
+        assert f"Not worth its {len(variant.stdout.encode()) - len(tail.encode()):,} bytes" in " ".join(README.split("- Rejected, session 12")[1].split())
+    bullet = speed_bullet("The last block computes only what a window scores")
+    added = len(tail.encode()) - len(main.encode())
+    assert f"Cost: {added:,} bytes of code (train_gpt.py was {len(tail.encode()):,} bytes at 4eddad0)" in bullet
