@@ -56,7 +56,7 @@ def test_flops_per_token_matches_independent_count(extra):
 
 
 @pytest.mark.parametrize("argv", [["eval", "--phases", "sliding,foo"], ["eval", "--phases", ","], ["train", "--steps", "0"],
-                                  ["train", "--bandwidth"], ["eval", "--untrained", "--bandwidth"]])
+                                  ["train", "--bandwidth"], ["train", "--gaps"], ["eval", "--untrained", "--bandwidth"]])
 def test_bad_arguments_are_refused(argv):
     with pytest.raises(SystemExit) as e:
         bench.parse_cli(argv)
@@ -103,6 +103,20 @@ def test_kernel_bytes_are_read_from_inductor_sources_and_set_against_kernel_time
     # over the floor: mul 10 - 1.2 = 8.8 ms; sum 2 - 0.8 = 1.2 ms
     assert [line.split()[0] for line in listed] == ["8.80", "1.20"]
     assert listed[0].split()[1:] == ["10.00", "240", "8x", "triton_poi_fused_mul_0"]
+
+
+def test_gaps_are_the_time_no_kernel_runs_grouped_by_their_neighbours():
+    """--gaps: kernels of overlapping streams count as one busy span; what lies between busy spans is
+    grouped by the kernel that ended last before it and the one that starts after it, per step."""
+    spans = [(0, 10, "a"), (12, 20, "b"), (15, 30, "c"),  # b and c overlap: busy 12..30, then c ended last
+             (31, 40, "a"), (40, 41, "b"),                # touching: no gap
+             (100, 110, "a"), (112, 120, "b"), (20, 22, "x")]  # x inside a busy span: no gap of its own
+    rows = bench.gap_rows(spans, steps=2)
+    values = {r[0]: r[1:] for r in rows if len(r) > 1}
+    # gaps: a->b 2 (10..12), c->a 1 (30..31), b->a 59 (41..100), a->b 2 (110..112): 64 us over 2 steps
+    assert values["gap_ms_per_step"] == ("0.03 ms", "2.0 gaps per step")
+    listed = [r[0].split() for r in rows if len(r) == 1 and r[0].startswith("  ")]
+    assert listed == [["0.029", "0.5x", "b", "->", "a"], ["0.002", "1.0x", "a", "->", "b"], ["0.001", "0.5x", "c", "->", "a"]]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Training and eval speed of train_gpt.py, measured on the program's own code paths.
 
   python tools/bench.py train [--steps 50] [--peak-tflops 989] [--measured-tflops 790] [--program PATH]
-  python tools/bench.py train --steps 12 --profile 3 [--bandwidth]   (where the step's device time goes)
+  python tools/bench.py train --steps 12 --profile 3 [--bandwidth] [--gaps]   (where the step's device time goes)
   python tools/bench.py compare --against REF_OR_FILE [--steps 30] [--rounds 2] [--program PATH] [--program-env K=V]
   torchrun --standalone --nproc_per_node=4 tools/bench.py train
   python tools/bench.py eval --artifact final_model.int6.ptz [--phases roundtrip,sliding,ngram,ttt] [--repeat 2]
@@ -136,6 +136,8 @@ def bench_train(cli, args, ctx, log, log_path):
         rows += [()] + profile_rows(profiler, cli.profile, cuda)
         if cli.bandwidth and cuda:
             rows += [()] + bandwidth_report(profiler, cli.profile, device)
+        if cli.gaps and cuda:
+            rows += [()] + gap_report(profiler, cli.profile)
     table(log, "train", rows)
 
 
@@ -185,6 +187,34 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
     rows.append(("top kernels, ms per step:",))
     rows += [(f"  {own_ms(e):8.2f}  {e.count // steps:5d}x  {e.key[:200]}",) for e in sorted(events, key=own_ms, reverse=True)[:30]]
     return rows
+
+
+def gap_rows(spans: list[tuple[float, float, str]], steps: int, top: int = 15) -> list:
+    """Where the GPU runs no kernel: spans (start us, end us, name) of the device's kernels, copies and
+    sets, streams merged. The time between the end of everything before and the next start, per
+    step, in total and grouped by the names on either side (the costliest groups first)."""
+    groups: dict[tuple[str, str], list] = {}
+    end, before = None, ""
+    for start, stop, name in sorted(spans):
+        if end is not None and start > end:
+            group = groups.setdefault((before, name), [0.0, 0])
+            group[0] += start - end
+            group[1] += 1
+        if end is None or stop > end:
+            end, before = stop, name
+    total = sum(g[0] for g in groups.values())
+    rows = [("gaps: no kernel running on the GPU (streams merged), between the first and last kernel of the profiled steps",),
+            ("gap_ms_per_step", f"{total / 1000 / steps:.2f} ms", f"{sum(g[1] for g in groups.values()) / steps:.1f} gaps per step"),
+            ("gaps by the kernels before and after, ms per step (ms, gaps per step, before -> after):",)]
+    rows += [(f"  {us / 1000 / steps:8.3f}  {n / steps:6.1f}x  {a[:70]} -> {b[:70]}",)
+             for (a, b), (us, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]]
+    return rows
+
+
+def gap_report(profiler, steps: int) -> list:
+    """gap_rows for a finished CUDA profile (ranges such as ProfilerStep# that span kernels left out)."""
+    return gap_rows([(e.time_range.start, e.time_range.end, e.name) for e in profiler.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA and not ANNOTATION.search(e.name)], steps)
 
 
 def kernel_gigabytes(folder: Path) -> dict[str, set[float]]:
@@ -501,6 +531,7 @@ def parse_cli(argv):
     train.add_argument("--peak-tflops", type=float, default=989.0, help="vendor peak bf16 dense TFLOP/s per GPU (H100 SXM: 989)")
     train.add_argument("--profile", type=int, default=0, metavar="K", help="also profile the last K steps (torch.profiler): device time by kind of kernel")
     train.add_argument("--bandwidth", action="store_true", help="with --profile, on CUDA: each compiled kernel's bytes against its time, and the floor at copy bandwidth")
+    train.add_argument("--gaps", action="store_true", help="with --profile, on CUDA: the time the GPU runs no kernel, by the kernels on either side")
     train.add_argument("--measured-tflops", type=float, default=790.0, help="achievable bf16 TFLOP/s per GPU (8192^3 matmul: ~790)")
     train.add_argument("--program", help="time this train_gpt.py instead of the repo's (e.g. an older version)")
     cmp = sub.add_parser("compare", help="A/B: train steps of two train_gpt.py versions, one after the other")
@@ -536,6 +567,8 @@ def parse_cli(argv):
         parser.error("--repeat must be >= 1 (0: 2 on CUDA, 1 on CPU)")
     if cli.command in ("train", "eval") and cli.bandwidth and not cli.profile:
         parser.error("--bandwidth reads the profile: give it --profile")
+    if cli.command == "train" and cli.gaps and not cli.profile:
+        parser.error("--gaps reads the profile: give it --profile")
     if cli.command == "train" and (cli.steps <= 0 or cli.peak_tflops <= 0 or cli.measured_tflops <= 0):
         parser.error("--steps, --peak-tflops and --measured-tflops must be > 0")
     if cli.command == "compare" and (cli.steps <= 0 or cli.rounds <= 0):
