@@ -949,21 +949,35 @@ def test_session_12_tail_bullet_and_rejection_are_their_logs():
     assert f"and {idle[0]:.1f} ms of its {log_value(variant, 'ms_per_step')} ms step outside any kernel against main's {idle[1]:.1f}" in rejected
     assert re.search(r"^\s+4\.38\s+48x  triton_poi_fused_cat_transpose_view_21$", main, re.M) and "(`triton_poi_fused_cat_transpose_view_21`, 4.38 ms" in rejected
 
+    gaps = {n: bench_log(f"gaps_{n}_s12_h200") for n in ("main", "qkv_heads")}
+    total = {n: float(first(r"^gap_ms_per_step\s+(\S+) ms", g)) for n, g in gaps.items()}
+    kernels = {n: log_value(g, "profile_total") for n, g in gaps.items()}
+    assert f"kernels {kernels['main']} → {kernels['qkv_heads']} ms per step, but no kernel running {total['main']} → {total['qkv_heads']} ms" in rejected
+    worst = re.search(r"^\s+(\S+)\s+(\S+)x  _norm_rotary_kernel -> Memset", gaps["qkv_heads"], re.M)
+    ms, count = float(worst[1]), float(worst[2])
+    assert gaps["qkv_heads"].split("before -> after):")[1].split()[0] == worst[1]  # the costliest group
+    assert f"{ms} ms of it in the {count:.0f} gaps per step ({1000 * ms / count:.0f} µs each)" in rejected
+    step = " ".join(section("Where an H200 step goes now").split())
+    n_gaps = float(first(r"^gap_ms_per_step\s+\S+ ms\s+(\S+) gaps per step", gaps["main"]))
+    assert f"{total['main']} ms per step over {n_gaps:,.0f} gaps, about {1000 * total['main'] / n_gaps:.1f} µs each" in step
+    largest = gaps["main"].split("before -> after):")[1].split()[:2]
+    assert f"the largest group {largest[0]} ms once per step" in step and largest[1] == "1.0x"
+
 
 @needs_git
 def test_session_12_logs_ran_the_code_the_readme_names():
     main, tail, qkv_main = git_source("8d66aa4"), git_source("4eddad0"), git_source("5a2909a")
     variant = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "s12-qkv-heads:train_gpt.py"], capture_output=True, text=True)
     ran = {main: ["eval_sliding_head_a1_s12_h200", "eval_sliding_head_a2_s12_h200", "eval_ttt_head_s12_h200", "eval_ttt_head_r2_s12_h200",
-                  "tail_check_train_main_s12_h200", "profile_bandwidth_main_s12_h200"],
+                  "tail_check_train_main_s12_h200", "profile_bandwidth_main_s12_h200", "gaps_main_s12_h200"],
            tail: ["eval_sliding_tail_b1_s12_h200", "eval_sliding_tail_b2_s12_h200", "tail_check_eval_tail_s12_h200", "ab_qkv_heads_s12_h200_against_r1"],
            qkv_main: ["eval_ttt_qkv_main_s12_h200", "eval_ttt_qkv_main_r2_s12_h200"]}
     for source, logs in ran.items():
         for name in logs:
             assert ran_sha(name) == sha(source), name
     if variant.returncode == 0:  # the rejected branch, where the clone has it
-        assert ran_sha("ab_qkv_heads_s12_h200_program_r1") == ran_sha("profile_bandwidth_qkv_heads_s12_h200") == sha(variant.stdout)
-        assert f"Not worth its {len(variant.stdout.encode()) - len(tail.encode()):,} bytes" in " ".join(README.split("- Rejected, session 12")[1].split())
+        assert ran_sha("ab_qkv_heads_s12_h200_program_r1") == ran_sha("profile_bandwidth_qkv_heads_s12_h200") == ran_sha("gaps_qkv_heads_s12_h200") == sha(variant.stdout)
+        assert f"not worth its {len(variant.stdout.encode()) - len(tail.encode()):,} bytes" in " ".join(README.split("- Rejected, session 12")[1].split())
     bullet = speed_bullet("The last block computes only what a window scores")
     added = len(tail.encode()) - len(main.encode())
     assert f"Cost: {added:,} bytes of code (train_gpt.py was {len(tail.encode()):,} bytes at 4eddad0)" in bullet
