@@ -201,3 +201,26 @@ def test_compile_warmup_steps_leave_no_trace(tiny_data, tiny_tokenizer):
     assert train_losses("\n".join(logs[0])) == train_losses("\n".join(logs[1]))
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs exist only on CUDA")
+def test_cuda_training_replays_graphs_and_follows_the_cpu_run(tiny_data, tiny_tokenizer):
+    """On CUDA the compiled forward and backward replay as CUDA graphs, 8 micro-steps a step: each
+    replay overwrites the last one's outputs, so gradients must be summed outside them. The losses of
+    3 steps (bf16 autocast) follow the same run on CPU (fp32), and inductor skipped no graph."""
+    from torch._dynamo.utils import counters
+    counters.clear()
+    losses = {}
+    for device in ("cpu", "cuda"):
+        args = tiny_args(DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                         ITERATIONS=3, WARMUP_STEPS=2, WARMDOWN_ITERS=2, MAX_WALLCLOCK_SECONDS=0, TRAIN_LOG_EVERY=1)
+        torch.manual_seed(0)
+        model = train_gpt.GPT(args).to(device)
+        log = []
+        assert train_gpt.train(args, model, dict(device=torch.device(device), rank=0, world=1), log.append) == 3
+        assert any(line.startswith("world_size:1 grad_accum:8 ") for line in log)
+        losses[device] = train_losses("\n".join(log))
+    assert sorted(losses["cuda"]) == [1, 2, 3]
+    for step, loss in losses["cpu"].items():
+        assert losses["cuda"][step] == pytest.approx(loss, rel=2e-2), step
+    assert counters["inductor"]["cudagraph_skips"] == 0
