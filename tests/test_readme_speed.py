@@ -59,11 +59,11 @@ def ran_sha(name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 9 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 10 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", range(10))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -981,3 +981,79 @@ def test_session_12_logs_ran_the_code_the_readme_names():
     bullet = speed_bullet("The last block computes only what a window scores")
     added = len(tail.encode()) - len(main.encode())
     assert f"Cost: {added:,} bytes of code (train_gpt.py was {len(tail.encode()):,} bytes at 4eddad0)" in bullet
+
+
+def test_session_13_cuda_graph_bullet_and_rejection_are_their_logs():
+    bullet = speed_bullet("Training forward and backward as CUDA graphs")
+    log = bench_log("ab_cudagraphs_s13_h200")
+    a, b, x = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+    peaks = [int(p) for p in re.findall(r"peak (\d+) MiB", log)]
+    assert f"{a} → {b} ms, **{x.rstrip('x')}×**, peak {peaks[0]:,} → {peaks[1]:,} MiB" in bullet
+    failure = bench_log("cudagraphs_grads_none_failure_s13_h200_stdout")
+    assert "accessing tensor output of CUDAGraphs that has been overwritten" in failure
+    assert "in train_step\n    (loss / grad_accum).backward()" in failure.split("compile_warmup: 3 steps")[1]
+
+    ddp = {n: bench_log(f"train_2gpu_{n}_s13_h200") for n in ("head_a1", "cudagraphs_b1", "cudagraphs_b2", "head_a2")}
+    ms = {n: float(log_value(t, "ms_per_step")) for n, t in ddp.items()}
+    assert all(re.search(r"^world_size\s+2$", t, re.M) for t in ddp.values())
+    before, after = (ms["head_a1"] + ms["head_a2"]) / 2, (ms["cudagraphs_b1"] + ms["cudagraphs_b2"]) / 2
+    assert (f"{ms['head_a1']} and {ms['head_a2']} ms → {ms['cudagraphs_b1']} and {ms['cudagraphs_b2']} ms, "
+            f"**{before / after:.3f}×** on the means") in bullet
+    peak = {n: int(log_value(t, "peak_memory_mib")) for n, t in ddp.items()}
+    assert peak["head_a1"] == peak["head_a2"] and peak["cudagraphs_b1"] == peak["cudagraphs_b2"]
+    assert f"peak {peak['head_a1']:,} → {peak['cudagraphs_b1']:,} MiB" in bullet
+
+    gaps = {n: bench_log(name) for n, name in (("graphs", "gaps_cudagraphs_s13_h200"), ("main", "gaps_main_s12_h200"))}
+    total = {n: float(first(r"^gap_ms_per_step\s+(\S+) ms", g)) for n, g in gaps.items()}
+    count = {n: float(first(r"^gap_ms_per_step\s+\S+ ms\s+(\S+) gaps per step", g)) for n, g in gaps.items()}
+    assert (f"{total['graphs']} ms per step with no kernel running, over {count['graphs']:,.0f} gaps "
+            f"({1000 * total['graphs'] / count['graphs']:.1f} µs each), against main's {total['main']} ms over "
+            f"{count['main']:,.0f} gaps ({1000 * total['main'] / count['main']:.1f} µs each)") in bullet
+    groups = gaps["graphs"].split("before -> after):")[1].splitlines()[1:3]
+    (ms1, n1), (ms2, n2) = (g.split()[:2] for g in groups)
+    assert n1 == "1.0x" and "Memcpy HtoD" in groups[0].split("->")[1] and "at::native::" in groups[1]
+    assert f"{ms1} ms once per step before the batch's copy to the GPU, and {ms2} ms in {float(n2.rstrip('x')):.0f} gaps" in bullet
+    assert ran_sha("gaps_cudagraphs_s13_h200") == ran_sha("ab_cudagraphs_s13_h200_program_r1")
+    step = " ".join(section("Where an H200 step goes now").split())
+    assert f"{total['graphs']} ms over {count['graphs']:,.0f} gaps of {1000 * total['graphs'] / count['graphs']:.1f} µs remain" in step
+
+    curves = bench_log("curves_cudagraphs_s13_h200")
+    ranges = ["11-50", "51-100", "101-200", "201-300"]
+    found = {m[0]: m[1:] for m in re.findall(r"^steps_(\S+)\s+max\|d\| (\S+)\s+mean d (\S+), mean \|d\| (\S+) over", curves, re.M)}
+    assert f"max {found['1-10'][0]} over steps 1–10" in bullet
+    assert "mean |d| " + " / ".join(found[r][2] for r in ranges) + " over" in bullet
+    assert "mean d " + " / ".join(found[r][1].replace("-", "−") for r in ranges) + ";" in bullet
+    old, new = bench_log("curve_mlp_kernels_s11_h200"), bench_log("curve_cudagraphs_s13_h200")
+    losses = [first(r"^step:285/285 train_loss:(\S+) ", t) for t in (old, new)]
+    assert f"final train loss {losses[0]} → {losses[1]}" in bullet
+    for kind, words in (("final_int6_roundtrip", "dequantized artifact val_bpb"), ("final_int6_sliding_window", "sliding window"),
+                        ("ngram_only", "sliding + mixer")):
+        bpb = [first(rf"^{kind} val_loss:\S+ val_bpb:(\S+)", t) for t in (old, new)]
+        assert f"{words} {bpb[0]} → {bpb[1]}" in bullet, kind
+    assert "a03fc1fb79" in curves and ran_sha("curve_cudagraphs_s13_h200")[:10] in curves
+    assert re.search(r"^1 passed", bench_log("cuda_graph_training_test_s13_h200"), re.M)
+
+    rejected = " ".join(README.split("- Rejected, session 12")[1].split("\n- ")[0].split())
+    log = bench_log("ab_cg_qkv_heads_s13_h200")
+    a, b, x = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+    peaks = [int(p) for p in re.findall(r"peak (\d+) MiB", log)]
+    assert f"{a} → {b} ms ({x.rstrip('x')}×), peak {peaks[0]:,} → {peaks[1]:,} MiB" in rejected
+
+
+@needs_git
+def test_session_13_logs_ran_the_code_the_readme_names():
+    before, graphs = sha(git_source("4eddad0")), sha(git_source("c06bc29"))
+    for name in ("ab_cudagraphs_s13_h200_against_r1", "ab_cudagraphs_s13_h200_against_r2", "train_2gpu_head_a1_s13_h200",
+                 "train_2gpu_head_a2_s13_h200"):
+        assert ran_sha(name) == before, name
+    for name in ("ab_cudagraphs_s13_h200_program_r1", "ab_cudagraphs_s13_h200_program_r2", "train_2gpu_cudagraphs_b1_s13_h200",
+                 "train_2gpu_cudagraphs_b2_s13_h200", "gaps_cudagraphs_s13_h200", "curve_cudagraphs_s13_h200",
+                 "ab_cg_qkv_heads_s13_h200_against_r1", "ab_cg_qkv_heads_s13_h200_against_r2"):
+        assert ran_sha(name) == graphs, name
+    assert ran_sha("curve_mlp_kernels_s11_h200") == sha(git_source("8d66aa4"))
+    for ref, names in (("a33ba5e", ["cudagraphs_grads_none_failure_s13_h200_stdout"]),
+                       ("s13-cg-qkv-heads", ["ab_cg_qkv_heads_s13_h200_program_r1", "ab_cg_qkv_heads_s13_h200_program_r2"])):
+        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{ref}:train_gpt.py"], capture_output=True, text=True)
+        if shown.returncode == 0:  # the experiment branches, where the clone has them
+            for name in names:
+                assert ran_sha(name) == sha(shown.stdout), name
