@@ -1013,6 +1013,8 @@ def test_session_13_cuda_graph_bullet_and_rejection_are_their_logs():
     (ms1, n1), (ms2, n2) = (g.split()[:2] for g in groups)
     assert n1 == "1.0x" and "Memcpy HtoD" in groups[0].split("->")[1] and "at::native::" in groups[1]
     assert f"{ms1} ms once per step before the batch's copy to the GPU, and {ms2} ms in {float(n2.rstrip('x')):.0f} gaps" in bullet
+    adds = re.search(r"^\s+(\S+)\s+(\d+)x  void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>", gaps["graphs"], re.M)
+    assert groups[1].count("at::native::CUDAFunc") == 2 and f"kernels, {adds[2]} per step taking {adds[1]} ms" in bullet
     assert ran_sha("gaps_cudagraphs_s13_h200") == ran_sha("ab_cudagraphs_s13_h200_program_r1")
     step = " ".join(section("Where an H200 step goes now").split())
     assert f"{total['graphs']} ms over {count['graphs']:,.0f} gaps of {1000 * total['graphs'] / count['graphs']:.1f} µs remain" in step
