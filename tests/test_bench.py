@@ -119,6 +119,21 @@ def test_gaps_are_the_time_no_kernel_runs_grouped_by_their_neighbours():
     assert listed == [["0.029", "0.5x", "b", "->", "a"], ["0.002", "1.0x", "a", "->", "b"], ["0.001", "0.5x", "c", "->", "a"]]
 
 
+
+def test_host_rows_are_the_host_ops_overlapping_the_long_gaps():
+    """--gaps, second part: which host ops ran while the GPU waited. Only gaps of at least min_us
+    count; an op's time is its overlap with them, summed over gaps, and a nested op counts too."""
+    device = [(0, 10, "a"), (50, 60, "b"), (61, 70, "c"), (200, 210, "d")]  # gaps 10..50, 60..61 (short), 70..200
+    host = [(5, 45, "sync"), (40, 80, "launch"), (100, 150, "pin"), (0, 300, "outer"), (60.2, 60.8, "in_short_gap")]
+    rows = bench.host_rows(bench.gap_intervals(device), host, steps=1, min_us=20)
+    values = {r[0]: r[1:] for r in rows if len(r) > 1}
+    assert values["long_gap_ms_per_step"] == ("0.17 ms", "2.0 gaps per step")
+    listed = [r[0].split() for r in rows if len(r) == 1 and r[0].startswith("  ")]
+    # outer covers both long gaps (40 + 130 us); pin 50 of the second; sync 35 of the first; launch 10 + 10
+    assert listed == [["0.170", "100.0%", "outer"], ["0.050", "29.4%", "pin"], ["0.035", "20.6%", "sync"], ["0.020", "11.8%", "launch"]]
+    assert bench.gap_intervals(device) == [(10, 50, "a", "b"), (60, 61, "b", "c"), (70, 200, "c", "d")]
+
+
 @pytest.fixture(scope="module")
 def bench_env(tiny_data, tiny_tokenizer):
     # ITERATIONS/WARMDOWN_ITERS of TINY_ENV are set on purpose: bench overrides them.

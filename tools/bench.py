@@ -22,7 +22,7 @@ The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is it
 See tools/README.md."""
 from __future__ import annotations
 
-import argparse, contextlib, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, bisect, contextlib, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -189,19 +189,26 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
     return rows
 
 
-def gap_rows(spans: list[tuple[float, float, str]], steps: int, top: int = 15) -> list:
-    """Where the GPU runs no kernel: spans (start us, end us, name) of the device's kernels, copies and
-    sets, streams merged. The time between the end of everything before and the next start, per
-    step, in total and grouped by the names on either side (the costliest groups first)."""
-    groups: dict[tuple[str, str], list] = {}
-    end, before = None, ""
+def gap_intervals(spans: list[tuple[float, float, str]]) -> list[tuple[float, float, str, str]]:
+    """(start, end, name before, name after) of each stretch in which none of the spans (start us,
+    end us, name) runs: the device's kernels, copies and sets, streams merged into one busy line."""
+    gaps, end, before = [], None, ""
     for start, stop, name in sorted(spans):
         if end is not None and start > end:
-            group = groups.setdefault((before, name), [0.0, 0])
-            group[0] += start - end
-            group[1] += 1
+            gaps.append((end, start, before, name))
         if end is None or stop > end:
             end, before = stop, name
+    return gaps
+
+
+def gap_rows(spans: list[tuple[float, float, str]], steps: int, top: int = 15) -> list:
+    """Where the GPU runs no kernel: the time between the end of everything before and the next start,
+    per step, in total and grouped by the names on either side (the costliest groups first)."""
+    groups: dict[tuple[str, str], list] = {}
+    for start, stop, before, after in gap_intervals(spans):
+        group = groups.setdefault((before, after), [0.0, 0])
+        group[0] += stop - start
+        group[1] += 1
     total = sum(g[0] for g in groups.values())
     rows = [("gaps: no kernel running on the GPU (streams merged), between the first and last kernel of the profiled steps",),
             ("gap_ms_per_step", f"{total / 1000 / steps:.2f} ms", f"{sum(g[1] for g in groups.values()) / steps:.1f} gaps per step"),
@@ -211,10 +218,39 @@ def gap_rows(spans: list[tuple[float, float, str]], steps: int, top: int = 15) -
     return rows
 
 
+def host_rows(gaps: list[tuple[float, float, str, str]], host_spans: list[tuple[float, float, str]], steps: int,
+              min_us: float = 20.0, top: int = 20) -> list:
+    """What the host ran while the GPU waited: over the gaps of at least min_us (shorter ones are the
+    pause between back-to-back kernels), the time each host op (torch op, CUDA runtime call or
+    annotated range) overlaps them, per step. Nested ops each count, so the shares add up to more
+    than 100%."""
+    long = sorted((start, stop) for start, stop, *_ in gaps if stop - start >= min_us)
+    starts = [start for start, _ in long]
+    overlap: dict[str, float] = {}
+    for start, stop, name in host_spans:
+        i = max(bisect.bisect_right(starts, start) - 1, 0)
+        while i < len(long) and long[i][0] < stop:
+            shared = min(stop, long[i][1]) - max(start, long[i][0])
+            if shared > 0:
+                overlap[name] = overlap.get(name, 0.0) + shared
+            i += 1
+    total = sum(stop - start for start, stop in long)
+    rows = [(f"host during the gaps of at least {min_us:g} us (ms per step, share of those gaps, host op; nested ops each count):",),
+            ("long_gap_ms_per_step", f"{total / 1000 / steps:.2f} ms", f"{len(long) / steps:.1f} gaps per step")]
+    rows += [(f"  {us / 1000 / steps:8.3f}  {100 * us / total:5.1f}%  {name[:120]}",)
+             for name, us in sorted(overlap.items(), key=lambda kv: -kv[1])[:top]]
+    return rows
+
+
 def gap_report(profiler, steps: int) -> list:
-    """gap_rows for a finished CUDA profile (ranges such as ProfilerStep# that span kernels left out)."""
-    return gap_rows([(e.time_range.start, e.time_range.end, e.name) for e in profiler.events()
-                     if e.device_type == torch.autograd.DeviceType.CUDA and not ANNOTATION.search(e.name)], steps)
+    """gap_rows and host_rows for a finished CUDA profile (ranges such as ProfilerStep# that span
+    kernels left out of the device's; the step range left out of the host's)."""
+    events = profiler.events()
+    device = [(e.time_range.start, e.time_range.end, e.name) for e in events
+              if e.device_type == torch.autograd.DeviceType.CUDA and not ANNOTATION.search(e.name)]
+    host = [(e.time_range.start, e.time_range.end, e.name) for e in events
+            if e.device_type == torch.autograd.DeviceType.CPU and not e.name.startswith("ProfilerStep")]
+    return gap_rows(device, steps) + [()] + host_rows(gap_intervals(device), host, steps)
 
 
 def kernel_gigabytes(folder: Path) -> dict[str, set[float]]:
