@@ -119,7 +119,6 @@ def test_gaps_are_the_time_no_kernel_runs_grouped_by_their_neighbours():
     assert listed == [["0.029", "0.5x", "b", "->", "a"], ["0.002", "1.0x", "a", "->", "b"], ["0.001", "0.5x", "c", "->", "a"]]
 
 
-
 def test_host_rows_are_the_host_ops_overlapping_the_long_gaps():
     """--gaps, second part: which host ops ran while the GPU waited. Only gaps of at least min_us
     count; an op's time is its overlap with them, summed over gaps, and a nested op counts too."""
