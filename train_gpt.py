@@ -822,6 +822,7 @@ def train(args, model: GPT, ctx, log) -> int:
         cap_hit, bad_loss, loss = status.tolist()
         if bad_loss:
             raise UserError(f"non-finite train_loss at step {step}; stopped (log kept). Try a lower MATRIX_LR or GRAD_CLIP_NORM")
+        elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)  # now the step's GPU work is done
         if step % args.train_log_every == 0 or step == args.iterations or cap_hit or step <= 10:
             avg_ms = elapsed_ms / step
             remaining_s = (args.iterations - step) * avg_ms / 1000

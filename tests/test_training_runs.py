@@ -3,6 +3,7 @@
 stream split over ranks and the LR schedule."""
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -182,6 +183,26 @@ def test_lr_multiplier_wallclock_warmdown():
     assert train_gpt.lr_multiplier(args, 10, 8000.0) == pytest.approx(0.625)
     assert train_gpt.lr_multiplier(args, 5, 1000.0) == 1.0
     assert train_gpt.lr_multiplier(args, 20, 12000.0) == 0.0  # past the cap
+
+
+def test_step_lines_time_each_step_to_its_end(tiny_data, tiny_tokenizer, monkeypatch):
+    """The host waits for the GPU to finish a step where it reads the step's status (the 3-element
+    tensor). Each step line's elapsed is taken after that read, so step_avg covers all of every step,
+    the last one's included. Here each status read takes 0.3 s."""
+    read = torch.Tensor.tolist
+
+    def slow_status_read(t):
+        if t.numel() == 3:
+            time.sleep(0.3)
+        return read(t)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", slow_status_read)
+    args = tiny_args(DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                     ITERATIONS=2, WARMUP_STEPS=0, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, TRAIN_LOG_EVERY=1)
+    log = []
+    assert train_gpt.train(args, train_gpt.GPT(args), dict(device=torch.device("cpu"), rank=0, world=1), log.append) == 2
+    step_avg = {int(k): float(v) for k, v in re.findall(r"^step:(\d+)/2 .* step_avg:([\d.]+)ms", "\n".join(log), re.M)}
+    assert sorted(step_avg) == [1, 2] and step_avg[2] >= 300.0, step_avg
 
 
 def test_compile_warmup_steps_leave_no_trace(tiny_data, tiny_tokenizer):
