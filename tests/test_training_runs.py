@@ -3,6 +3,8 @@
 stream split over ranks and the LR schedule."""
 import math
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,8 +12,8 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import (LN2, PROXY_DATA, TINY_ENV, error_lines, log_line, read_shard_tokens, rel_diff, run_trainer,
-                      tiny_args, train_losses, write_shard)
+from conftest import (LN2, PROXY_DATA, REPO_ROOT, TINY_ENV, TINY_MODEL, _clean_environ, error_lines, log_line, randomize_,
+                      read_shard_tokens, rel_diff, run_trainer, tiny_args, train_losses, write_shard)
 
 FINAL_KINDS = ("pre_quant", "artifact", "final_int6_roundtrip", "final_int6_sliding_window", "total", "peak_memory")
 
@@ -130,6 +132,45 @@ def test_multi_process_run_logs_same_train_loss(world_runs, world):
         assert rel_diff(a[step], b[step]) < 1e-4, (step, a[step], b[step])
 
 
+GRADIENT_DUMP = """import sys, torch
+sys.path[:0] = [{repo!r}, {tests!r}]
+import train_gpt
+from conftest import randomize_
+
+def job(args, ctx, log_path):
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args))
+    train_gpt.train(args, model, ctx, ctx["log"])
+    if ctx["rank"] == 0:
+        torch.save([p.grad for p in model.parameters()], "grads.pt")
+
+train_gpt.launch(job)
+"""
+
+
+def test_ranks_average_their_gradients(tmp_path, tiny_data, tiny_tokenizer):
+    """The gradients a step hands the optimizers are the same on 1 process and on 2 (gloo): the mean
+    over ranks of each rank's sum over its micro-steps. Losses cannot show this: Muon and AdamW barely
+    change when every gradient is scaled, so a sum instead of a mean would train almost the same."""
+    script = tmp_path / "dump_grads.py"
+    script.write_text(GRADIENT_DUMP.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests")))
+    env = {**_clean_environ(), **TINY_MODEL, **dict(DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64",
+           TRAIN_BATCH_TOKENS="1024", ITERATIONS="1", WARMUP_STEPS="0", WARMDOWN_ITERS="0", MAX_WALLCLOCK_SECONDS="0",
+           COMPLEMENT_ALPHA="0", GRAD_CLIP_NORM="0", OMP_NUM_THREADS="1")}
+    grads = []
+    for n in (1, 2):
+        cwd = tmp_path / f"world{n}"
+        cwd.mkdir()
+        launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        done = subprocess.run(launcher + [str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        grads.append(torch.load(cwd / "grads.pt"))
+    assert len(grads[0]) == len(grads[1]) > 10
+    for one, two in zip(*grads):
+        assert one.abs().sum() > 0
+        torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- the token stream
 
 def test_train_stream_wraps_over_shards(tmp_path):
@@ -222,6 +263,27 @@ def test_compile_warmup_steps_leave_no_trace(tiny_data, tiny_tokenizer):
     assert train_losses("\n".join(logs[0])) == train_losses("\n".join(logs[1]))
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
+
+
+def test_gradients_are_one_buffer_summed_over_micro_steps(tiny_data, tiny_tokenizer):
+    """After a step every parameter's .grad is a view of one buffer, holding the sum over the 8
+    micro-steps of d(loss / 8): bit for bit what autograd's own accumulation (.backward()) gives
+    (no clipping, which scales them in place), the compile warm-up's step not among them."""
+    args = tiny_args(DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                     ITERATIONS=1, WARMUP_STEPS=1, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, COMPLEMENT_ALPHA=0,
+                     GRAD_CLIP_NORM=0)
+    torch.manual_seed(0)
+    model, reference = randomize_(train_gpt.GPT(args)), train_gpt.GPT(args)  # no zero-initialized path: every gradient != 0
+    reference.load_state_dict(model.state_dict())
+    assert train_gpt.train(args, model, dict(device=torch.device("cpu"), rank=0, world=1), lambda line: None) == 1
+    stream = train_gpt.TrainStream(train_gpt.find_shards(str(tiny_data), "train"))
+    for _ in range(8):
+        x, y = train_gpt.next_batch(stream, 128, args.train_seq_len, 0, 1, torch.device("cpu"))
+        (reference(x, y) / 8).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert len({g.untyped_storage().data_ptr() for g in grads}) == 1
+    for (name, p), g in zip(reference.named_parameters(), grads):
+        assert p.grad.abs().sum() > 0 and torch.equal(p.grad, g), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs exist only on CUDA")
