@@ -819,7 +819,8 @@ def train(args, model: GPT, ctx, log) -> int:
         torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         step += 1
         elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
-        status = torch.stack((torch.tensor(float(cap_ms > 0 and elapsed_ms >= cap_ms), device=device), (~torch.isfinite(loss)).float(), loss / world))
+        # torch.full, not torch.tensor: a copy from the host would wait for the GPU
+        status = torch.stack((torch.full((), float(cap_ms > 0 and elapsed_ms >= cap_ms), device=device), (~torch.isfinite(loss)).float(), loss / world))
         if world > 1:
             dist.all_reduce(status)  # flags > 0 on any rank stop every rank; the loss becomes the mean over ranks
         cap_hit, bad_loss, loss = status.tolist()

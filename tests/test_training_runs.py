@@ -307,3 +307,29 @@ def test_cuda_training_replays_graphs_and_follows_the_cpu_run(tiny_data, tiny_to
     for step, loss in losses["cpu"].items():
         assert losses["cuda"][step] == pytest.approx(loss, rel=2e-2), step
     assert counters["inductor"]["cudagraph_skips"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="waiting for a GPU happens only on CUDA")
+def test_cuda_training_waits_for_the_gpu_only_at_the_status_reads(tiny_data, tiny_tokenizer):
+    """Nothing in a step waits for the GPU but the status read (one per step, for the log and the
+    stop flags): CUDA's sync debug mode warns at every wait, and after the compile warm-up 3 more steps
+    add exactly 3 waits. A hidden wait (.item(), torch.tensor(..., device=)) leaves the GPU idle while
+    the host catches up."""
+    import warnings
+    waits = {}
+    for iterations in (2, 5):
+        args = tiny_args(DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                         ITERATIONS=iterations, WARMUP_STEPS=2, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0)
+        torch.manual_seed(0)
+        model = train_gpt.GPT(args).cuda()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warmed_up = []
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_gpt.train(args, model, dict(device=torch.device("cuda"), rank=0, world=1),
+                                lambda msg: warmed_up.append(len(caught)) if msg.startswith("compile_warmup done") else None)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        waits[iterations] = sum("synchronizing CUDA operation" in str(w.message) for w in caught[warmed_up[0]:])
+    assert waits[5] - waits[2] == 3, waits
