@@ -8,8 +8,10 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT, TINY_ENV, _clean_environ, log_line, run_trainer, tiny_args
 
@@ -246,6 +248,13 @@ def test_train_profile_splits_step_time_by_kind(bench_env, tmp_path):
     assert 5 <= len(top) <= 30 and all(re.match(r"^\s+[\d.]+\s+\d+x\s+\S", line) for line in top)
     assert "profile: cpu op time per step, over 2 profiled steps" in lines
     assert rows["steps"] == "5"
+
+
+def test_profiled_steps_are_the_hosts_muon_ranges():
+    cpu, gpu = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+    events = [SimpleNamespace(name=name, device_type=kind) for name, kind in
+              [(bench.MUON_STEP, cpu), (bench.MUON_STEP, gpu), ("Optimizer.step#AdamW.step", cpu), (bench.MUON_STEP, cpu), (bench.MUON_STEP, gpu)]]
+    assert bench.profiled_steps(events) == 2
 
 
 def test_mixer_bench_counts_a_long_stream_and_extrapolates_one_pass(bench_env, tmp_path):

@@ -133,11 +133,14 @@ def bench_train(cli, args, ctx, log, log_path):
         rows.append(("peak_memory_mib", torch.cuda.max_memory_allocated(device) // 2**20, "torch.cuda.max_memory_allocated, rank 0"))
     if profiler:
         profiler.stop()
-        rows += [()] + profile_rows(profiler, cli.profile, cuda)
+        profiled = profiled_steps(profiler.events())
+        if not profiled:
+            raise tg.UserError(f"the profile holds no {MUON_STEP} range: no training step was launched while it recorded")
+        rows += [()] + profile_rows(profiler, profiled, cuda)
         if cli.bandwidth and cuda:
-            rows += [()] + bandwidth_report(profiler, cli.profile, device)
+            rows += [()] + bandwidth_report(profiler, profiled, device)
         if cli.gaps and cuda:
-            rows += [()] + gap_report(profiler, cli.profile)
+            rows += [()] + gap_report(profiler, profiled)
     table(log, "train", rows)
 
 
@@ -151,10 +154,17 @@ KERNEL_KINDS = [("compiled (triton)", re.compile(r"^triton", re.I)),
                 ("memcpy/memset", re.compile(r"memcpy|memset", re.I))]
 
 
+MUON_STEP = "Optimizer.step#Muon.step"  # torch.optim's range around each optimizer step: one per training step
 ANNOTATION = re.compile(r"^ProfilerStep|#")  # ranges (the step, Optimizer.step#Muon.step) that span kernels, not kernels
 # inductor_meta of a generated Triton kernel, one line of its source; kernel_num_gb is there when
 # torch._inductor.config.benchmark_kernel is on.
 KERNEL_GB = re.compile(r"'kernel_name': '(\w+)'[^\n]*?'kernel_num_gb': ([0-9.e+-]+)")
+
+
+def profiled_steps(events) -> int:
+    """Training steps launched while the profiler recorded: the host's Optimizer.step#Muon.step ranges
+    (a CUDA profile also holds a copy of each range on the GPU's timeline)."""
+    return sum(e.name == MUON_STEP and e.device_type == torch.autograd.DeviceType.CPU for e in events)
 
 
 def kernel_kind(name: str) -> str:
