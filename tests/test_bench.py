@@ -316,6 +316,13 @@ def test_compare_same_function_and_changed_function(bench_env, tmp_path):
     assert results["changed"] > 1e-4
 
 
+def test_steady_ms_is_the_rate_from_step_10_to_the_last():
+    assert bench.steady_ms({1: 50.0, 10: 100.0, 20: 105.0}) == pytest.approx(110.0)  # (20*105 - 10*100) / 10
+    early = {k: (k * 110.0 - 30.0) / k for k in (1, 10, 20)}  # every line read the clock 30 ms before its step ended
+    assert bench.steady_ms(early) == pytest.approx(110.0) and early[20] < 110.0
+    assert bench.steady_ms({1: 50.0, 10: 100.0}) is None and bench.steady_ms({5: 1.0, 20: 1.0}) is None and bench.steady_ms({}) is None
+
+
 def test_compare_refuses_an_unknown_ref(bench_env, tmp_path):
     code, stdout, stderr, log = run_bench(["compare", "--against", "no-such-ref-xyz", "--steps", "2"],
                                           dict(bench_env, RUN_ID="cmp_bad"), tmp_path)
@@ -335,8 +342,9 @@ def test_compare_against_a_git_ref(bench_env, tmp_path):
 
 def test_compare_an_env_switch_of_the_same_program(bench_env, tmp_path):
     """--program-env sets a variable for the version under test only: here a learning rate, so the
-    train losses part; the baseline's child log keeps the default."""
-    code, stdout, stderr, log = run_bench(["compare", "--against", str(REPO_ROOT / "train_gpt.py"), "--steps", "3", "--rounds", "1",
+    train losses part; the baseline's child log keeps the default. With more than 10 steps each run
+    also has its steady ms per step (steps 11-12), and the compare their ratio."""
+    code, stdout, stderr, log = run_bench(["compare", "--against", str(REPO_ROOT / "train_gpt.py"), "--steps", "12", "--rounds", "1",
                                            "--program-env", "MATRIX_LR=0.09"], dict(bench_env, RUN_ID="cmp_env"), tmp_path)
     assert code == 0, (stdout + stderr)[-3000:]
     rows, _ = table(log, "compare")
@@ -344,6 +352,15 @@ def test_compare_an_env_switch_of_the_same_program(bench_env, tmp_path):
     assert "hyperparameter MATRIX_LR=0.09" in (tmp_path / children["program"]).read_text()
     assert "hyperparameter MATRIX_LR=0.09" not in (tmp_path / children["against"]).read_text()
     assert float(rows["max_train_loss_diff"]) > 1e-4 and "program_env:MATRIX_LR=0.09" in log
+    steady = {}
+    for name, child in children.items():
+        text = (tmp_path / child).read_text()
+        avg = {int(k): float(v) for k, v in re.findall(r"^step:(\d+)/12 .* step_avg:(\S+)ms ", text, re.M)}
+        assert sorted(avg) == list(range(1, 11)) + [12]
+        steady[name] = float(table(text, "train")[0]["ms_per_step_steady"])
+        assert steady[name] == pytest.approx((12 * avg[12] - 10 * avg[10]) / 2, abs=0.051) and steady[name] > 0
+        assert float(rows[f"{name}_ms_per_step_steady"]) == steady[name]
+    assert float(rows["speedup_steady"].rstrip("x")) == pytest.approx(steady["against"] / steady["program"], abs=0.0011)
     code, _, stderr, _ = run_bench(["compare", "--against", "HEAD", "--program-env", "oops"], dict(bench_env, RUN_ID="cmp_bad_env"), tmp_path)
     assert code == 2 and "--program-env takes NAME=VALUE" in stderr
 

@@ -108,6 +108,7 @@ def bench_train(cli, args, ctx, log, log_path):
     if steps != cli.steps or not last:
         raise tg.UserError(f"train() stopped at step {steps} of {cli.steps} or logged no final step line")
     step_ms, tokens_per_s = float(last[-1][3]), float(last[-1][4]) * 1e6
+    steady = steady_ms({int(m[1]): float(m[3]) for m in map(STEP_LINE.match, lines) if m})
     warmup = [float(m[1]) for m in map(WARMUP_LINE.match, lines) if m]
     timed_wall = wall - (warmup[-1] if warmup else 0.0)
     per_gpu = tokens_per_s / world
@@ -117,6 +118,7 @@ def bench_train(cli, args, ctx, log, log_path):
         ("steps", steps, f"timed (WARMUP_STEPS={args.warmup_steps} compile warm-up steps before them, not timed)"),
         ("batch_tokens", args.train_batch_tokens, f"per step, all GPUs (seq_len {args.train_seq_len}, grad_accum {grad_accum})"),
         ("ms_per_step", f"{step_ms:.1f}", "step_avg of the log's final step line"),
+    ] + ([("ms_per_step_steady", f"{steady:.1f}", f"steps {STEADY_FROM + 1}-{steps}, from the step lines (steady_ms)")] if steady else []) + [
         ("ms_per_step_wall", f"{1000 * timed_wall / steps:.1f}",
          "own timer: train() minus the warm-up line's seconds; includes setup outside the step loop"),
         ("setup_overhead_s", f"{timed_wall - steps * step_ms / 1000:.2f}", "= wall - steps * ms_per_step"),
@@ -464,7 +466,7 @@ def program_source(against: str, folder: Path) -> Path:
     return path
 
 
-TABLE_ROW = re.compile(r"^(ms_per_step|tokens_per_s_per_gpu|peak_memory_mib)\s{2,}(\S+)", re.M)
+TABLE_ROW = re.compile(r"^(ms_per_step|ms_per_step_steady|tokens_per_s_per_gpu|peak_memory_mib)\s{2,}(\S+)", re.M)
 LOSS_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:(\S+) ", re.M)
 
 
@@ -476,6 +478,21 @@ def last_run(text: str) -> str:
 
 def train_losses(text: str) -> dict[int, float]:
     return {int(k): float(v) for k, v in LOSS_LINE.findall(text)}
+
+
+STEADY_FROM = 10  # train() logs every step up to 10, then every TRAIN_LOG_EVERY-th and the last
+
+
+def steady_ms(step_avg: dict[int, float]) -> float | None:
+    """ms per step from step 10's line to the last one's: the difference of their elapsed (step x
+    step_avg) over the steps between. It leaves out the first 10 steps, and an offset in when every
+    line reads the clock cancels: train_gpt.py before 08811ef read it before the step's GPU work had
+    ended, so its last line's step_avg left out the GPU's tail of the last step (1.1% of c06bc29's
+    20-step runs on an H200)."""
+    last = max(step_avg, default=0)
+    if last <= STEADY_FROM or STEADY_FROM not in step_avg:
+        return None
+    return (last * step_avg[last] - STEADY_FROM * step_avg[STEADY_FROM]) / (last - STEADY_FROM)
 
 
 def compare(cli, log, run_id: str):
@@ -510,9 +527,13 @@ def compare(cli, log, run_id: str):
     for name in runs:
         peak = runs[name][-1].get("peak_memory_mib")
         rows.append((f"{name}_ms_per_step", f"{ms[name]:.1f}", " ".join(x["ms_per_step"] for x in runs[name]) + (f"; peak {peak} MiB" if peak else "")))
-    rows += [("speedup", f"{ms['against'] / ms['program']:.3f}x", "against ms / program ms (> 1: program is faster)"),
-             ("max_train_loss_diff", f"{worst:.2e}", f"over the {len(shared)} logged steps {shared[:3]}...{shared[-1:]} of round 1"
-              if shared else "no shared logged steps")]
+    rows.append(("speedup", f"{ms['against'] / ms['program']:.3f}x", "against ms / program ms (> 1: program is faster)"))
+    if all("ms_per_step_steady" in x for side in runs.values() for x in side):
+        steady = {name: statistics.median(float(x["ms_per_step_steady"]) for x in runs[name]) for name in runs}
+        rows += [(f"{name}_ms_per_step_steady", f"{steady[name]:.1f}", " ".join(x["ms_per_step_steady"] for x in runs[name])) for name in runs]
+        rows.append(("speedup_steady", f"{steady['against'] / steady['program']:.3f}x", f"steps {STEADY_FROM + 1}-{cli.steps} (steady_ms)"))
+    rows.append(("max_train_loss_diff", f"{worst:.2e}", f"over the {len(shared)} logged steps {shared[:3]}...{shared[-1:]} of round 1"
+                 if shared else "no shared logged steps"))
     table(log, "compare", rows)
 
 
