@@ -59,11 +59,11 @@ def ran_sha(name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 10 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 11 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(11))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -119,7 +119,7 @@ def test_scaling_table_matches_the_bench_logs():
 
 
 @needs_git
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", [*range(9), 10])  # row 9's before side is checked by the session-13 test
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
     named commits' train_gpt.py, the before commit first in the row's label and the after one second."""
@@ -1057,5 +1057,114 @@ def test_session_13_logs_ran_the_code_the_readme_names():
                        ("s13-cg-qkv-heads", ["ab_cg_qkv_heads_s13_h200_program_r1", "ab_cg_qkv_heads_s13_h200_program_r2"])):
         shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{ref}:train_gpt.py"], capture_output=True, text=True)
         if shown.returncode == 0:  # the experiment branches, where the clone has them
+            for name in names:
+                assert ran_sha(name) == sha(shown.stdout), name
+
+
+def steady_of(name: str) -> float:
+    import bench
+    step_avg = {int(k): float(v) for k, v in re.findall(r"^step:(\d+)/\d+ .*? step_avg:([\d.]+)ms", bench_log(name), re.M)}
+    return bench.steady_ms(step_avg)
+
+
+@pytest.fixture(scope="module")
+def bench_module():
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    yield
+    sys.path.remove(str(REPO_ROOT / "tools"))
+
+
+def test_steady_rate_table_is_the_before_after_runs(bench_module):
+    """Each row: the steady ms per step (bench.steady_ms of the run's own step lines) of the two runs
+    per side of the before/after row with the same commits, their medians, the ratio, and the row's
+    own speed-up by the last step_avg."""
+    steady = table_rows(section("Steady step rates"))
+    assert len(steady) == len(before_after_rows())
+    for (label, gpu, before, after, speedup, last), row in zip(steady, before_after_rows()):
+        assert re.match(r"([0-9a-f]{7})\b.*?→ ([0-9a-f]{7})", row[0]).groups() == tuple(label.split(" → ")) and gpu == row[1]
+        name = row[-1].strip("`")[len("logs/bench/"):-4]
+        medians = {}
+        for cell, side in ((before, "against"), (after, "program")):
+            runs = [steady_of(f"{name}_{side}_r{r}") for r in (1, 2)]
+            medians[side] = statistics.median(runs)
+            assert cell == f"{medians[side]:.1f} ({runs[0]:.1f}, {runs[1]:.1f})", (label, side)
+        assert speedup == f"**{medians['against'] / medians['program']:.3f}×**" and last == row[4].strip("*")
+    text = " ".join(section("Steady step rates").split())
+    ratios = [r[4].strip("*×") for r in steady[5:]]  # ee6ab13 to f31c633: the H200 rows since 0081bab
+    assert "Chained on H200s since 0081bab (ee6ab13 to f31c633, steady): " + " × ".join(ratios) in text
+    chained = math.prod(float(r) for r in ratios)
+    assert f"= {chained:.3f}×" in text and steady[0][3].startswith("652.6 ") and f"about {652.6 / chained:.0f} ms" in text
+    assert "c06bc29's 1.008× is 1.000×" in " ".join(section("Before/after, same GPU").split()) and steady[9][4] == "**1.000×**"
+
+
+def test_session_14_bullets_are_their_logs(bench_module):
+    bullet = speed_bullet("Gradients as views of one buffer")
+    for name in ("ab_grads_one_buffer_alone_s14_h200", "ab_grads_one_buffer_s14_h200"):
+        log = bench_log(name)
+        a, b, x = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+        assert f"{a} → {b} ms, {'**' if 'alone' in name else ''}{x.rstrip('x')}×" in bullet, name
+    ms = {n: float(log_value(bench_log(f"train_4gpu_{n}_s14_h200"), "ms_per_step")) for n in ("head_r1", "head_r2", "flat_r1", "flat_r2", "lag_r1", "lag_r2")}
+    peak = {n: int(log_value(bench_log(f"train_4gpu_{n}_s14_h200"), "peak_memory_mib")) for n in ms}
+    assert all(re.search(r"^world_size\s+4$", bench_log(f"train_4gpu_{n}_s14_h200"), re.M) for n in ms)
+    ratio = (ms["head_r1"] + ms["head_r2"]) / (ms["flat_r1"] + ms["flat_r2"])
+    assert (f"{ms['head_r1']} and {ms['head_r2']} ms → {ms['flat_r1']} and {ms['flat_r2']} ms, {ratio:.3f}× on the means, "
+            f"peak {peak['head_r1']:,} → {peak['flat_r1']:,} and {peak['flat_r2']:,} MiB") in bullet
+    two = {n: float(log_value(bench_log(f"train_2gpu_{n}_s14_h200"), "ms_per_step")) for n in ("head_a1", "head_a2", "lag_b1", "lag_b2")}
+    ratio = (two["head_a1"] + two["head_a2"]) / (two["lag_b1"] + two["lag_b2"])
+    assert f"{two['head_a1']} and {two['head_a2']} → {two['lag_b1']} and {two['lag_b2']} ms, {ratio:.3f}×" in bullet
+    gaps = bench_log("gaps_grads_one_buffer_s14_h200")
+    assert "over 4 profiled steps" in gaps and "CUDAFunctor_add" not in gaps.split("before -> after):")[1].split("\n\n")[0]
+    total, count = first(r"^gap_ms_per_step\s+(\S+) ms", gaps), float(first(r"^gap_ms_per_step\s+\S+ ms\s+(\S+) gaps per step", gaps))
+    top = gaps.split("before -> after):")[1].splitlines()[1]
+    assert top.split()[1] == "1.0x" and "Memcpy HtoD" in top.split("->")[1]
+    assert f"{total} ms per step with no kernel running, over {count:,.0f} gaps, the largest {top.split()[0]} ms" in bullet
+    curves = bench_log("curves_lagged_status_s14_h200")
+    found = {m[0]: m[1] for m in re.findall(r"^steps_(\S+)\s+max\|d\| \S+\s+mean d \S+, mean \|d\| (\S+) over", curves, re.M)}
+    assert "mean |d| " + " / ".join(found[r] for r in ("1-10", "11-50", "51-100", "101-200", "201-300")) + " over" in bullet
+    old, new = bench_log("curve_cudagraphs_s13_h200"), bench_log("curve_lagged_status_s14_h200")
+    assert "final train loss {} → {}".format(*(first(r"^step:285/285 train_loss:(\S+) ", t) for t in (old, new))) in bullet
+    for kind, words in (("final_int6_roundtrip", "dequantized artifact val_bpb"), ("final_int6_sliding_window", "sliding window"),
+                        ("ngram_only", "sliding + mixer")):
+        assert "{} {} → {}".format(words, *(first(rf"^{kind} val_loss:\S+ val_bpb:(\S+)", t) for t in (old, new))) in bullet, kind
+    assert re.search(r"^1 passed", bench_log("cuda_graph_training_test_s14_h200"), re.M)
+    assert re.search(r"^2 passed", bench_log("cuda_training_tests_lag_s14_h200"), re.M)
+
+    rejected = " ".join(README.split("- Rejected again, session 14")[1].split("\n- ")[0].split())
+    for name in ("ab_lagged_status_s14_h200", "ab_lagged_status_gpu_flag_s14_h200"):
+        log = bench_log(name)
+        a, b, x = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+        assert f"{a} → {b} ms ({x.rstrip('x')}×, `logs/bench/{name}.txt`" in rejected, name
+    assert f"f31c633 {ms['flat_r1']} and {ms['flat_r2']} ms, lagged {ms['lag_r1']} and {ms['lag_r2']} ms" in rejected
+    lag_gaps = bench_log("gaps_lagged_status_gpu_flag_s14_h200")
+    assert "over 6 profiled steps" in lag_gaps
+    top = lag_gaps.split("before -> after):")[1].splitlines()[1:3]
+    batch = next(line for line in top if "Memcpy HtoD" in line.split("->")[1])
+    assert f"{batch.split()[0]} × 2 = {2 * float(batch.split()[0]):.2f} ms per step" in rejected
+    assert "AssertionError: {2: 4, 5: 10}" in bench_log("cuda_waits_test_on_flat_s14_h200")
+    assert "{2: 4, 5: 10}" not in rejected and "2 waits per step" in rejected
+    c06 = speed_bullet("Training forward and backward as CUDA graphs")
+    runs = {n: steady_of(f"train_2gpu_{n}_s13_h200") for n in ("head_a1", "head_a2", "cudagraphs_b1", "cudagraphs_b2")}
+    ratio = (runs["head_a1"] + runs["head_a2"]) / (runs["cudagraphs_b1"] + runs["cudagraphs_b2"])
+    assert (f"steady, {runs['head_a1']:.1f} and {runs['head_a2']:.1f} → {runs['cudagraphs_b1']:.1f} and "
+            f"{runs['cudagraphs_b2']:.1f} ms, {ratio:.3f}×") in c06
+
+
+@needs_git
+def test_session_14_logs_ran_the_code_the_readme_names():
+    main, flat = sha(git_source("08811ef")), sha(git_source("f31c633"))
+    for name in ("ab_grads_one_buffer_alone_s14_h200", "ab_grads_one_buffer_s14_h200"):
+        for r in (1, 2):
+            assert ran_sha(f"{name}_against_r{r}") == main and ran_sha(f"{name}_program_r{r}") == flat
+    for name in ("train_4gpu_head_r1_s14_h200", "train_4gpu_head_r2_s14_h200", "train_2gpu_head_a1_s14_h200", "train_2gpu_head_a2_s14_h200"):
+        assert ran_sha(name) == main, name
+    for name in ("train_4gpu_flat_r1_s14_h200", "train_4gpu_flat_r2_s14_h200", "gaps_grads_one_buffer_s14_h200",
+                 "ab_lagged_status_s14_h200_against_r1", "ab_lagged_status_gpu_flag_s14_h200_against_r1"):
+        assert ran_sha(name) == flat, name
+    for ref, names in (("4727599", ["ab_lagged_status_s14_h200_program_r1", "curve_lagged_status_s14_h200"]),
+                       ("7725492", ["ab_lagged_status_gpu_flag_s14_h200_program_r1", "train_4gpu_lag_r1_s14_h200", "train_2gpu_lag_b1_s14_h200",
+                                    "gaps_lagged_status_gpu_flag_s14_h200"])):
+        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{ref}:train_gpt.py"], capture_output=True, text=True)
+        if shown.returncode == 0:  # the experiment branch, where the clone has it
             for name in names:
                 assert ran_sha(name) == sha(shown.stdout), name
