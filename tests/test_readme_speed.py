@@ -5,10 +5,14 @@ import math
 import re
 import statistics
 import subprocess
+import sys
 
 import pytest
 
 from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+import bench  # noqa: E402  (steady_ms and its step-line pattern)
 
 README = (REPO_ROOT / "README.md").read_text()
 BATCH_TOKENS = 786_432
@@ -1062,20 +1066,11 @@ def test_session_13_logs_ran_the_code_the_readme_names():
 
 
 def steady_of(name: str) -> float:
-    import bench
-    step_avg = {int(k): float(v) for k, v in re.findall(r"^step:(\d+)/\d+ .*? step_avg:([\d.]+)ms", bench_log(name), re.M)}
-    return bench.steady_ms(step_avg)
+    """bench.steady_ms of a bench log's step lines, read as bench_train reads them."""
+    return bench.steady_ms({int(m[1]): float(m[3]) for m in map(bench.STEP_LINE.match, bench_log(name).splitlines()) if m})
 
 
-@pytest.fixture(scope="module")
-def bench_module():
-    import sys
-    sys.path.insert(0, str(REPO_ROOT / "tools"))
-    yield
-    sys.path.remove(str(REPO_ROOT / "tools"))
-
-
-def test_steady_rate_table_is_the_before_after_runs(bench_module):
+def test_steady_rate_table_is_the_before_after_runs():
     """Each row: the steady ms per step (bench.steady_ms of the run's own step lines) of the two runs
     per side of the before/after row with the same commits, their medians, the ratio, and the row's
     own speed-up by the last step_avg."""
@@ -1098,7 +1093,7 @@ def test_steady_rate_table_is_the_before_after_runs(bench_module):
     assert "c06bc29's 1.008× is 1.000×" in " ".join(section("Before/after, same GPU").split()) and steady[9][4] == "**1.000×**"
 
 
-def test_session_14_bullets_are_their_logs(bench_module):
+def test_session_14_bullets_are_their_logs():
     bullet = speed_bullet("Gradients as views of one buffer")
     for name in ("ab_grads_one_buffer_alone_s14_h200", "ab_grads_one_buffer_s14_h200"):
         log = bench_log(name)
