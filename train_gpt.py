@@ -746,8 +746,9 @@ def train(args, model: GPT, ctx, log) -> int:
     params = list(model.parameters())
     # Every gradient is a view of one buffer, zeroed per step, summed over micro-steps with one foreach add
     # (not a kernel per tensor: autograd's accumulation) and over ranks with one all-reduce
-    flat = torch.zeros(sum(p.numel() for p in params), device=device)
-    grads = [g.view_as(p) for g, p in zip(flat.split([p.numel() for p in params]), params)]
+    sizes = [p.numel() for p in params]
+    grad_buffer = torch.zeros(sum(sizes), device=device)
+    grads = [g.view_as(p) for g, p in zip(grad_buffer.split(sizes), params)]
     for p, g in zip(params, grads):
         p.grad = g
 
@@ -759,7 +760,7 @@ def train(args, model: GPT, ctx, log) -> int:
                 if "momentum" in group:
                     group["momentum"] = (1 - mu_frac) * args.muon_momentum_warmup_start + mu_frac * args.muon_momentum
         pairs, total = [], torch.zeros((), device=device)
-        flat.zero_()
+        grad_buffer.zero_()
         for _ in range(grad_accum):
             x, y = next_batch(stream, micro_tokens, args.train_seq_len, rank, world, device)
             if device.type == "cuda":
@@ -770,8 +771,8 @@ def train(args, model: GPT, ctx, log) -> int:
             total += loss.detach() / grad_accum
             pairs.append((x, y))
         if world > 1:
-            dist.all_reduce(flat)
-            flat.div_(world)
+            dist.all_reduce(grad_buffer)
+            grad_buffer.div_(world)
         if args.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, args.grad_clip_norm)
         for opt in optimizers:
