@@ -10,7 +10,15 @@ Epilogues (MODE):
 Against cuBLAS alone and cuBLAS + inductor's elementwise kernel (what the compiled model runs now).
 One CUDA GPU (sm_90):  python tools/act_gemm_probe.py
 Prints each config's ms per call (CUDA events, mean of 30 calls after 5 warm-up calls) and the largest
-difference against the unfused result, then a table of the best of each."""
+difference against the unfused result, then a table of the best of each.
+
+python tools/act_gemm_probe.py --overlap: how fast can the epilogue of train_gpt.py's kernel go? Times
+train_gpt._act_gemm as it runs, then variants of its loop at five tile configs (one program per SM):
+the epilogue on the whole tile or on 2 or 4 column pieces of it, each piece stored from registers
+(ptr) or, for 2 pieces, through shared memory by TMA (tma). Each row: ms per call, shared memory and
+registers of the compiled kernel, and the largest difference against train_gpt's output. (Session
+15's first form, which chose train_gpt's kernel, is logs/bench/programs_s15/act_gemm_probe_call1.py.)"""
+import sys
 import torch, triton, triton.language as tl, torch.nn.functional as F
 from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -82,6 +90,120 @@ def timed(fn, iters=30):
     return s.elapsed_time(e) / iters
 
 
+@triton.jit
+def _overlap_epilogue(acc, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE: tl.constexpr, PTR: tl.constexpr,
+                      TM: tl.constexpr, TN: tl.constexpr):
+    """train_gpt's epilogue on one (TM, TN) piece at (om, on): MODE 0 h, 1 u and h, 2 c * dh/du (slope 0.5)."""
+    offs = (om + tl.arange(0, TM))[:, None] * N + (on + tl.arange(0, TN))[None, :]
+    c = acc.to(tl.bfloat16)
+    if MODE == 2:
+        if PTR:
+            u = tl.load(aux_ptr + offs).to(tl.float32)
+        else:
+            u = aux_desc.load([om, on]).to(tl.float32)
+        r = (c.to(tl.float32) * tl.where(u > 0, 2 * u, 0.5 * u)).to(tl.bfloat16)
+    else:
+        if MODE == 1:
+            if PTR:
+                tl.store(aux_ptr + offs, c)
+            else:
+                aux_desc.store([om, on], c)
+        u = c.to(tl.float32)
+        u = tl.where(u > 0, u, 0.5 * u)
+        r = (u * u).to(tl.bfloat16)
+    if PTR:
+        tl.store(out_ptr + offs, r)
+    else:
+        out_desc.store([om, on], r)
+
+
+@triton.jit
+def _halves(acc, BM: tl.constexpr, BN: tl.constexpr):
+    """(BM, BN) -> its left and right (BM, BN // 2) halves."""
+    return acc.reshape(BM, 2, BN // 2).permute(0, 2, 1).split()
+
+
+@triton.jit
+def overlap_kernel(a_desc, b_desc, out_desc, aux_desc, out_ptr, aux_ptr, M, N, K, programs, MODE: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLITS: tl.constexpr, PTR: tl.constexpr):
+    """train_gpt's _act_gemm_kernel (tiles row by row, its own epilogue counter), with the variants as switches:
+    the epilogue on the whole tile or on SPLITS = 2 or 4 column pieces of it."""
+    tiles_n = tl.cdiv(N, BN)
+    done = tl.program_id(0) - programs
+    for tile in tl.range(tl.program_id(0), tl.cdiv(M, BM) * tiles_n, programs, flatten=True):
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K, BK):
+            acc = tl.dot(a_desc.load([(tile // tiles_n) * BM, k]), b_desc.load([(tile % tiles_n) * BN, k]).T, acc)
+        done += programs
+        om, on = (done // tiles_n) * BM, (done % tiles_n) * BN
+        if SPLITS == 1:
+            _overlap_epilogue(acc, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN)
+        elif SPLITS == 2:
+            left, right = _halves(acc, BM, BN)
+            _overlap_epilogue(left, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 2)
+            _overlap_epilogue(right, om, on + BN // 2, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 2)
+        else:
+            left, right = _halves(acc, BM, BN)
+            q0, q1 = _halves(left, BM, BN // 2)
+            q2, q3 = _halves(right, BM, BN // 2)
+            _overlap_epilogue(q0, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
+            _overlap_epilogue(q1, om, on + BN // 4, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
+            _overlap_epilogue(q2, om, on + BN // 2, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
+            _overlap_epilogue(q3, om, on + 3 * BN // 4, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
+
+
+def overlap_sweep():
+    """The --overlap table: train_gpt._act_gemm now, then the variants of its loop."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    import train_gpt
+    torch.manual_seed(0)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print(f"device:{torch.cuda.get_device_name()} sms:{sms} torch:{torch.__version__} triton:{triton.__version__}")
+    D, H = 512, 1536
+    configs = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 256, 128, 2, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 8)]
+    variants = [dict(SPLITS=n, PTR=True) for n in (1, 2, 4)] + [dict(SPLITS=2, PTR=False)]
+    best = {}
+    for M, mode in ((48 * 2048, 1), (48 * 2048, 2), (32 * 2048, 0)):
+        name = {0: "eval", 1: "fwd", 2: "bwd"}[mode]
+        x = torch.randn(M, D, device="cuda", dtype=torch.bfloat16)
+        wf = (torch.randn(H, D, device="cuda") / D ** 0.5).to(torch.bfloat16)
+        wpt = (torch.randn(H, D, device="cuda") / H ** 0.5).to(torch.bfloat16)   # proj weight^T, (1536, 512)
+        u_in = F.linear(x, wf) if mode == 2 else None
+        a, b = x, (wpt if mode == 2 else wf)
+        u_ref = torch.empty(M, H, device="cuda", dtype=torch.bfloat16) if mode == 1 else u_in
+        ref = train_gpt._act_gemm(a, b, 0.5, mode, u_ref)
+        now = timed(lambda: train_gpt._act_gemm(a, b, 0.5, mode, u_ref))
+        print(f"M={M} {name}: train_gpt._act_gemm now {now:.4f} ms")
+        for cfg in configs:
+            BM, BN, BK, stages, warps = cfg
+            programs = min(sms, (M // BM) * (H // BN))
+            for v in variants:
+                tn = BN // v["SPLITS"]
+                out = torch.empty(M, H, device="cuda", dtype=torch.bfloat16)
+                aux = torch.empty_like(out) if mode == 1 else (u_in if mode == 2 else out)
+                desc = lambda t, shape: TensorDescriptor.from_tensor(t, shape)
+                call = lambda: overlap_kernel[(programs,)](desc(a, [BM, BK]), desc(b, [BN, BK]), desc(out, [BM, tn]), desc(aux, [BM, tn]),
+                                                           out, aux, M, H, D, programs, MODE=mode, BM=BM, BN=BN, BK=BK,
+                                                           num_stages=stages, num_warps=warps, **v)
+                label = f"  {str(cfg):<22} {v['SPLITS']} piece(s) {'ptr' if v['PTR'] else 'tma'}"
+                try:
+                    k = call()
+                    diff = (out.float() - ref.float()).abs().max().item()
+                    if mode == 1:
+                        diff = max(diff, (aux.float() - u_ref.float()).abs().max().item())
+                    ms = timed(call)
+                except Exception as e:  # shared memory or registers over the limit
+                    print(f"{label} failed: {type(e).__name__}: {str(e)[:100]}")
+                    continue
+                print(f"{label} {ms:.4f} ms  shared {k.metadata.shared / 1024:.0f} KiB  regs {k.n_regs}  max|diff| {diff:.1e}")
+                if diff == 0 and (name not in best or ms < best[name][0]):
+                    best[name] = (ms, label.strip(), now)
+    print("\nbest exact variant per mode (ms per call, one layer and micro-step):")
+    print(f"{'mode':<5} {'now':>8} {'best':>8} {'ratio':>6}  variant")
+    for name, (ms, label, now) in best.items():
+        print(f"{name:<5} {now:8.4f} {ms:8.4f} {now / ms:6.3f}  {label}")
+
+
 def main():
     torch.manual_seed(0)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -134,4 +256,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    overlap_sweep() if "--overlap" in sys.argv[1:] else main()
