@@ -63,11 +63,11 @@ def ran_sha(name: str) -> str:
 
 def before_after_rows() -> list[list[str]]:
     rows = table_rows(section("Before/after, same GPU"))
-    assert len(rows) == 11 and all(len(r) == 7 for r in rows)
+    assert len(rows) == 12 and all(len(r) == 7 for r in rows)
     return rows
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_before_after_table_matches_the_compare_logs(index):
     label, gpu, before, after, speedup, peak, log_cell = before_after_rows()[index]
     log = (REPO_ROOT / log_cell.strip("`")).read_text()
@@ -123,7 +123,7 @@ def test_scaling_table_matches_the_bench_logs():
 
 
 @needs_git
-@pytest.mark.parametrize("index", [*range(9), 10])  # row 9's before side is checked by the session-13 test
+@pytest.mark.parametrize("index", [*range(9), 10, 11])  # row 9's before side is checked by the session-13 test
 def test_before_after_logs_ran_the_commits_the_readme_names(index):
     """The compare ran files (the GPU machine's copy has no .git): their sha256 are those of the
     named commits' train_gpt.py, the before commit first in the row's label and the after one second."""
@@ -847,17 +847,17 @@ def test_norm_rotary_probe_logs_rows_and_bandwidths(name):
 
 def test_h200_step_paragraph_is_its_profile():
     text = " ".join(section("Where an H200 step goes now").split())
-    log = bench_log("profile_bandwidth_main_s12_h200")
-    assert "kernel's 20.19 in it" in text and re.search(r"^\s+20\.19\s+352x  _norm_rotary_kernel$", log, re.M)
-    assert "69.96 of it" in text and re.search(r"^\s+69\.96\s+176x  _act_gemm_kernel$", log, re.M)
-    older = bench_log("profile_bandwidth_qkv_one_gemm_s11_h200")
+    log = bench_log("profile_bandwidth_epi_s15_h200")
+    assert "kernel's 20.37 in it" in text and re.search(r"^\s+20\.37\s+352x  _norm_rotary_kernel$", log, re.M)
+    assert "61.73 of it" in text and re.search(r"^\s+61\.73\s+176x  _act_gemm_kernel$", log, re.M)
+    older = bench_log("profile_bandwidth_main_s12_h200")
     assert (f"{log_value(older, 'ms_per_step')} ms, attention {log_value(older, 'profile_attention')}, GEMMs {log_value(older, 'profile_matmul')}, "
             f"inductor's kernels {log_value(older, 'profile_compiled')} ({log_value(older, 'compiled_gb_per_step')} GB)") in text
     step, mfu = float(log_value(log, "ms_per_step")), float(log_value(log, "mfu_measured_peak").rstrip("%"))
     kinds = {k: float(log_value(log, f"profile_{k}")) for k in ("attention", "matmul", "compiled", "other", "memcpy/memset", "total")}
     assert f"{step} ms per step, MFU {mfu:.2f}% of the 790 TFLOP/s" in text and "of 790 TFLOP/s" in log
     assert f"Of {kinds['total']} ms of kernel time, cuDNN's attention takes {kinds['attention']} ms, the GEMMs {kinds['matmul']}" in text
-    assert f"inductor's kernels {kinds['compiled']} (" in text
+    assert f"inductor's kernels {kinds['compiled']} (" in text and f"elementwise kernels ({kinds['compiled']} ms" in text
     share = first(r"^compiled_gb_per_s\s+\S+ GB/s\s+(\S+) of copy_bandwidth", log)
     assert f"({log_value(log, 'compiled_gb_per_step')} GB at {share} of the copy bandwidth)" in text
     rest = kinds["total"] - kinds["attention"] - kinds["matmul"]
@@ -866,6 +866,16 @@ def test_h200_step_paragraph_is_its_profile():
     target = step * mfu / 50
     assert f"50% MFU would be {target:.1f} ms per step, {step - target:.1f} ms less than now" in text
     assert f"take {rest:.1f} ms: at attention and GEMMs as they are, 50% needs {(step - target) / rest:.0%} of the rest gone" in text
+    assert f"cuDNN, {kinds['attention'] / 88:.2f} ms per layer and micro-step here" in text  # 11 layers x 8 micro-steps
+    probe = bench_log("act_gemm_probe_s11_h200")
+    plain = {m[1]: float(m[2]) for m in re.finditer(r"^\s+98304 (plain|bwd)\s+\S+\s+(\S+)", probe, re.M)}
+    assert f"about {88 * (plain['plain'] + plain['bwd']):.1f} for the same products, {plain['plain']:.3f} ms per call" in text
+    gaps = bench_log("gaps_epi_s15_h200")
+    total, count = first(r"^gap_ms_per_step\s+(\S+) ms", gaps), float(first(r"^gap_ms_per_step\s+\S+ ms\s+(\S+) gaps per step", gaps))
+    top = gaps.split("before -> after):")[1].splitlines()[1]
+    assert top.split()[1] == "1.0x" and "Memcpy HtoD" in top.split("->")[1]
+    assert (f"{total} ms per step over {count:,.0f} gaps, about {1000 * float(total) / count:.1f} µs each, the largest group "
+            f"{top.split()[0]} ms once per step before the batch's copy") in text
 
 
 def test_session_11_bullets_and_curves_are_their_logs():
@@ -1086,8 +1096,8 @@ def test_steady_rate_table_is_the_before_after_runs():
             assert cell == f"{medians[side]:.1f} ({runs[0]:.1f}, {runs[1]:.1f})", (label, side)
         assert speedup == f"**{medians['against'] / medians['program']:.3f}×**" and last == row[4].strip("*")
     text = " ".join(section("Steady step rates").split())
-    ratios = [r[4].strip("*×") for r in steady[5:]]  # ee6ab13 to f31c633: the H200 rows since 0081bab
-    assert "Chained on H200s since 0081bab (ee6ab13 to f31c633, steady): " + " × ".join(ratios) in text
+    ratios = [r[4].strip("*×") for r in steady[5:]]  # ee6ab13 to 5305a81: the H200 rows since 0081bab
+    assert "Chained on H200s since 0081bab (ee6ab13 to 5305a81, steady): " + " × ".join(ratios) in text
     chained = math.prod(float(r) for r in ratios)
     assert f"= {chained:.3f}×" in text and steady[0][3].startswith("652.6 ") and f"about {652.6 / chained:.0f} ms" in text
     assert "c06bc29's 1.008× is 1.000×" in " ".join(section("Before/after, same GPU").split()) and steady[9][4] == "**1.000×**"
@@ -1163,3 +1173,72 @@ def test_session_14_logs_ran_the_code_the_readme_names():
         if shown.returncode == 0:  # the experiment branch, where the clone has it
             for name in names:
                 assert ran_sha(name) == sha(shown.stdout), name
+
+
+def test_h200_scaling_table_matches_the_bench_logs():
+    rows = table_rows(section("Scaling on H200s"))
+    assert [r[0] for r in rows] == ["1", "2", "2", "1"]
+    logs = {r[-1]: (REPO_ROOT / r[-1].strip("`")).read_text() for r in rows}
+    one_gpu = statistics.mean(int(log_value(logs[r[-1]], "tokens_per_s_per_gpu")) for r in rows if r[0] == "1")
+    for gpus, ms, steady, per_gpu, linear, peak, log_cell in rows:
+        log = logs[log_cell]
+        assert "device:NVIDIA H200" in log and re.search(rf"^world_size\s+{gpus}$", log, re.M)
+        assert log_value(log, "ms_per_step") == ms and log_value(log, "ms_per_step_steady") == steady
+        tokens = int(log_value(log, "tokens_per_s_per_gpu"))
+        assert per_gpu == f"{tokens / 1e6:.3f}M" and peak == f"{int(log_value(log, 'peak_memory_mib')):,} MiB"
+        assert linear == ("" if gpus == "1" else f"**{100 * tokens / one_gpu:.1f}%**")
+    text = " ".join(section("Scaling on H200s").split())
+    four = [float(log_value(bench_log(f"train_4gpu_flat_{r}_s14_h200"), "ms_per_step")) for r in ("r1", "r2")]
+    alone = float(log_value(bench_log("ab_grads_one_buffer_alone_s14_h200"), "program_ms_per_step"))
+    assert f"at {four[0]} and {four[1]} ms per step" in text
+    assert f"{100 * alone / (2 * sum(four)):.1f}% of linear against that session's 1-GPU {alone} ms" in text
+
+
+def test_session_15_mlp_epilogue_bullet_is_its_logs():
+    bullet = speed_bullet("The MLP kernel's epilogue on two half tiles")
+    sweep = bench_log("act_gemm_overlap_s15_h200")
+    now = {m[1]: m[2] for m in re.finditer(r"^M=\d+ (\w+): train_gpt\._act_gemm now (\S+) ms$", sweep, re.M)}
+    best = {m[1]: m[2] for m in re.finditer(r"^(\w+)\s+\S+\s+(\S+)\s+\S+\s+\(128, 256, 64, 3, 8\)\s+sub ptr", sweep, re.M)}
+    assert set(best) == {"fwd", "bwd", "eval"}  # the committed kernel's variant was the sweep's best in every mode
+    for mode, words in (("fwd", "training forward"), ("bwd", "backward"), ("eval", "inference")):
+        assert f"{words} {now[mode]} → {best[mode]}" in bullet, mode
+    assert re.search(r"^  \(128, 256, 64, 3, 8\)\s+ptr early 1/SM (0\.9152) ms", sweep, re.M) and "(backward 0.9152 ms)" in bullet
+    exact = bench_log("mlp_epilogue_exact_s15_h200")
+    assert exact.count("bit-identical=True") == 9 and "bit-identical=False" not in exact
+    log = bench_log("ab_mlp_epilogue_s15_h200")
+    a, b, x = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+    sa, sb, sx = (log_value(log, k) for k in ("against_ms_per_step_steady", "program_ms_per_step_steady", "speedup_steady"))
+    assert f"{a} → {b} ms, **{x.rstrip('x')}×** (steady {sa} → {sb} ms, {sx.rstrip('x')}×)" in bullet
+    assert f"differ by at most {float(log_value(log, 'max_train_loss_diff')):.4f}" in bullet
+    last = [float(first(r"^step:20/20 train_loss:(\S+) ", bench_log(f"ab_mlp_epilogue_s15_h200_against_r{r}"))) for r in (1, 2)]
+    assert f"rounds differ by {abs(last[0] - last[1]):.4f} at step 20" in bullet
+    sliding = {n: re.search(r"^sliding\s+2/2\*\s+(\S+)\s+\S+\s+\d+\s+(\S+)", bench_log(f"eval_sliding_{n}_s15_h200_stdout"), re.M).groups()
+               for n in ("head_a1", "head_a2", "epi_b1", "epi_b2")}
+    secs = {n: float(v[0]) for n, v in sliding.items()}
+    ratio = (secs["head_a1"] + secs["head_a2"]) / (secs["epi_b1"] + secs["epi_b2"])
+    assert f"{secs['head_a1']:.3f} and {secs['head_a2']:.3f} s → {secs['epi_b1']:.3f} and {secs['epi_b2']:.3f} s, {ratio:.3f}×" in bullet
+    fastest = lambda names: max(float(sliding[n][1]) for n in names)
+    assert f"{fastest(('head_a1', 'head_a2')):,.0f} → {fastest(('epi_b1', 'epi_b2')):,.0f} tokens/s at best" in bullet
+    assert "61.73 ms per step, against 69.96" in bullet
+    assert re.search(r"^13 passed", bench_log("mlp_kernel_tests_s15_h200"), re.M)
+    second = bench_log("act_gemm_overlap2_s15_h200")
+    fwd_now = first(r"^M=98304 fwd: train_gpt\._act_gemm now (\S+) ms$", second)
+    fwd_4 = first(r"^  \(128, 256, 64, 4, 8\)\s+2 piece\(s\) ptr (\S+) ms", second)
+    stages = bench_log("ab_mlp_stages_s15_h200")
+    a, b, x = (log_value(stages, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup"))
+    assert f"{fwd_now} → {fwd_4} ms per forward call" in bullet and f"{a} → {b} ms per step ({x.rstrip('x')}×" in bullet
+
+
+@needs_git
+def test_session_15_logs_ran_the_code_the_readme_names():
+    head, epi = sha(git_source("604d77c")), sha(git_source("5305a81"))
+    for r in (1, 2):
+        assert ran_sha(f"ab_mlp_epilogue_s15_h200_against_r{r}") == head and ran_sha(f"ab_mlp_epilogue_s15_h200_program_r{r}") == epi
+        assert ran_sha(f"ab_mlp_stages_s15_h200_against_r{r}") == epi
+        stages4 = other_side(git_source("5305a81"), (REPO_ROOT / "logs/bench/programs_s15/stages4.diff").read_text())
+        assert ran_sha(f"ab_mlp_stages_s15_h200_program_r{r}") == sha(stages4)
+    for name in ("eval_sliding_head_a1_s15_h200", "eval_sliding_head_a2_s15_h200"):
+        assert ran_sha(name) == head, name
+    for name in ("eval_sliding_epi_b1_s15_h200", "eval_sliding_epi_b2_s15_h200", "profile_bandwidth_epi_s15_h200", "gaps_epi_s15_h200",
+                 "scaling_1gpu_r1_s15_h200", "scaling_2gpu_r1_s15_h200", "scaling_2gpu_r2_s15_h200", "scaling_1gpu_r2_s15_h200"):
+        assert ran_sha(name) == epi, name
