@@ -1242,3 +1242,14 @@ def test_session_15_logs_ran_the_code_the_readme_names():
     for name in ("eval_sliding_epi_b1_s15_h200", "eval_sliding_epi_b2_s15_h200", "profile_bandwidth_epi_s15_h200", "gaps_epi_s15_h200",
                  "scaling_1gpu_r1_s15_h200", "scaling_2gpu_r1_s15_h200", "scaling_2gpu_r2_s15_h200", "scaling_1gpu_r2_s15_h200"):
         assert ran_sha(name) == epi, name
+
+
+def test_session_15_warp_specialization_rejection_is_its_log():
+    bullet = speed_bullet("The MLP kernel's epilogue on two half tiles")
+    sweep = bench_log("act_gemm_overlap_ws_s15_h200")
+    fwd = sweep.split(" fwd: ")[1].split("\nM=")[0]
+    now = first(r"^train_gpt\._act_gemm now (\S+) ms", fwd)
+    ws = {form: first(r"^  \(128, 256, 64, 3, 8\)\s+2 piece\(s\) ptr " + form + r" (\S+) ms", fwd) for form in ("ws flat", "ws     ")}
+    assert (f"training forward {now} ms now, {ws['ws flat']} with it on the flattened loop (no change), "
+            f"{ws['ws     ']} with it on the loop not flattened") in bullet
+    assert "triton:3.6.0" in sweep.splitlines()[0]

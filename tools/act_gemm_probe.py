@@ -12,12 +12,14 @@ One CUDA GPU (sm_90):  python tools/act_gemm_probe.py
 Prints each config's ms per call (CUDA events, mean of 30 calls after 5 warm-up calls) and the largest
 difference against the unfused result, then a table of the best of each.
 
-python tools/act_gemm_probe.py --overlap: how fast can the epilogue of train_gpt.py's kernel go? Times
-train_gpt._act_gemm as it runs, then variants of its loop at five tile configs (one program per SM):
-the epilogue on the whole tile or on 2 or 4 column pieces of it, each piece stored from registers
-(ptr) or, for 2 pieces, through shared memory by TMA (tma). Each row: ms per call, shared memory and
-registers of the compiled kernel, and the largest difference against train_gpt's output. (Session
-15's first form, which chose train_gpt's kernel, is logs/bench/programs_s15/act_gemm_probe_call1.py.)"""
+python tools/act_gemm_probe.py --overlap: can the epilogue of train_gpt.py's kernel overlap the next tile's
+GEMM by warp specialization (Triton's tl.range(warp_specialize=True): loads, MMAs and epilogue in warp groups
+of their own)? Times train_gpt._act_gemm as it runs, then a copy of its loop (the epilogue on 2 column pieces
+of the tile, stored from registers) and warp-specialized loops (that epilogue, or the whole tile stored by
+TMA; the tile loop flattened or not) at three tile configs, one program per SM. Each row: ms per call,
+shared memory and registers of the compiled kernel, and the largest difference against train_gpt's output.
+Session 15's earlier forms: logs/bench/programs_s15/act_gemm_probe_call1.py (chose train_gpt's kernel) and
+act_gemm_probe_call3.py (pieces, stages)."""
 import sys
 import torch, triton, triton.language as tl, torch.nn.functional as F
 from triton.tools.tensor_descriptor import TensorDescriptor
@@ -125,12 +127,13 @@ def _halves(acc, BM: tl.constexpr, BN: tl.constexpr):
 
 @triton.jit
 def overlap_kernel(a_desc, b_desc, out_desc, aux_desc, out_ptr, aux_ptr, M, N, K, programs, MODE: tl.constexpr,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLITS: tl.constexpr, PTR: tl.constexpr):
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLITS: tl.constexpr, PTR: tl.constexpr,
+                   WS: tl.constexpr, FLATTEN: tl.constexpr):
     """train_gpt's _act_gemm_kernel (tiles row by row, its own epilogue counter), with the variants as switches:
-    the epilogue on the whole tile or on SPLITS = 2 or 4 column pieces of it."""
+    the epilogue on the whole tile or on SPLITS = 2 column pieces of it; WS: warp-specialized."""
     tiles_n = tl.cdiv(N, BN)
     done = tl.program_id(0) - programs
-    for tile in tl.range(tl.program_id(0), tl.cdiv(M, BM) * tiles_n, programs, flatten=True):
+    for tile in tl.range(tl.program_id(0), tl.cdiv(M, BM) * tiles_n, programs, flatten=FLATTEN, warp_specialize=WS):
         acc = tl.zeros((BM, BN), dtype=tl.float32)
         for k in range(0, K, BK):
             acc = tl.dot(a_desc.load([(tile // tiles_n) * BM, k]), b_desc.load([(tile % tiles_n) * BN, k]).T, acc)
@@ -138,18 +141,10 @@ def overlap_kernel(a_desc, b_desc, out_desc, aux_desc, out_ptr, aux_ptr, M, N, K
         om, on = (done // tiles_n) * BM, (done % tiles_n) * BN
         if SPLITS == 1:
             _overlap_epilogue(acc, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN)
-        elif SPLITS == 2:
+        else:
             left, right = _halves(acc, BM, BN)
             _overlap_epilogue(left, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 2)
             _overlap_epilogue(right, om, on + BN // 2, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 2)
-        else:
-            left, right = _halves(acc, BM, BN)
-            q0, q1 = _halves(left, BM, BN // 2)
-            q2, q3 = _halves(right, BM, BN // 2)
-            _overlap_epilogue(q0, om, on, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
-            _overlap_epilogue(q1, om, on + BN // 4, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
-            _overlap_epilogue(q2, om, on + BN // 2, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
-            _overlap_epilogue(q3, om, on + 3 * BN // 4, out_desc, aux_desc, out_ptr, aux_ptr, N, MODE, PTR, BM, BN // 4)
 
 
 def overlap_sweep():
@@ -160,8 +155,9 @@ def overlap_sweep():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"device:{torch.cuda.get_device_name()} sms:{sms} torch:{torch.__version__} triton:{triton.__version__}")
     D, H = 512, 1536
-    configs = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 256, 128, 2, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 8)]
-    variants = [dict(SPLITS=n, PTR=True) for n in (1, 2, 4)] + [dict(SPLITS=2, PTR=False)]
+    configs = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 8)]
+    variants = [dict(SPLITS=2, PTR=True, WS=False, FLATTEN=True)]  # train_gpt's, then warp-specialized loops
+    variants += [dict(SPLITS=n, PTR=ptr, WS=True, FLATTEN=f) for n, ptr in ((2, True), (1, False)) for f in (False, True)]
     best = {}
     for M, mode in ((48 * 2048, 1), (48 * 2048, 2), (32 * 2048, 0)):
         name = {0: "eval", 1: "fwd", 2: "bwd"}[mode]
@@ -185,7 +181,7 @@ def overlap_sweep():
                 call = lambda: overlap_kernel[(programs,)](desc(a, [BM, BK]), desc(b, [BN, BK]), desc(out, [BM, tn]), desc(aux, [BM, tn]),
                                                            out, aux, M, H, D, programs, MODE=mode, BM=BM, BN=BN, BK=BK,
                                                            num_stages=stages, num_warps=warps, **v)
-                label = f"  {str(cfg):<22} {v['SPLITS']} piece(s) {'ptr' if v['PTR'] else 'tma'}"
+                label = f"  {str(cfg):<22} {v['SPLITS']} piece(s) {'ptr' if v['PTR'] else 'tma'} {'ws' if v['WS'] else '  '} {'flat' if v['FLATTEN'] else '    '}"
                 try:
                     k = call()
                     diff = (out.float() - ref.float()).abs().max().item()
