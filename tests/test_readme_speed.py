@@ -1253,3 +1253,16 @@ def test_session_15_warp_specialization_rejection_is_its_log():
     assert (f"training forward {now} ms now, {ws['ws flat']} with it on the flattened loop (no change), "
             f"{ws['ws     ']} with it on the loop not flattened") in bullet
     assert "triton:3.6.0" in sweep.splitlines()[0]
+
+
+@needs_git
+@pytest.mark.parametrize("form, digest", [("call1", "7805e4fec38a05e919110955b124a0645bb904536befd623c461763e403c6afe"),
+                                          ("call3", "de326501339c2aaba84c8fea610b95a3c8c437b01b762e14a142cbb5d2b34205")])
+def test_session_15_probe_forms_are_kept_as_diffs(form, digest):
+    """The earlier forms of act_gemm_probe.py that printed session 15's first two sweeps: fbaf0ff's probe with
+    the form's diff applied gives back the file that ran (sha256 taken of it when it ran)."""
+    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "fbaf0ff:tools/act_gemm_probe.py"], capture_output=True, text=True)
+    if shown.returncode:
+        pytest.skip("commit fbaf0ff is not in this clone (shallow?)")
+    diff = (REPO_ROOT / f"logs/bench/programs_s15/act_gemm_probe_{form}.diff").read_text()
+    assert sha(other_side(shown.stdout, diff)) == digest

@@ -18,11 +18,13 @@ of their own)? Times train_gpt._act_gemm as it runs, then a copy of its loop (th
 of the tile, stored from registers) and warp-specialized loops (that epilogue, or the whole tile stored by
 TMA; the tile loop flattened or not) at three tile configs, one program per SM. Each row: ms per call,
 shared memory and registers of the compiled kernel, and the largest difference against train_gpt's output.
-Session 15's earlier forms: logs/bench/programs_s15/act_gemm_probe_call1.py (chose train_gpt's kernel) and
-act_gemm_probe_call3.py (pieces, stages)."""
+Session 15's earlier forms, as diffs against this file at fbaf0ff: logs/bench/programs_s15/act_gemm_probe_call1.diff
+(chose train_gpt's kernel) and act_gemm_probe_call3.diff (pieces, stages)."""
 import sys
 import torch, triton, triton.language as tl, torch.nn.functional as F
 from triton.tools.tensor_descriptor import TensorDescriptor
+
+from cuda_timing import mean_ms
 
 MODES = {"plain": 0, "fwd": 1, "eval": 2, "bwd": 3}
 
@@ -77,19 +79,6 @@ def act_mm(a, b, mode, cfg, aux=None, programs=None):
                                MODE=MODES[mode], BM=BM, BN=BN, BK=BK, GROUP_M=group, PROGRAMS=programs,
                                num_stages=stages, num_warps=warps)
     return (aux, out) if mode == "fwd" else out
-
-
-def timed(fn, iters=30):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(iters):
-        fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / iters
 
 
 @triton.jit
@@ -168,7 +157,7 @@ def overlap_sweep():
         a, b = x, (wpt if mode == 2 else wf)
         u_ref = torch.empty(M, H, device="cuda", dtype=torch.bfloat16) if mode == 1 else u_in
         ref = train_gpt._act_gemm(a, b, 0.5, mode, u_ref)
-        now = timed(lambda: train_gpt._act_gemm(a, b, 0.5, mode, u_ref))
+        now = mean_ms(lambda: train_gpt._act_gemm(a, b, 0.5, mode, u_ref))
         print(f"M={M} {name}: train_gpt._act_gemm now {now:.4f} ms")
         for cfg in configs:
             BM, BN, BK, stages, warps = cfg
@@ -187,7 +176,7 @@ def overlap_sweep():
                     diff = (out.float() - ref.float()).abs().max().item()
                     if mode == 1:
                         diff = max(diff, (aux.float() - u_ref.float()).abs().max().item())
-                    ms = timed(call)
+                    ms = mean_ms(call)
                 except Exception as e:  # shared memory or registers over the limit
                     print(f"{label} failed: {type(e).__name__}: {str(e)[:100]}")
                     continue
@@ -226,8 +215,8 @@ def main():
         for mode in modes:
             label, ref_fn, run_ref = refs[mode]
             ref = ref_fn()
-            ref_ms = timed(run_ref)
-            mm_ms = timed(lambda: torch.mm(g, wp)) if mode == "bwd" else timed(lambda: F.linear(x, wf))
+            ref_ms = mean_ms(run_ref)
+            mm_ms = mean_ms(lambda: torch.mm(g, wp)) if mode == "bwd" else mean_ms(lambda: F.linear(x, wf))
             print(f"M={M} {mode:<5} {label:<34} {ref_ms:.4f} ms   (cuBLAS mm alone {mm_ms:.4f} ms)")
             a, b = (g, wpt) if mode == "bwd" else (x, wf)
             for persistent in (True, False):
@@ -237,7 +226,7 @@ def main():
                         got = call()
                         diff = max((o.float() - r.float()).abs().max().item() for o, r in zip(got, ref)) if mode == "fwd" \
                             else (got.float() - ref.float()).abs().max().item()
-                        ms = timed(call)
+                        ms = mean_ms(call)
                     except Exception as e:  # a config that does not fit (shared memory, registers) is skipped
                         print(f"  {'persistent' if persistent else 'one tile per program':<22} {cfg} failed: {type(e).__name__}: {str(e)[:120]}")
                         continue

@@ -12,20 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from cuda_timing import mean_ms
+
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
-
-
-def time_ms(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeat
 
 
 def main():
@@ -58,13 +48,13 @@ def main():
             try:
                 with sdpa_kernel(backend):
                     with torch.no_grad():
-                        f = time_ms(fwd, a.repeat)
-                    fb = time_ms(fwd_bwd, a.repeat)
+                        f = mean_ms(fwd, a.repeat, warmup=3)
+                    fb = mean_ms(fwd_bwd, a.repeat, warmup=3)
                 print(f"{name:<10} {layout:<12} {f:8.3f} {fb:11.3f}")
             except RuntimeError as e:
                 print(f"{name:<10} {layout:<12} refused: {str(e).splitlines()[0][:90]}")
     with torch.no_grad():
-        default = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), a.repeat)
+        default = mean_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), a.repeat, warmup=3)
     print(f"{'default':<10} {'enable_gqa':<12} {default:8.3f}  (what train_gpt.py gets without forcing)")
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cuda_timing import mean_ms
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train_gpt as tg  # noqa: E402
@@ -279,14 +281,7 @@ def copy_gb_per_s(device) -> float:
     """Device-to-device copy of 1 GiB, read + write counted: the bandwidth an elementwise kernel can reach."""
     x = torch.empty(2**28, device=device)
     y = torch.empty_like(x)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    y.copy_(x)
-    start.record()
-    for _ in range(20):
-        y.copy_(x)
-    end.record()
-    end.synchronize()
-    return 20 * 2 * x.nbytes / 1e9 / (start.elapsed_time(end) / 1000)
+    return 2 * x.nbytes / 1e9 / (mean_ms(lambda: y.copy_(x), calls=20, warmup=1) / 1000)
 
 
 def bandwidth_rows(kernels: list[tuple[str, float, int]], gigabytes: dict[str, set[float]], copy_gbps: float) -> list:

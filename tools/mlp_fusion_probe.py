@@ -6,6 +6,7 @@ micro-step of the default config: M = 48*2048 tokens, d = 512, hidden = 1536. On
 Prints the largest difference fused vs unfused (0: same values) and ms per call (CUDA events,
 mean of 30 calls after 5 warm-up calls). logs/bench/mlp_fusion_probe_s8_h100.txt is its output."""
 import torch, triton, triton.language as tl, torch.nn.functional as F
+from cuda_timing import mean_ms
 torch.manual_seed(0)
 M, D, H = 98304, 512, 1536
 dev = "cuda"
@@ -56,15 +57,6 @@ def mm(a, b, prologue=False, epilogue_h=None):
                     PROLOGUE=prologue, EPILOGUE=epilogue_h is not None)
     return c
 
-def timed(fn, iters=30):
-    for _ in range(5): fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(iters): fn()
-    e.record(); torch.cuda.synchronize()
-    return s.elapsed_time(e) / iters
-
 h = torch.randn(M, H, device=dev, dtype=torch.bfloat16)
 x = torch.randn(M, D, device=dev, dtype=torch.bfloat16)
 g = torch.randn(M, D, device=dev, dtype=torch.bfloat16)
@@ -78,26 +70,26 @@ rows = []
 # forward of proj: y = act(h) @ wp^T
 ref = F.linear(act(h), wp)
 got = mm(h, wp.t(), prologue=True)
-rows.append(("proj fwd: act kernel + cuBLAS (inductor)", timed(lambda: proj_unfused(h, wp))))
-rows.append(("proj fwd: act kernel, then cuBLAS (two calls)", timed(lambda: torch.mm(act(h), wp.t()))))
+rows.append(("proj fwd: act kernel + cuBLAS (inductor)", mean_ms(lambda: proj_unfused(h, wp))))
+rows.append(("proj fwd: act kernel, then cuBLAS (two calls)", mean_ms(lambda: torch.mm(act(h), wp.t()))))
 a_pre = act(h)
-rows.append(("proj fwd: cuBLAS mm only", timed(lambda: torch.mm(a_pre, wp.t()))))
-rows.append(("proj fwd: act kernel only", timed(lambda: act(h))))
-rows.append(("proj fwd: Triton mm, no prologue", timed(lambda: mm(a_pre, wp.t()))))
-rows.append(("proj fwd: Triton mm + act prologue", timed(lambda: mm(h, wp.t(), prologue=True))))
+rows.append(("proj fwd: cuBLAS mm only", mean_ms(lambda: torch.mm(a_pre, wp.t()))))
+rows.append(("proj fwd: act kernel only", mean_ms(lambda: act(h))))
+rows.append(("proj fwd: Triton mm, no prologue", mean_ms(lambda: mm(a_pre, wp.t()))))
+rows.append(("proj fwd: Triton mm + act prologue", mean_ms(lambda: mm(h, wp.t(), prologue=True))))
 err_fwd = (got.float() - ref.float()).abs().max().item()
 # backward into h: grad_h = (g @ wp) * f'(h)
 ref_b = bwd_unfused(g, wp, h)
 got_b = mm(g, wp, epilogue_h=h)
-rows.append(("grad_h: cuBLAS + deriv kernel (inductor)", timed(lambda: bwd_unfused(g, wp, h))))
-rows.append(("grad_h: cuBLAS mm only", timed(lambda: torch.mm(g, wp))))
-rows.append(("grad_h: Triton mm, no epilogue", timed(lambda: mm(g, wp))))
-rows.append(("grad_h: Triton mm + deriv epilogue", timed(lambda: mm(g, wp, epilogue_h=h))))
+rows.append(("grad_h: cuBLAS + deriv kernel (inductor)", mean_ms(lambda: bwd_unfused(g, wp, h))))
+rows.append(("grad_h: cuBLAS mm only", mean_ms(lambda: torch.mm(g, wp))))
+rows.append(("grad_h: Triton mm, no epilogue", mean_ms(lambda: mm(g, wp))))
+rows.append(("grad_h: Triton mm + deriv epilogue", mean_ms(lambda: mm(g, wp, epilogue_h=h))))
 err_bwd = (got_b.float() - ref_b.float()).abs().max().item()
 # dWp = g^T @ act(h): prologue on the B operand would be needed; time the plain GEMMs for scale
-rows.append(("dWp: cuBLAS g^T @ a", timed(lambda: g.t() @ a_pre)))
-rows.append(("fc fwd: cuBLAS x @ wf^T", timed(lambda: x @ wf.t())))
-rows.append(("fc fwd: Triton x @ wf^T", timed(lambda: mm(x, wf.t()))))
+rows.append(("dWp: cuBLAS g^T @ a", mean_ms(lambda: g.t() @ a_pre)))
+rows.append(("fc fwd: cuBLAS x @ wf^T", mean_ms(lambda: x @ wf.t())))
+rows.append(("fc fwd: Triton x @ wf^T", mean_ms(lambda: mm(x, wf.t()))))
 print(f"max |fused - unfused|: proj fwd {err_fwd:.3e} (ref max {ref.abs().max().item():.3e}), grad_h {err_bwd:.3e} (ref max {ref_b.abs().max().item():.3e})")
 for name, ms in rows:
     print(f"{name:<45} {ms:8.4f} ms")
