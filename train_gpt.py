@@ -291,6 +291,9 @@ def norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor | None = None)
     return x if gain is None else x * gain.to(x.dtype)[:, None]
 
 
+INT32_OFFSETS = 2**31  # tensors with this many elements or more need int64 offsets in the kernels below
+
+
 # Compiled by inductor, q's gain after rotary cost a saved copy of the rotated q and a column sum of
 # its own, and q's kernels ran at half the bandwidth of k's. This kernel reads and writes each tensor
 # once. A row is one head at one position; rotary pairs dims i and i + HALF (i < HALF) and leaves
@@ -298,8 +301,11 @@ def norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor | None = None)
 
 @triton.jit
 def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, row_dgain_ptr, n_rows, seq_len, x_stride, HEADS: tl.constexpr,
-                        DIM: tl.constexpr, BLOCK_DIM: tl.constexpr, HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr):
+                        DIM: tl.constexpr, BLOCK_DIM: tl.constexpr, HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr,
+                        WIDE: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    if WIDE:  # x of INT32_OFFSETS elements or more
+        rows = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_DIM)
     rotated = cols < 2 * HALF
     mask = (rows < n_rows)[:, None] & (cols < DIM)[None, :]
@@ -332,7 +338,8 @@ def _launch_norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor, grad:
     out, row_dgain = x.new_empty(x.shape), x.new_empty(rows if grad is not None else 0, dtype=torch.float32)
     _norm_rotary_kernel[(triton.cdiv(rows, 32),)](
         x, cos.contiguous(), sin.contiguous(), gain, x if grad is None else grad.contiguous(), out, row_dgain, rows, T, x.stride(1),
-        HEADS=heads, DIM=dim, BLOCK_DIM=triton.next_power_of_2(dim), HALF=cos.size(-1), ROWS=32, BACKWARD=grad is not None)
+        HEADS=heads, DIM=dim, BLOCK_DIM=triton.next_power_of_2(dim), HALF=cos.size(-1), ROWS=32, BACKWARD=grad is not None,
+        WIDE=B * x.stride(0) >= INT32_OFFSETS)
     return out, row_dgain
 
 
@@ -424,7 +431,7 @@ def _act_epilogue(acc, rows, cols, out_ptr, u_ptr, M, N, SLOPE: tl.constexpr, MO
 
 @triton.jit
 def _act_gemm_kernel(a_desc, b_desc, out_ptr, u_ptr, M, N, K, SLOPE: tl.constexpr, MODE: tl.constexpr,
-                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PROGRAMS: tl.constexpr):
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PROGRAMS: tl.constexpr, WIDE: tl.constexpr):
     """c = a @ b^T, tile by tile, each tile's epilogue in two halves of BN // 2 columns."""
     tiles_n = tl.cdiv(N, BN)
     done = tl.program_id(0) - PROGRAMS  # = tile; a counter of its own keeps the epilogue apart from the next tile's loads, which the flattened loop starts early
@@ -434,6 +441,8 @@ def _act_gemm_kernel(a_desc, b_desc, out_ptr, u_ptr, M, N, K, SLOPE: tl.constexp
             acc = tl.dot(a_desc.load([(tile // tiles_n) * BM, k]), b_desc.load([(tile % tiles_n) * BN, k]).T, acc)
         done += PROGRAMS
         rows, cols = (done // tiles_n) * BM + tl.arange(0, BM), (done % tiles_n) * BN + tl.arange(0, BN // 2)
+        if WIDE:  # outputs of INT32_OFFSETS elements or more
+            rows = rows.to(tl.int64)
         left, right = acc.reshape(BM, 2, BN // 2).permute(0, 2, 1).split()
         _act_epilogue(left, rows, cols, out_ptr, u_ptr, M, N, SLOPE, MODE)
         _act_epilogue(right, rows, cols + BN // 2, out_ptr, u_ptr, M, N, SLOPE, MODE)
@@ -448,7 +457,7 @@ def _act_gemm(a: Tensor, b: Tensor, slope: float, mode: int, u: Tensor | None = 
     programs = min(tiles, torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 3)
     desc = TensorDescriptor.from_tensor
     _act_gemm_kernel[(programs,)](desc(a, [BM, BK]), desc(b, [BN, BK]), out, out if u is None else u, M, N, K, SLOPE=slope,
-                                  MODE=mode, BM=BM, BN=BN, BK=BK, PROGRAMS=programs, num_stages=3, num_warps=8)
+                                  MODE=mode, BM=BM, BN=BN, BK=BK, PROGRAMS=programs, WIDE=M * N >= INT32_OFFSETS, num_stages=3, num_warps=8)
     return out
 
 

@@ -111,3 +111,19 @@ def test_mlp_module_on_cuda_equals_its_plain_path():
     mlp.fusable = False
     assert_near(fused, mlp(x, scale), "cuda")
     assert_near(fused_inference, fused.detach(), "cuda")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_int64_offsets_give_the_same_outputs(device, monkeypatch):
+    """Outputs of 2^31 elements or more take int64 offsets in the epilogue (WIDE); that branch, forced on a
+    small shape, computes what the int32 one does, in every mode."""
+    x, w_fc, w_proj, grad_y = tensors(300, 96, 320, seed=11, device=device)
+    runs = []
+    for limit in (train_gpt.INT32_OFFSETS, 1):
+        monkeypatch.setattr(train_gpt, "INT32_OFFSETS", limit)
+        u = torch.empty(300, 320, device=device, dtype=x.dtype)
+        h = train_gpt._act_gemm(x, w_fc, 0.5, 1, u)
+        runs.append((train_gpt._act_gemm(x, w_fc, 0.5, 0), u, h, train_gpt._act_gemm(grad_y, w_proj.t().contiguous(), 0.5, 2, u)))
+    for narrow, wide in zip(*runs):
+        assert narrow.abs().max() > 0.1
+        torch.testing.assert_close(wide, narrow, atol=0, rtol=0)

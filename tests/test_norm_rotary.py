@@ -95,3 +95,18 @@ def test_kernels_read_x_in_place_in_a_wider_tensor(device):
     torch.testing.assert_close(train_gpt.fused_norm_rotary(view, cos, sin, gain), train_gpt.fused_norm_rotary(x, cos, sin, gain), atol=0, rtol=0)
     for a, b in zip(train_gpt.fused_norm_rotary_backward(grad_out, view, cos, sin, gain), train_gpt.fused_norm_rotary_backward(grad_out, x, cos, sin, gain)):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_int64_offsets_give_the_same_outputs(device, monkeypatch):
+    """Inputs of 2^31 elements or more take int64 offsets (WIDE); that branch, forced on a small shape read in
+    place from a wider tensor, gives what the int32 one gives, forward and backward."""
+    x, cos, sin, gain, grad_out = inputs(2, 6, 4, 64, 8, seed=12, device=device)
+    view = torch.cat((torch.randn(2, 6, 3, 64, device=device), x), dim=2)[:, :, 3:]
+    runs = []
+    for limit in (train_gpt.INT32_OFFSETS, 1):
+        monkeypatch.setattr(train_gpt, "INT32_OFFSETS", limit)
+        runs.append((train_gpt.fused_norm_rotary(view, cos, sin, gain), *train_gpt.fused_norm_rotary_backward(grad_out, view, cos, sin, gain)))
+    for narrow, wide in zip(*runs):
+        assert narrow.abs().max() > 0.1
+        torch.testing.assert_close(wide, narrow, atol=0, rtol=0)
