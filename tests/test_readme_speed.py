@@ -1274,7 +1274,7 @@ def test_where_it_stands_table_is_the_logs_and_sections_it_names():
     training, _ = rows["training on 1×H100 ≥ 1.3× the reference (≤ 574 ms/step)"]
     h100, main = bench_log("ab_before_after_s6_h100"), bench_log("ab_mlp_epilogue_s15_h200")
     h100_ms, main_ms = float(log_value(h100, "program_ms_per_step")), log_value(main, "program_ms_per_step")
-    assert f"{h100_ms} ms at 0081bab" in training and f"{746 / h100_ms:.3f}×" in training and f"{main_ms} ms on an H200" in training
+    assert f"{h100_ms} ms at 0081bab" in training and f"{746 / h100_ms:.3f}×" in training and f"5305a81: {main_ms} ms on an H200" in training
     steady = " ".join(section("Steady step rates").split())
     assert re.search(r"about (\d+) ms", steady)[1] in re.search(r"about (\d+) ms on an H100", training)[1]
     peak = int(re.search(r"^program_ms_per_step .*; peak (\d+) MiB$", main, re.M)[1])
@@ -1287,7 +1287,7 @@ def test_where_it_stands_table_is_the_logs_and_sections_it_names():
     h100_tps = float(first(r"phase:sliding repeat:2/2 .*tokens_per_s_per_gpu:(\S+)", bench_log("s8_c4096_nosync_bs32")))
     h200_tps = float(re.search(r"^sliding\s+2/2\*\s+\S+\s+\S+\s+\d+\s+(\S+)", bench_log("eval_sliding_epi_b2_s15_h200_stdout"), re.M)[1])
     assert f"{h100_tps:,.0f} on an H100 at d6fb001" in sliding and f"{h100_tps / 82000:.2f}×" in sliding and h100_tps < 164000
-    assert f"{h200_tps:,.0f} on an H200 at main" in sliding and ran_sha("eval_sliding_epi_b2_s15_h200") == ran_sha("ab_mlp_epilogue_s15_h200_program_r1")
+    assert f"{h200_tps:,.0f} on an H200 at 5305a81" in sliding and ran_sha("eval_sliding_epi_b2_s15_h200") == ran_sha("ab_mlp_epilogue_s15_h200_program_r1")
     ttt = rows["TTT + mixer ≥ 2× the reference's 26K"][0]
     ttt_tps = next(r[2] for r in table_rows(section("Eval per phase now")) if r[0].startswith("TTT + mixer"))
     assert ttt.startswith(f"{ttt_tps} on an H100 at 0081bab") and f"{int(ttt_tps.replace(',', '')) / 26000:.2f}×" in ttt
