@@ -40,9 +40,9 @@ IN_GIT = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capt
 needs_git = pytest.mark.skipif(not IN_GIT, reason="not a git checkout")
 
 
-def git_source(commit: str) -> str:
-    """train_gpt.py of a commit (the GPU machine's copy has no .git, so logs name code by sha256)."""
-    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:train_gpt.py"], capture_output=True, text=True)
+def git_source(commit: str, path: str = "train_gpt.py") -> str:
+    """A file (train_gpt.py unless named) of a commit (the GPU machine's copy has no .git, so logs name code by sha256)."""
+    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
     if shown.returncode:
         pytest.skip(f"commit {commit} is not in this clone (shallow?)")
     return shown.stdout
@@ -1212,12 +1212,11 @@ def test_session_15_mlp_epilogue_bullet_is_its_logs():
     assert f"differ by at most {float(log_value(log, 'max_train_loss_diff')):.4f}" in bullet
     last = [float(first(r"^step:20/20 train_loss:(\S+) ", bench_log(f"ab_mlp_epilogue_s15_h200_against_r{r}"))) for r in (1, 2)]
     assert f"rounds differ by {abs(last[0] - last[1]):.4f} at step 20" in bullet
-    sliding = {n: re.search(r"^sliding\s+2/2\*\s+(\S+)\s+\S+\s+\d+\s+(\S+)", bench_log(f"eval_sliding_{n}_s15_h200_stdout"), re.M).groups()
-               for n in ("head_a1", "head_a2", "epi_b1", "epi_b2")}
-    secs = {n: float(v[0]) for n, v in sliding.items()}
+    sliding = {n: eval_phase(bench_log(f"eval_sliding_{n}_s15_h200_stdout"), "sliding") for n in ("head_a1", "head_a2", "epi_b1", "epi_b2")}
+    secs = {n: v[0] for n, v in sliding.items()}
     ratio = (secs["head_a1"] + secs["head_a2"]) / (secs["epi_b1"] + secs["epi_b2"])
     assert f"{secs['head_a1']:.3f} and {secs['head_a2']:.3f} s → {secs['epi_b1']:.3f} and {secs['epi_b2']:.3f} s, {ratio:.3f}×" in bullet
-    fastest = lambda names: max(float(sliding[n][1]) for n in names)
+    fastest = lambda names: max(sliding[n][1] for n in names)
     assert f"{fastest(('head_a1', 'head_a2')):,.0f} → {fastest(('epi_b1', 'epi_b2')):,.0f} tokens/s at best" in bullet
     assert "61.73 ms per step, against 69.96" in bullet
     assert re.search(r"^13 passed", bench_log("mlp_kernel_tests_s15_h200"), re.M)
@@ -1261,11 +1260,8 @@ def test_session_15_warp_specialization_rejection_is_its_log():
 def test_session_15_probe_forms_are_kept_as_diffs(form, digest):
     """The earlier forms of act_gemm_probe.py that printed session 15's first two sweeps: fbaf0ff's probe with
     the form's diff applied gives back the file that ran (sha256 taken of it when it ran)."""
-    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "fbaf0ff:tools/act_gemm_probe.py"], capture_output=True, text=True)
-    if shown.returncode:
-        pytest.skip("commit fbaf0ff is not in this clone (shallow?)")
     diff = (REPO_ROOT / f"logs/bench/programs_s15/act_gemm_probe_{form}.diff").read_text()
-    assert sha(other_side(shown.stdout, diff)) == digest
+    assert sha(other_side(git_source("fbaf0ff", "tools/act_gemm_probe.py"), diff)) == digest
 
 
 def test_where_it_stands_table_is_the_logs_and_sections_it_names():
@@ -1285,7 +1281,7 @@ def test_where_it_stands_table_is_the_logs_and_sections_it_names():
     assert f"{h200[0]} and {h200[1]} on 2 H200s" in scaling and f"{h100_scaling[0]} on 2 and {h100_scaling[1]} on 4 H100s" in scaling
     sliding = rows["sliding eval ≥ 2× the reference's 82K tokens/s per GPU"][0]
     h100_tps = float(first(r"phase:sliding repeat:2/2 .*tokens_per_s_per_gpu:(\S+)", bench_log("s8_c4096_nosync_bs32")))
-    h200_tps = float(re.search(r"^sliding\s+2/2\*\s+\S+\s+\S+\s+\d+\s+(\S+)", bench_log("eval_sliding_epi_b2_s15_h200_stdout"), re.M)[1])
+    h200_tps = eval_phase(bench_log("eval_sliding_epi_b2_s15_h200_stdout"), "sliding")[1]
     assert f"{h100_tps:,.0f} on an H100 at d6fb001" in sliding and f"{h100_tps / 82000:.2f}×" in sliding and h100_tps < 164000
     assert f"{h200_tps:,.0f} on an H200 at 5305a81" in sliding and ran_sha("eval_sliding_epi_b2_s15_h200") == ran_sha("ab_mlp_epilogue_s15_h200_program_r1")
     ttt = rows["TTT + mixer ≥ 2× the reference's 26K"][0]
