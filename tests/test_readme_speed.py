@@ -1331,3 +1331,39 @@ def test_session_16_logs_ran_the_code_the_readme_names():
     if branch.returncode == 0:  # the experiment branch, where the clone has it
         for name in ("ab_prefetch_s16_h200_program_r1", "ab_prefetch_s16_h200_program_r2", "gaps_prefetch_s16_h200"):
             assert ran_sha(name) == sha(branch.stdout), name
+
+
+def test_session_16_norm_rotary_probe_log_and_bullet():
+    """The sweep's rows: every config for q and k, GB/s the bytes over the ms; the summary adds q and k
+    forward + backward per config, fastest first, and train_gpt's config (32 rows, 4 warps) leads it."""
+    log = bench_log("norm_rotary_probe_s16_h200")
+    assert log.startswith("device:NVIDIA H200 ") and "triton:3.6.0" in log.splitlines()[0]
+    rows = re.findall(r"^ ([qk]) +rows (\d+) warps (\d+) +(\S+) +(\d+) +(\S+) +(\d+)$", log, re.M)
+    assert len(rows) == 32 and {(r[1], r[2]) for r in rows} == {(str(a), str(b)) for a in (8, 16, 32, 64) for b in (1, 2, 4, 8)}
+    per_config = {}
+    for x, rows_per_program, warps, fwd, fwd_gbps, bwd, bwd_gbps in rows:
+        size_gb = 48 * 2048 * (8 if x == "q" else 4) * 64 * 2 / 1e9
+        for tensors, ms, gbps in ((2, fwd, fwd_gbps), (3, bwd, bwd_gbps)):
+            fastest, slowest = (tensors * size_gb / (float(ms) + d) * 1e3 for d in (-5e-5, 5e-5))
+            assert slowest - 1 <= int(gbps) <= fastest + 1
+        per_config[rows_per_program, warps] = per_config.get((rows_per_program, warps), 0.0) + float(fwd) + float(bwd)
+    summary = re.findall(r"^rows +(\d+) warps (\d+) +(\S+) ms +(\S+) ms per step +(\S+)x of train_gpt's$", log, re.M)
+    assert [(r[0], r[1]) for r in summary] == sorted(per_config, key=per_config.get) and summary[0][:2] == ("32", "4")
+    for rows_per_program, warps, ms, step_ms, ratio in summary:
+        assert float(ms) == pytest.approx(per_config[rows_per_program, warps], abs=3e-4)
+        assert float(step_ms) == pytest.approx(88 * float(ms), abs=0.0095)  # ms printed to 4 decimals, the step to 2
+        assert float(ratio) == pytest.approx(float(summary[0][2]) / float(ms), abs=1.2e-3)  # from the unrounded ms
+    bullet = speed_bullet("Checked, no change: the q/k kernel's launch config")
+    assert f"{summary[0][2]} ms per layer and micro-step, {summary[0][3]} ms per step" in bullet
+    assert f"against {summary[1][2]} ms for the next ({summary[1][0]} rows, {summary[1][1]} warps)" in bullet
+    assert re.search(r"^\s+20\.37\s+352x  _norm_rotary_kernel$", bench_log("profile_bandwidth_epi_s15_h200"), re.M) and "profile has 20.37" in bullet
+    q_gain = first(r"^q: kernel vs inductor, .*gain grad max rel diff (\S+)$", log)
+    assert f"differed from inductor's by {q_gain}" in bullet
+    check = bench_log("norm_rotary_gain_check_s16_h200")
+    heads = re.findall(r"^  head \d+: fp32\s+(\S+) kernel\s+(\S+) inductor\s+(\S+)$", check, re.M)
+    assert len(heads) == 12
+    worst = max(abs(float(f) - float(k)) for f, k, _ in heads)
+    assert worst < 0.0012 and "within 0.0012 of the fp32 value" in bullet
+    near_zero = min(heads[:8], key=lambda h: abs(float(h[0])))
+    assert f"gradient is {near_zero[0].replace('-', '−')}, a sum that nearly cancels; the kernel gives {near_zero[1].replace('-', '−')}" in bullet
+    assert f"inductor's bf16 formula {near_zero[2].replace('-', '−')}" in bullet
