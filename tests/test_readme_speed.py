@@ -1367,3 +1367,54 @@ def test_session_16_norm_rotary_probe_log_and_bullet():
     near_zero = min(heads[:8], key=lambda h: abs(float(h[0])))
     assert f"gradient is {near_zero[0].replace('-', '−')}, a sum that nearly cancels; the kernel gives {near_zero[1].replace('-', '−')}" in bullet
     assert f"inductor's bf16 formula {near_zero[2].replace('-', '−')}" in bullet
+
+
+def test_session_16_end_to_end_table_is_its_logs():
+    """Each cell of the before/after end-to-end table is read back from the run's own log, and the
+    paragraph's means, spread and step ratio are recomputed."""
+    rows = table_rows(section("The whole program at equal training time, before and after the speed work"))
+    assert [(r[0], r[1]) for r in rows] == [("68ff6fb", "42"), ("68ff6fb", "1337"), ("d4929fb", "42"), ("d4929fb", "1337")]
+    final, steps = {}, {}
+    for code, seed, n_steps, step_avg, pre, sliding, full, int6, total, ttt, peak, log_cell in rows:
+        log = (REPO_ROOT / log_cell.strip("`")).read_text()
+        bpb = lambda label: "{:.5f}".format(float(first("^" + label + r" .*val_bpb:(\S+)", log)))
+        assert "device:NVIDIA H200 world_size:1" in log and re.search(rf"^hyperparameter SEED={seed}$", log, re.M)
+        assert re.search(r"^hyperparameter MAX_WALLCLOCK_SECONDS=220.0$", log, re.M)
+        assert n_steps == first(r"^stopping_early: wallclock cap reached at step:(\d+)/", log)
+        assert step_avg == re.findall(r"^step:\d+/\d+ .*step_avg:(\S+)ms", log, re.M)[-1] + " ms"
+        assert (pre, sliding, full) == (bpb("pre_quant"), bpb("final_int6_sliding_window"), bpb("final_ngram_ttt"))
+        assert int6 == first(r"^export: int6_matrices:(\d+)", log) + " of 66"
+        total_bytes = int(first(r"total_bytes:(\d+)", log))
+        assert total == f"{total_bytes:,}" and total_bytes <= 16_000_000
+        assert ttt == first(r"^eval:ngram_ttt seconds:(\S+)", log) + " s"
+        peak_mib = int(first(r"peak_memory_allocated_mib:(\d+)", log))
+        assert peak == f"{peak_mib:,} MiB"
+        assert float(first(r"^ngram_audit positions:\d+ max_abs_err:(\S+)", log)) <= 1.443e-15
+        final.setdefault(code, []).append(float(first(r"^final_ngram_ttt .*val_bpb:(\S+)", log)))
+        steps.setdefault(code, []).append(int(n_steps))
+    text = " ".join(section("The whole program at equal training time, before and after the speed work").split())
+    before, after = (statistics.mean(final[c]) for c in ("68ff6fb", "d4929fb"))
+    assert f"{100 * (sum(steps['d4929fb']) / sum(steps['68ff6fb']) - 1):.0f}% more steps" in text
+    assert f"scores {before - after:.4f} BPB lower on the mean of the two seeds ({before:.5f} → {after:.5f})" in text
+    spread = [abs(final[c][0] - final[c][1]) for c in ("68ff6fb", "d4929fb")]
+    assert f"seed-to-seed spread of either side ({spread[0]:.4f} and {spread[1]:.4f})" in text and before - after > 5 * max(spread)
+    four = bench_log("e2e_main_4gpu_90s_s16_h200")
+    four_text = " ".join(section("Main on four GPUs, end to end").split())
+    assert "device:NVIDIA H200 world_size:4" in four and re.search(r"^hyperparameter MAX_WALLCLOCK_SECONDS=90.0$", four, re.M)
+    step_avg = re.findall(r"^step:\d+/\d+ .*step_avg:(\S+)ms", four, re.M)[-1]
+    four_steps = first(r"^stopping_early: wallclock cap reached at step:(\d+)/", four)
+    four_bpb, four_total = float(first(r"^final_ngram_ttt .*val_bpb:(\S+)", four)), int(first(r"total_bytes:(\d+)", four))
+    assert f"{four_steps} steps at {step_avg} ms" in four_text and f"full stack {four_bpb:.5f}, total {four_total:,} bytes" in four_text
+    assert "audit " + first(r"^ngram_audit positions:\d+ max_abs_err:(\S+)", four) in four_text
+    sliding_mixer = first(r"^eval:int6_sliding_window .* mixer_seconds:(\S+)$", four)
+    ttt_mixer = first(r"^eval:ngram_ttt seconds:.* mixer_seconds:(\S+) ", four)
+    one_gpu = first(r"^eval:int6_sliding_window .* mixer_seconds:(\S+)$", bench_log("e2e_main_seed42_s16_h200"))
+    assert f"put {sliding_mixer} s in the mixer part, against {one_gpu} s on one GPU and {ttt_mixer} s in this run's TTT + mixer pass" in four_text
+
+
+@needs_git
+def test_session_16_end_to_end_logs_ran_the_code_they_name():
+    old, main = sha(git_source("68ff6fb")), sha(git_source("d4929fb"))
+    for seed in (42, 1337):
+        assert ran_sha(f"e2e_68ff6fb_seed{seed}_s16_h200") == old and ran_sha(f"e2e_main_seed{seed}_s16_h200") == main
+    assert ran_sha("e2e_main_4gpu_90s_s16_h200") == main
