@@ -1410,6 +1410,10 @@ def test_session_16_end_to_end_table_is_its_logs():
     ttt_mixer = first(r"^eval:ngram_ttt seconds:.* mixer_seconds:(\S+) ", four)
     one_gpu = first(r"^eval:int6_sliding_window .* mixer_seconds:(\S+)$", bench_log("e2e_main_seed42_s16_h200"))
     assert f"put {sliding_mixer} s in the mixer part, against {one_gpu} s on one GPU and {ttt_mixer} s in this run's TTT + mixer pass" in four_text
+    pre_seconds, pre_lap = (float(x) for x in re.search(r"^eval:pre_quant seconds:(\S+) .* score_seconds:(\S+)$", four, re.M).groups())
+    one_pre = first(r"^eval:pre_quant seconds:(\S+) ", bench_log("e2e_main_seed42_s16_h200"))
+    assert f"rank 0's scoring lap was {pre_lap} s of a {pre_seconds} s pass (on one GPU, {one_pre} s with the compile)" in four_text
+    assert f"rank 0 waited about {pre_seconds - pre_lap:.0f} s at the pass's closing all-reduce" in four_text
 
 
 @needs_git
