@@ -1270,8 +1270,14 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     parts = dict(score=0.0, mixer=0.0, ttt_train=0.0)
     for (_, start), (part, end) in zip(laps, laps[1:]):
         parts[part] += start.elapsed_time(end) / 1000 if cuda else end - start
+    by_rank = ""
+    if world > 1:  # rank 0's laps include its waits for the others: each rank's scoring shows which was slow
+        scores = torch.zeros(world, device=device, dtype=torch.float64)
+        scores[rank] = parts["score"]
+        dist.all_reduce(scores)
+        by_rank = " score_seconds_by_rank:" + ",".join(f"{v:.1f}" for v in scores.tolist())
     log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f} "
-        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v))
+        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v) + by_rank)
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
     if mixer:
         result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(audited))

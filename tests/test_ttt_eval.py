@@ -3,6 +3,7 @@ evaluate(), causality and rank-count invariance of whole EVAL_ONLY runs, the per
 the normalization audit and the NGRAM_ENABLED / TTT_ENABLED switches, and which weights TTT trains."""
 import dataclasses
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -294,6 +295,11 @@ def test_multi_process_eval_matches_one_process(stream_a, artifact, nproc):
     one, dump_one = stream_a
     two, dump_two = eval_only(artifact, f"a_{nproc}_procs", nproc=nproc)
     assert f"world_size:{nproc}" in two.log and two.log.count("final_ngram_ttt ") == 1
+    eval_lines = re.findall(r"^eval:\w+ seconds:.* score_seconds:(\S+) .*score_seconds_by_rank:(\S+)$", two.log, re.M)
+    assert len(eval_lines) == 3 and "score_seconds_by_rank" not in one.log  # roundtrip, sliding, ngram_ttt; one process: none
+    for rank0, by_rank in eval_lines:  # each rank's own scoring lap, rank 0's first
+        laps = by_rank.split(",")
+        assert len(laps) == nproc and laps[0] == rank0 and all(float(x) >= 0 for x in laps)
     for kind in ("final_int6_roundtrip", "final_int6_sliding_window", "ngram_only", "ttt_only", "final_ngram_ttt"):
         assert abs(bpb(one.log, kind) - bpb(two.log, kind)) <= 1e-6, kind
     for r in (one, two):
