@@ -127,7 +127,7 @@ def test_the_probe_launches_the_kernel_as_train_gpt_does(rows_per_program, warps
     qkv = torch.randn(B, T, (probe.Q_HEADS + 2 * probe.KV_HEADS) * probe.DIM, generator=g).to(device)
     cos, sin = (t[:, :T].contiguous().to(device) for t in train_gpt.rotary_tables(T, 2 * half, 10000.0))
     for x in probe.qk_views(qkv):
-        assert x.data_ptr() in (qkv.data_ptr(), qkv.data_ptr() + 4 * probe.Q_HEADS * probe.DIM) and x.stride(1) == qkv.size(-1)
+        assert x.data_ptr() in (qkv.data_ptr(), qkv.data_ptr() + qkv.element_size() * probe.Q_HEADS * probe.DIM) and x.stride(1) == qkv.size(-1)
         gain = (torch.rand(x.size(2), generator=g) + 0.5).to(device)
         grad = torch.randn(x.shape, generator=g).to(device)
         out, _ = probe.launch(rows_per_program, warps, x, cos, sin, gain)
