@@ -40,12 +40,26 @@ IN_GIT = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capt
 needs_git = pytest.mark.skipif(not IN_GIT, reason="not a git checkout")
 
 
+def source_if_present(ref: str, path: str = "train_gpt.py") -> str | None:
+    """A file of a commit or branch, or None where the clone lacks it (experiment branches, shallow clones)."""
+    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True)
+    return None if shown.returncode else shown.stdout
+
+
 def git_source(commit: str, path: str = "train_gpt.py") -> str:
     """A file (train_gpt.py unless named) of a commit (the GPU machine's copy has no .git, so logs name code by sha256)."""
-    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
-    if shown.returncode:
+    source = source_if_present(commit, path)
+    if source is None:
         pytest.skip(f"commit {commit} is not in this clone (shallow?)")
-    return shown.stdout
+    return source
+
+
+def assert_branch_logs_ran_it(ref: str, names) -> None:
+    """Each named log ran the experiment branch's train_gpt.py, where the clone has the branch."""
+    source = source_if_present(ref)
+    if source is not None:
+        for name in names:
+            assert ran_sha(name) == sha(source), name
 
 
 def sha(text: str) -> str:
@@ -981,7 +995,7 @@ def test_session_12_tail_bullet_and_rejection_are_their_logs():
 @needs_git
 def test_session_12_logs_ran_the_code_the_readme_names():
     main, tail, qkv_main = git_source("8d66aa4"), git_source("4eddad0"), git_source("5a2909a")
-    variant = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "s12-qkv-heads:train_gpt.py"], capture_output=True, text=True)
+    variant = source_if_present("s12-qkv-heads")
     ran = {main: ["eval_sliding_head_a1_s12_h200", "eval_sliding_head_a2_s12_h200", "eval_ttt_head_s12_h200", "eval_ttt_head_r2_s12_h200",
                   "tail_check_train_main_s12_h200", "profile_bandwidth_main_s12_h200", "gaps_main_s12_h200"],
            tail: ["eval_sliding_tail_b1_s12_h200", "eval_sliding_tail_b2_s12_h200", "tail_check_eval_tail_s12_h200", "ab_qkv_heads_s12_h200_against_r1"],
@@ -989,9 +1003,9 @@ def test_session_12_logs_ran_the_code_the_readme_names():
     for source, logs in ran.items():
         for name in logs:
             assert ran_sha(name) == sha(source), name
-    if variant.returncode == 0:  # the rejected branch, where the clone has it
-        assert ran_sha("ab_qkv_heads_s12_h200_program_r1") == ran_sha("profile_bandwidth_qkv_heads_s12_h200") == ran_sha("gaps_qkv_heads_s12_h200") == sha(variant.stdout)
-        assert f"not worth its {len(variant.stdout.encode()) - len(tail.encode()):,} bytes" in " ".join(README.split("- Rejected, session 12")[1].split())
+    if variant is not None:  # the rejected branch, where the clone has it
+        assert ran_sha("ab_qkv_heads_s12_h200_program_r1") == ran_sha("profile_bandwidth_qkv_heads_s12_h200") == ran_sha("gaps_qkv_heads_s12_h200") == sha(variant)
+        assert f"not worth its {len(variant.encode()) - len(tail.encode()):,} bytes" in " ".join(README.split("- Rejected, session 12")[1].split())
     bullet = speed_bullet("The last block computes only what a window scores")
     added = len(tail.encode()) - len(main.encode())
     assert f"Cost: {added:,} bytes of code (train_gpt.py was {len(tail.encode()):,} bytes at 4eddad0)" in bullet
@@ -1069,10 +1083,7 @@ def test_session_13_logs_ran_the_code_the_readme_names():
     assert ran_sha("curve_mlp_kernels_s11_h200") == sha(git_source("8d66aa4"))
     for ref, names in (("a33ba5e", ["cudagraphs_grads_none_failure_s13_h200_stdout"]),
                        ("s13-cg-qkv-heads", ["ab_cg_qkv_heads_s13_h200_program_r1", "ab_cg_qkv_heads_s13_h200_program_r2"])):
-        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{ref}:train_gpt.py"], capture_output=True, text=True)
-        if shown.returncode == 0:  # the experiment branches, where the clone has them
-            for name in names:
-                assert ran_sha(name) == sha(shown.stdout), name
+        assert_branch_logs_ran_it(ref, names)
 
 
 def steady_of(name: str) -> float:
@@ -1169,10 +1180,7 @@ def test_session_14_logs_ran_the_code_the_readme_names():
     for ref, names in (("4727599", ["ab_lagged_status_s14_h200_program_r1", "curve_lagged_status_s14_h200"]),
                        ("7725492", ["ab_lagged_status_gpu_flag_s14_h200_program_r1", "train_4gpu_lag_r1_s14_h200", "train_2gpu_lag_b1_s14_h200",
                                     "gaps_lagged_status_gpu_flag_s14_h200"])):
-        shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{ref}:train_gpt.py"], capture_output=True, text=True)
-        if shown.returncode == 0:  # the experiment branch, where the clone has it
-            for name in names:
-                assert ran_sha(name) == sha(shown.stdout), name
+        assert_branch_logs_ran_it(ref, names)
 
 
 def test_h200_scaling_table_matches_the_bench_logs():
@@ -1327,10 +1335,7 @@ def test_session_16_logs_ran_the_code_the_readme_names():
         assert ran_sha(name) == epi, name
     cubin = bench_log("wide_flag_cubin_s16_cpu").splitlines()[0]
     assert f"before .ab/epi_s15.py sha256 {epi}, after .ab/main_s16.py sha256 {main}" in cubin
-    branch = subprocess.run(["git", "-C", str(REPO_ROOT), "show", "2890385:train_gpt.py"], capture_output=True, text=True)
-    if branch.returncode == 0:  # the experiment branch, where the clone has it
-        for name in ("ab_prefetch_s16_h200_program_r1", "ab_prefetch_s16_h200_program_r2", "gaps_prefetch_s16_h200"):
-            assert ran_sha(name) == sha(branch.stdout), name
+    assert_branch_logs_ran_it("2890385", ["ab_prefetch_s16_h200_program_r1", "ab_prefetch_s16_h200_program_r2", "gaps_prefetch_s16_h200"])
 
 
 def test_session_16_norm_rotary_probe_log_and_bullet():
