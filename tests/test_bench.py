@@ -113,7 +113,7 @@ def test_gaps_are_the_time_no_kernel_runs_grouped_by_their_neighbours():
     spans = [(0, 10, "a"), (12, 20, "b"), (15, 30, "c"),  # b and c overlap: busy 12..30, then c ended last
              (31, 40, "a"), (40, 41, "b"),                # touching: no gap
              (100, 110, "a"), (112, 120, "b"), (20, 22, "x")]  # x inside a busy span: no gap of its own
-    rows = bench.gap_rows(spans, steps=2)
+    rows = bench.gap_rows(bench.gap_intervals(spans), steps=2)
     values = {r[0]: r[1:] for r in rows if len(r) > 1}
     # gaps: a->b 2 (10..12), c->a 1 (30..31), b->a 59 (41..100), a->b 2 (110..112): 64 us over 2 steps
     assert values["gap_ms_per_step"] == ("0.03 ms", "2.0 gaps per step")

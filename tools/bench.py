@@ -215,11 +215,11 @@ def gap_intervals(spans: list[tuple[float, float, str]]) -> list[tuple[float, fl
     return gaps
 
 
-def gap_rows(spans: list[tuple[float, float, str]], steps: int, top: int = 15) -> list:
-    """Where the GPU runs no kernel: the time between the end of everything before and the next start,
-    per step, in total and grouped by the names on either side (the costliest groups first)."""
+def gap_rows(gaps: list[tuple[float, float, str, str]], steps: int, top: int = 15) -> list:
+    """Where the GPU runs no kernel (gap_intervals): the time between the end of everything before and
+    the next start, per step, in total and grouped by the names on either side (the costliest groups first)."""
     groups: dict[tuple[str, str], list] = {}
-    for start, stop, before, after in gap_intervals(spans):
+    for start, stop, before, after in gaps:
         group = groups.setdefault((before, after), [0.0, 0])
         group[0] += stop - start
         group[1] += 1
@@ -264,7 +264,8 @@ def gap_report(profiler, steps: int) -> list:
               if e.device_type == torch.autograd.DeviceType.CUDA and not ANNOTATION.search(e.name)]
     host = [(e.time_range.start, e.time_range.end, e.name) for e in events
             if e.device_type == torch.autograd.DeviceType.CPU and not e.name.startswith("ProfilerStep")]
-    return gap_rows(device, steps) + [()] + host_rows(gap_intervals(device), host, steps)
+    gaps = gap_intervals(device)
+    return gap_rows(gaps, steps) + [()] + host_rows(gaps, host, steps)
 
 
 def kernel_gigabytes(folder: Path) -> dict[str, set[float]]:
