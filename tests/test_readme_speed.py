@@ -844,19 +844,25 @@ def test_qk_kernel_bullet_curves_and_rejections_are_their_logs():
         assert text.format(log_value(log, "against_ms_per_step"), log_value(log, "program_ms_per_step"), log_value(log, "speedup").rstrip("x")) in rejected
 
 
+def assert_probe_gbps(heads: int, fwd_ms: str, fwd_gbps: str, bwd_ms: str, bwd_gbps: str) -> None:
+    """A norm_rotary_probe row's GB/s are the bytes each direction must move (2 or 3 tensors of
+    48*2048*heads*64 bf16) over its ms, printed to 4 decimals."""
+    size_gb = 48 * 2048 * heads * 64 * 2 / 1e9
+    for tensors, ms, gbps in ((2, fwd_ms, fwd_gbps), (3, bwd_ms, bwd_gbps)):
+        fastest, slowest = (tensors * size_gb / (float(ms) + d) * 1e3 for d in (-5e-5, 5e-5))
+        assert slowest - 1 <= int(gbps) <= fastest + 1
+
+
 @pytest.mark.parametrize("name", ["norm_rotary_probe_s10_h200", "norm_rotary_probe_final_s10_h200", "norm_rotary_probe_fixed_s10_h200"])
 def test_norm_rotary_probe_logs_rows_and_bandwidths(name):
-    """The probe needs CUDA (no CPU run): its logs hold a row per head count and tile (and inductor), and
+    """Session 10's logs, of earlier forms of the probe: a row per head count and tile (and inductor), and
     each GB/s is the bytes the direction must move (2 or 3 tensors of 48*2048*heads*64 bf16) over its ms."""
     compile((REPO_ROOT / "tools/norm_rotary_probe.py").read_text(), "norm_rotary_probe.py", "exec")
     rows = re.findall(r"^\s+(\d+)\s+(tile \d+|inductor)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)$", bench_log(name), re.M)
     expected = [(h, impl) for h in ("8", "4") for impl in ["tile 8", "tile 16", "tile 32", "tile 64", "tile 128", "inductor"]]
     assert [(r[0], r[1]) for r in rows] == expected
     for heads, _, fwd_ms, fwd_gbps, bwd_ms, bwd_gbps in rows:
-        size_gb = 48 * 2048 * int(heads) * 64 * 2 / 1e9
-        for tensors, ms, gbps in ((2, fwd_ms, fwd_gbps), (3, bwd_ms, bwd_gbps)):  # ms printed to 4 decimals
-            fastest, slowest = (tensors * size_gb / (float(ms) + d) * 1e3 for d in (-5e-5, 5e-5))
-            assert slowest - 1 <= int(gbps) <= fastest + 1
+        assert_probe_gbps(int(heads), fwd_ms, fwd_gbps, bwd_ms, bwd_gbps)
 
 
 def test_h200_step_paragraph_is_its_profile():
@@ -1347,10 +1353,7 @@ def test_session_16_norm_rotary_probe_log_and_bullet():
     assert len(rows) == 32 and {(r[1], r[2]) for r in rows} == {(str(a), str(b)) for a in (8, 16, 32, 64) for b in (1, 2, 4, 8)}
     per_config = {}
     for x, rows_per_program, warps, fwd, fwd_gbps, bwd, bwd_gbps in rows:
-        size_gb = 48 * 2048 * (8 if x == "q" else 4) * 64 * 2 / 1e9
-        for tensors, ms, gbps in ((2, fwd, fwd_gbps), (3, bwd, bwd_gbps)):
-            fastest, slowest = (tensors * size_gb / (float(ms) + d) * 1e3 for d in (-5e-5, 5e-5))
-            assert slowest - 1 <= int(gbps) <= fastest + 1
+        assert_probe_gbps(8 if x == "q" else 4, fwd, fwd_gbps, bwd, bwd_gbps)
         per_config[rows_per_program, warps] = per_config.get((rows_per_program, warps), 0.0) + float(fwd) + float(bwd)
     summary = re.findall(r"^rows +(\d+) warps (\d+) +(\S+) ms +(\S+) ms per step +(\S+)x of train_gpt's$", log, re.M)
     assert [(r[0], r[1]) for r in summary] == sorted(per_config, key=per_config.get) and summary[0][:2] == ("32", "4")
