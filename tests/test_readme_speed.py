@@ -1430,3 +1430,74 @@ def test_session_16_end_to_end_logs_ran_the_code_they_name():
     for seed in (42, 1337):
         assert ran_sha(f"e2e_68ff6fb_seed{seed}_s16_h200") == old and ran_sha(f"e2e_main_seed{seed}_s16_h200") == main
     assert ran_sha("e2e_main_4gpu_90s_s16_h200") == main
+
+
+def by_rank(log: str, pass_name: str) -> list[str]:
+    """A 4-GPU eval line's per-rank scoring laps, rank 0 first."""
+    return first(rf"^eval:{pass_name} seconds:.* score_seconds_by_rank:(\S+)$", log).split(",")
+
+
+def test_session_17_cold_and_warm_four_gpu_runs_are_their_logs():
+    """The paragraph's per-rank laps, rank 0's mixer part and the compile warm-ups are the two runs'
+    eval lines; the first run found an empty cache and the second the first one's."""
+    cold, warm = (bench_log(f"e2e_main_4gpu_45s_{n}_s17_h200") for n in ("cold", "warm"))
+    text = " ".join(section("Main on four GPUs, end to end").split())
+    for log in (cold, warm):
+        assert "device:NVIDIA H200 world_size:4" in log and re.search(r"^hyperparameter MAX_WALLCLOCK_SECONDS=45.0$", log, re.M)
+        assert float(first(r"^ngram_audit positions:\d+ max_abs_err:(\S+)", log)) <= 1.443e-15
+    laps = lambda log, name: ", ".join(by_rank(log, name)[:-1]) + " and " + by_rank(log, name)[-1]
+    mixer = lambda log: first(r"^eval:int6_sliding_window .* mixer_seconds:(\S+) score_seconds_by_rank:", log)
+    warmup = lambda log: first(r"^compile_warmup done steps:\d+ seconds:(\S+)", log)
+    assert f"{laps(cold, 'pre_quant')} s in the first pass, {laps(cold, 'int6_sliding_window')} s in the sliding + mixer pass, whose mixer part on rank 0 is {mixer(cold)} s" in text
+    assert f"{laps(warm, 'pre_quant')} s, then {laps(warm, 'int6_sliding_window')} s, the mixer part {mixer(warm)} s" in text
+    assert f"the compile warm-up falls from {warmup(cold)} to {warmup(warm)} s" in text
+    assert min(map(float, by_rank(cold, "pre_quant"))) > 5 * max(map(float, by_rank(warm, "pre_quant")))
+    how = " ".join(README.split("## From logs to a submission")[0].split("Each `eval:<pass> seconds:`")[1].split())
+    assert f"first pass's laps were {laps(cold, 'pre_quant')} s, and {laps(warm, 'pre_quant')} s run again" in how
+
+
+def test_session_17_xsa_rejection_is_its_logs():
+    bullet = speed_bullet("Rejected: XSA as one reduction")
+    log = bench_log("ab_xsa_one_reduction_s17_h200")
+    a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
+    assert f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in bullet and float(x.rstrip("x")) < 1
+    peaks = [int(p) for p in re.findall(r"; peak (\d+) MiB$", log, re.M)]
+    unit_vectors_mib = 4 * 48 * 2048 * 4 * 64 * 4 / 2**20
+    assert f"peak {peaks[0]:,} → {peaks[1]:,} MiB ({peaks[0] - peaks[1]} MiB less; the four tensors are {unit_vectors_mib:.0f} MiB)" in bullet
+    gb = lambda name: re.search(r"^compiled_gb_per_step\s+(\S+) GB\s+(\d+) kernels", bench_log(name), re.M).groups()
+    (branch_gb, branch_kernels), (main_gb, main_kernels) = gb("profile_bandwidth_xsa_s17_h200"), gb("profile_bandwidth_epi_s15_h200")
+    assert f"{branch_gb} GB per step in {branch_kernels} kernels, against {main_gb} GB in {main_kernels}" in bullet
+    cat = first(r"^\s+(\S+)\s+32x  triton_poi_fused__to_copy_add_cat_squeeze_transpose_view_8$", bench_log("profile_bandwidth_xsa_s17_h200"))
+    assert f"`triton_poi_fused__to_copy_add_cat_squeeze_transpose_view_8`, {cat} ms per step" in bullet
+    curves = bench_log("curves_xsa_one_reduction_s17_h200")
+    first_steps = first(r"^steps_1-10 +max[|]d[|] (\S+)", curves)
+    assert f"at most {first_steps} over steps 1–10" in bullet
+    means = [first(rf"^steps_{r} .*mean [|]d[|] (\S+) over", curves) for r in ("11-50", "51-100", "101-200", "201-300")]
+    assert "mean |d| " + " / ".join(means) + " over steps 11–50 / 51–100 / 101–200 / 201–285" in bullet
+    sliding = [float(first(r"^final_int6_sliding_window .*val_bpb:(\S+)", bench_log(f"curve_{n}_s17_h200"))) for n in ("main", "xsa")]
+    assert f"sliding window val_bpb {sliding[0]:.5f} (main) and {sliding[1]:.5f}" in bullet
+
+
+def test_session_17_inductor_graphs_keep_the_xsa_unit_vectors_in_fp32():
+    """The forward graph in the tarball returns (saves for the backward) four fp32 (48, 2048, 4, 64) buffers."""
+    import tarfile
+    with tarfile.open(REPO_ROOT / "logs/bench/inductor_training_graphs_s17_h200.tar.xz") as tar:
+        graphs = [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()]
+    forward = next(g for g in graphs if g.startswith("# AOT ID: ['0_forward']"))
+    assert any(g.startswith("# AOT ID: ['0_backward']") for g in graphs)
+    unit = re.findall(r"(buf\d+) = empty_strided_cuda\(\(48, 2048, 4, 64\), \([^)]*\), torch\.float32\)", forward)
+    returned = set(re.findall(r"\bbuf\d+\b", re.search(r"def call\(self, args\):.*?\n        return \((.*?)\)\n", forward, re.S)[1]))
+    assert len(unit) == 4 and set(unit) <= returned
+    bullet = speed_bullet("Rejected: XSA as one reduction")
+    assert "keeps four fp32 tensors of shape (48, 2048, 4, 64)" in bullet and f"({48 * 2048 * 4 * 64 * 4 / 1e6:.1f} MB per XSA layer" in bullet
+
+
+@needs_git
+def test_session_17_logs_ran_the_code_the_readme_names():
+    main = sha(git_source("c380510"))
+    names = ["e2e_main_4gpu_45s_cold_s17_h200", "e2e_main_4gpu_45s_warm_s17_h200", "curve_main_s17_h200",
+             "ab_xsa_one_reduction_s17_h200_against_r1", "ab_xsa_one_reduction_s17_h200_against_r2"]
+    for name in names:
+        assert ran_sha(name) == main, name
+    assert_branch_logs_ran_it("0db25e5", ["ab_xsa_one_reduction_s17_h200_program_r1", "ab_xsa_one_reduction_s17_h200_program_r2",
+                                          "curve_xsa_s17_h200", "profile_bandwidth_xsa_s17_h200"])
