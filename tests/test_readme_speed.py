@@ -6,6 +6,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -1480,7 +1481,6 @@ def test_session_17_xsa_rejection_is_its_logs():
 
 def test_session_17_inductor_graphs_keep_the_xsa_unit_vectors_in_fp32():
     """The forward graph in the tarball returns (saves for the backward) four fp32 (48, 2048, 4, 64) buffers."""
-    import tarfile
     with tarfile.open(REPO_ROOT / "logs/bench/inductor_training_graphs_s17_h200.tar.xz") as tar:
         graphs = [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()]
     forward = next(g for g in graphs if g.startswith("# AOT ID: ['0_forward']"))
