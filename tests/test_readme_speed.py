@@ -1501,3 +1501,65 @@ def test_session_17_logs_ran_the_code_the_readme_names():
         assert ran_sha(name) == main, name
     assert_branch_logs_ran_it("0db25e5", ["ab_xsa_one_reduction_s17_h200_program_r1", "ab_xsa_one_reduction_s17_h200_program_r2",
                                           "curve_xsa_s17_h200", "profile_bandwidth_xsa_s17_h200"])
+
+
+def kernel_ab_rows(name: str) -> dict[str, tuple[str, str, str]]:
+    """program -> (fwd, bwd, eval) ms of one of session 18's kernel A/B logs."""
+    return {m[1]: (m[2], m[3], m[4]) for m in re.finditer(r"^(\w+_s1[78])\s+(\S+)\s+(\S+)\s+(\S+)\s+\S+\s+\S+$", bench_log(name), re.M)}
+
+
+def test_session_18_sign_bits_rejection_is_its_logs():
+    bullet = speed_bullet("Rejected: the MLP kernel keeping u's sign instead of u")
+    log = bench_log("ab_mlp_sign_bits_s18_h200")
+    a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
+    assert f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in bullet and float(x.rstrip("x")) < 1
+    peaks = [int(p) for p in re.findall(r"; peak (\d+) MiB$", log, re.M)]
+    assert f"peak {peaks[0]:,} → {peaks[1]:,} MiB" in bullet
+    passed = first(r"^(\d+) passed", bench_log("mlp_kernel_tests_bits_s18_h200"))
+    assert f"tests ({passed} passed," in bullet
+    ab2, ab3 = kernel_ab_rows("mlp_kernel_ab2_s18_h200"), kernel_ab_rows("mlp_kernel_ab3_s18_h200")
+    assert set(ab2) == {"main_s17", "bits_s18", "packed_s18", "int8_s18"} and len(ab3) == 7
+    best_fwd = min(r[0] for n, r in ab2.items() if n != "main_s17")
+    assert f"forward {ab2['main_s17'][0]} ms → {best_fwd} at best" in bullet
+    assert (f"backward {ab2['main_s17'][1]} → {ab2['packed_s18'][1]} (packed bits, each row's bytes read once), "
+            f"{ab2['int8_s18'][1]} (a byte per unit) or {ab2['bits_s18'][1]} (the branch") in bullet
+    assert all(r[1] > ab2["main_s17"][1] for n, r in ab2.items() if n != "main_s17")
+    quarters = sorted(r[1] for n, r in ab3.items() if n.endswith("q_s18"))
+    assert f"slower still, {quarters[0]} to {quarters[-1]} ms" in bullet
+    assert all(ab3[n.replace("q_s18", "_s18")][1] < r[1] for n, r in ab3.items() if n.endswith("q_s18"))
+    conversions = dict(re.findall(r"^(\w+) backward kernel: .* spills 0 .* layout conversions (\d+) ", bench_log("mlp_kernel_ab3_s18_h200"), re.M))
+    assert len(conversions) == 7 and conversions["main_s17"] == "2" and {conversions[n] for n in ("bits_s18", "packed_s18", "int8_s18")} == {"6"}
+    assert f"forward {ab3['main_s17'][0]} → {min(r[0] for n, r in ab3.items() if n != 'main_s17')} ms at best in the second A/B" in bullet
+    for name in ("mlp_kernel_ab2_s18_h200", "mlp_kernel_ab3_s18_h200"):
+        assert len(re.findall(r"vs bits_s18: h identical True, backward identical True$", bench_log(name), re.M)) == len(kernel_ab_rows(name)) - 2
+    first_ab = bench_log("mlp_kernel_ab_bits_s18_h200")
+    assert "fwd h identical: True  sign bits == (u < 0): True" in first_ab
+    norm, share = re.search(r"rel\. norm (\S+)\s+elements differing (\S+)", first_ab).groups()
+    assert f"(relative norm {norm}, {100 * float(share):.1f}% of the elements" in bullet
+    branch, own = curve_stats("logs/bench/curves_mlp_sign_bits_s18_h200.txt"), curve_stats("logs/bench/curves_main_s17_against_s18_h200.txt")
+    assert "differ by mean |d| " + " / ".join(branch[r][2] for r in LATER_RANGES) + " over steps 11–50" in bullet
+    assert "session-17 curve (" + " / ".join(own[r][2] for r in LATER_RANGES) + "," in bullet
+    assert all(float(branch[r][2]) <= float(own[r][2]) for r in LATER_RANGES)
+    sliding = [float(first(r"^final_int6_sliding_window .*val_bpb:(\S+)", bench_log(f"curve_{n}_s18_h200"))) for n in ("main", "bits")]
+    assert f"sliding window val_bpb {sliding[0]:.5f} (main) and {sliding[1]:.5f}" in bullet
+
+
+def test_session_18_variants_are_diffs_of_the_branch():
+    """Each variant the kernel A/Bs ran is its diff applied to the branch's train_gpt.py; the A/B programs load them."""
+    folder = REPO_ROOT / "logs/bench/programs_s18"
+    branch = source_if_present("39fa5b0")
+    for variant in ("packed", "int8", "bitsq", "packedq", "int8q"):
+        diff = (folder / f"{variant}_s18.diff").read_text()
+        assert diff.startswith(f"--- bits_s18.py\n+++ {variant}_s18.py\n")
+        assert f'"{variant}_s18"' in (folder / "s18_kernel_ab3.py").read_text()
+        if branch is not None:
+            changed = other_side(branch, diff)
+            assert changed != branch and "_act_gemm_kernel" in changed
+
+
+@needs_git
+def test_session_18_logs_ran_the_code_the_readme_names():
+    main = sha(git_source("c380510"))
+    for name in ("curve_main_s18_h200", "ab_mlp_sign_bits_s18_h200_against_r1", "ab_mlp_sign_bits_s18_h200_against_r2"):
+        assert ran_sha(name) == main, name
+    assert_branch_logs_ran_it("39fa5b0", ["ab_mlp_sign_bits_s18_h200_program_r1", "ab_mlp_sign_bits_s18_h200_program_r2", "curve_bits_s18_h200"])
