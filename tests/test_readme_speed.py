@@ -173,6 +173,14 @@ def test_ttt_split_table_matches_the_eval_logs():
 
 
 
+def assert_slower_compare_quoted(bullet: str, name: str) -> list[int]:
+    """A rejection bullet quotes its compare log as 'A → B ms, X× (steady Y×', X < 1; returns the two sides' peaks (MiB)."""
+    log = bench_log(name)
+    a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
+    assert f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in bullet and float(x.rstrip("x")) < 1
+    return [int(p) for p in re.findall(r"; peak (\d+) MiB$", log, re.M)]
+
+
 def first(pattern: str, text: str) -> str:
     return re.search(pattern, text, re.M)[1]
 
@@ -1317,9 +1325,7 @@ def test_session_16_int64_flag_and_prefetch_bullets_are_their_logs():
     sliding = {n: eval_phase(bench_log(f"eval_sliding_{n}_s16_h200_stdout"), "sliding")[0] for n in ("main_a1", "main_a2", "epi_b1")}
     assert f"{sliding['main_a1']:.3f} and {sliding['main_a2']:.3f} s for d4929fb, {sliding['epi_b1']:.3f} s for 5305a81" in flag
     prefetch = speed_bullet("Rejected: reading the next micro-batch early")
-    log = bench_log("ab_prefetch_s16_h200")
-    a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
-    assert f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in prefetch and float(x.rstrip("x")) < 1
+    assert_slower_compare_quoted(prefetch, "ab_prefetch_s16_h200")
     main_gaps, branch_gaps, old_gaps = (bench_log(n) for n in ("gaps_main_s16_h200", "gaps_prefetch_s16_h200", "s15_call5_gaps_stdout"))
     fill = r"^\s+(\S+)\s+1\.0x  void at::native::vectorized_elementwise_kernel<4, at::native::FillFunc -> Memcpy HtoD"
     assert f"{first(fill, main_gaps)} ms per step between the batch's fill and its copy" in prefetch
@@ -1459,10 +1465,7 @@ def test_session_17_cold_and_warm_four_gpu_runs_are_their_logs():
 
 def test_session_17_xsa_rejection_is_its_logs():
     bullet = speed_bullet("Rejected: XSA as one reduction")
-    log = bench_log("ab_xsa_one_reduction_s17_h200")
-    a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
-    assert f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in bullet and float(x.rstrip("x")) < 1
-    peaks = [int(p) for p in re.findall(r"; peak (\d+) MiB$", log, re.M)]
+    peaks = assert_slower_compare_quoted(bullet, "ab_xsa_one_reduction_s17_h200")
     unit_vectors_mib = 4 * 48 * 2048 * 4 * 64 * 4 / 2**20
     assert f"peak {peaks[0]:,} → {peaks[1]:,} MiB ({peaks[0] - peaks[1]} MiB less; the four tensors are {unit_vectors_mib:.0f} MiB)" in bullet
     gb = lambda name: re.search(r"^compiled_gb_per_step\s+(\S+) GB\s+(\d+) kernels", bench_log(name), re.M).groups()
@@ -1510,10 +1513,7 @@ def kernel_ab_rows(name: str) -> dict[str, tuple[str, str, str]]:
 
 def test_session_18_sign_bits_rejection_is_its_logs():
     bullet = speed_bullet("Rejected: the MLP kernel keeping u's sign instead of u")
-    log = bench_log("ab_mlp_sign_bits_s18_h200")
-    a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
-    assert f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in bullet and float(x.rstrip("x")) < 1
-    peaks = [int(p) for p in re.findall(r"; peak (\d+) MiB$", log, re.M)]
+    peaks = assert_slower_compare_quoted(bullet, "ab_mlp_sign_bits_s18_h200")
     assert f"peak {peaks[0]:,} → {peaks[1]:,} MiB" in bullet
     passed = first(r"^(\d+) passed", bench_log("mlp_kernel_tests_bits_s18_h200"))
     assert f"tests ({passed} passed," in bullet
