@@ -1563,3 +1563,34 @@ def test_session_18_logs_ran_the_code_the_readme_names():
     for name in ("curve_main_s18_h200", "ab_mlp_sign_bits_s18_h200_against_r1", "ab_mlp_sign_bits_s18_h200_against_r2"):
         assert ran_sha(name) == main, name
     assert_branch_logs_ran_it("39fa5b0", ["ab_mlp_sign_bits_s18_h200_program_r1", "ab_mlp_sign_bits_s18_h200_program_r2", "curve_bits_s18_h200"])
+
+
+SWITCHES_S18 = {"combo": "combo_kernels", "aggressive": "aggressive_fusion", "ndtiling": "triton.prefer_nd_tiling", "multikernel": "triton.multi_kernel = 1"}
+
+
+def test_session_18_inductor_switches_are_their_logs():
+    bullet = speed_bullet("Rejected, session 18: four inductor switches not tried before")
+    for name, switch in SWITCHES_S18.items():
+        log = bench_log(f"ab_{name}_s18_h200")
+        assert f"`logs/bench/ab_{name}_s18_h200.txt`" in bullet
+        if name == "multikernel":
+            rounds = dict(re.findall(r"^compare round:1/2 (against|program) ms_per_step:(\S+) ", log, re.M))
+            assert f"`{switch}` (each reduction picks its kernel at run time) {rounds['against']} → {rounds['program']} ms in its first round" in bullet
+            assert "ERROR: the program run" in log and "TypeError: 'NoneType' object does not support the context manager protocol" in log
+            continue
+        a, b, x, xs = (log_value(log, k) for k in ("against_ms_per_step", "program_ms_per_step", "speedup", "speedup_steady"))
+        assert f"`{switch}`" in bullet and f"{a} → {b} ms, {x.rstrip('x')}× (steady {xs.rstrip('x')}×" in bullet
+        assert float(xs.rstrip("x")) < 1.01
+
+
+@needs_git
+def test_session_18_switch_logs_ran_main_and_its_diffs():
+    """The against side of each switch's compare ran main; the program side ran main with the switch's diff applied."""
+    main = git_source("c380510")
+    for name, switch in SWITCHES_S18.items():
+        diff = (REPO_ROOT / f"logs/bench/programs_s18/{name}_s18.diff").read_text()
+        assert f"+    torch._inductor.config.{switch.split(' = ')[0]} = {switch.split(' = ')[1] if ' = ' in switch else 'True'}\n" in diff
+        runs = ["r1", "r2"] if name != "multikernel" else ["r1"]
+        for r in runs:
+            assert ran_sha(f"ab_{name}_s18_h200_against_{r}") == sha(main)
+            assert ran_sha(f"ab_{name}_s18_h200_program_{r}") == sha(other_side(main, diff))
