@@ -1529,7 +1529,7 @@ def test_session_18_sign_bits_rejection_is_its_logs():
     assert all(ab3[n.replace("q_s18", "_s18")][1] < r[1] for n, r in ab3.items() if n.endswith("q_s18"))
     conversions = dict(re.findall(r"^(\w+) backward kernel: .* spills 0 .* layout conversions (\d+) ", bench_log("mlp_kernel_ab3_s18_h200"), re.M))
     assert len(conversions) == 7 and conversions["main_s17"] == "2" and {conversions[n] for n in ("bits_s18", "packed_s18", "int8_s18")} == {"6"}
-    assert f"forward {ab3['main_s17'][0]} → {min(r[0] for n, r in ab3.items() if n != 'main_s17')} ms at best in the second A/B" in bullet
+    assert f"forward {ab3['main_s17'][0]} → {min(r[0] for n, r in ab3.items() if n != 'main_s17')} ms at best in the quarters' A/B" in bullet
     for name in ("mlp_kernel_ab2_s18_h200", "mlp_kernel_ab3_s18_h200"):
         assert len(re.findall(r"vs bits_s18: h identical True, backward identical True$", bench_log(name), re.M)) == len(kernel_ab_rows(name)) - 2
     first_ab = bench_log("mlp_kernel_ab_bits_s18_h200")
@@ -1565,12 +1565,14 @@ def test_session_18_logs_ran_the_code_the_readme_names():
     assert_branch_logs_ran_it("39fa5b0", ["ab_mlp_sign_bits_s18_h200_program_r1", "ab_mlp_sign_bits_s18_h200_program_r2", "curve_bits_s18_h200"])
 
 
-SWITCHES_S18 = {"combo": "combo_kernels", "aggressive": "aggressive_fusion", "ndtiling": "triton.prefer_nd_tiling", "multikernel": "triton.multi_kernel = 1"}
+# log name -> (the switch as the README names it, the line its diff adds to launch())
+SWITCHES_S18 = {"combo": ("combo_kernels", "combo_kernels = True"), "aggressive": ("aggressive_fusion", "aggressive_fusion = True"),
+                "ndtiling": ("triton.prefer_nd_tiling", "triton.prefer_nd_tiling = True"), "multikernel": ("triton.multi_kernel = 1", "triton.multi_kernel = 1")}
 
 
 def test_session_18_inductor_switches_are_their_logs():
     bullet = speed_bullet("Rejected, session 18: four inductor switches not tried before")
-    for name, switch in SWITCHES_S18.items():
+    for name, (switch, _) in SWITCHES_S18.items():
         log = bench_log(f"ab_{name}_s18_h200")
         assert f"`logs/bench/ab_{name}_s18_h200.txt`" in bullet
         if name == "multikernel":
@@ -1587,10 +1589,9 @@ def test_session_18_inductor_switches_are_their_logs():
 def test_session_18_switch_logs_ran_main_and_its_diffs():
     """The against side of each switch's compare ran main; the program side ran main with the switch's diff applied."""
     main = git_source("c380510")
-    for name, switch in SWITCHES_S18.items():
+    for name, (_, line) in SWITCHES_S18.items():
         diff = (REPO_ROOT / f"logs/bench/programs_s18/{name}_s18.diff").read_text()
-        assert f"+    torch._inductor.config.{switch.split(' = ')[0]} = {switch.split(' = ')[1] if ' = ' in switch else 'True'}\n" in diff
-        runs = ["r1", "r2"] if name != "multikernel" else ["r1"]
-        for r in runs:
+        assert f"\n+    torch._inductor.config.{line}\n" in diff
+        for r in ["r1", "r2"] if name != "multikernel" else ["r1"]:
             assert ran_sha(f"ab_{name}_s18_h200_against_{r}") == sha(main)
             assert ran_sha(f"ab_{name}_s18_h200_program_{r}") == sha(other_side(main, diff))
