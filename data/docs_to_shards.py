@@ -9,6 +9,10 @@ num_tokens little-endian uint16 tokens.
 
     python data/docs_to_shards.py --input docs.jsonl.xz --tokenizer fineweb_1024_bpe.model \
         --output-dir data/datasets/my_sp1024 --workers 16
+
+Shards are made in a hidden folder beside --output-dir and moved in only when all is written, so a
+failed or interrupted run leaves nothing behind. Bad input (for example a .jsonl or .xz file cut
+off mid-document) stops it with one line naming the file, line and column, and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import argparse
 import json
 import lzma
 import multiprocessing
+import os
+import shutil
 import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, count
 from pathlib import Path
 from typing import TextIO
 
@@ -73,37 +79,67 @@ def open_text(path: Path) -> TextIO:
     return path.open(encoding="utf-8", newline="\n")
 
 
+CUT_OFF = "the file looks cut off; re-download or regenerate it"
+
+
+def json_error(path: Path, first_line: int, record: str, e: json.JSONDecodeError, cut_off: bool) -> str:
+    """One line: file, line and column in the file, json's own message, and what to do.
+
+    json reports a problem found at the end of a line after the line break; it is placed right
+    after the line's last character instead, where the document really stops."""
+    pos = min(e.pos, len(record.rstrip()))
+    line = first_line + record.count("\n", 0, pos)
+    column = pos - record.rfind("\n", 0, pos)
+    fix = f"it ends inside this document: {CUT_OFF}" if cut_off else "fix or remove that document"
+    return f"{path}: invalid JSON: {e.msg}: line {line} column {column}; {fix}"
+
+
 def read_docs(path: Path, text_field: str, max_docs: int | None) -> Iterator[str]:
     """Yield the text of each JSON object in `path`, one object a line, blank lines skipped.
 
     Raw control characters inside JSON strings are accepted (json's strict=False). A raw newline
     there continues the object on the next line; the shared proxy documents contain such objects.
+    Every problem is a DocsError of one line naming the file and line; input that ends inside a
+    document (a cut-off .jsonl, or .xz data without its end) says so and how to fix it.
     """
     decoder = json.JSONDecoder(strict=False)
-    docs = 0
+    docs = line_no = 0
     try:
         with open_text(path) as f:
             lines = enumerate(f, 1)
             for line_no, record in lines:
                 if not record.strip():
                     continue
+                first_line = line_no
                 while True:
                     try:
                         obj = decoder.decode(record)
                         break
                     except json.JSONDecodeError as e:
-                        more = next(lines, None) if e.msg.startswith("Unterminated string") else None
-                        if more is None:
-                            raise DocsError(f"{path} line {line_no}: invalid JSON ({e.msg})") from None
-                        record += more[1]
+                        unterminated = e.msg.startswith("Unterminated string")
+                        more = next(lines, None) if unterminated else None
+                        if more is None:  # no continuation: a broken document, or the end of the file
+                            at_end = unterminated or (
+                                e.pos >= len(record.rstrip()) and all(not rest.strip() for _, rest in lines)
+                            )
+                            raise DocsError(json_error(path, first_line, record, e, at_end)) from None
+                        line_no, continuation = more
+                        record += continuation
                 text = obj.get(text_field) if isinstance(obj, dict) else None
                 if not isinstance(text, str):
-                    raise DocsError(f"{path} line {line_no}: no string field {text_field!r}")
+                    raise DocsError(f"{path} line {first_line}: no string field {text_field!r}")
                 yield text
                 docs += 1
                 if docs == max_docs:
                     return
-    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as e:
+    except EOFError as e:  # lzma: the data stops before the end-of-stream marker
+        raise DocsError(f"{path}: the xz data ends early, after line {line_no} ({e}); {CUT_OFF}") from None
+    except lzma.LZMAError as e:
+        raise DocsError(f"{path}: damaged xz data after line {line_no} ({e}); re-download or regenerate it") from None
+    except UnicodeDecodeError as e:
+        fix = CUT_OFF if e.reason == "unexpected end of data" else "the input must be UTF-8"
+        raise DocsError(f"{path}: not UTF-8 after line {line_no} ({e.reason}); {fix}") from None
+    except OSError as e:
         raise DocsError(f"cannot read {path}: {e}") from e
 
 
@@ -160,16 +196,14 @@ def encode_all(chunks: Iterable[list[str]], workers: int, tokenizer: str) -> Ite
 
 
 class ShardWriter:
-    """Cuts a token stream into fineweb_<split>_NNNNNN.bin shards of at most `shard_tokens`.
-
-    Shards are written under a .tmp suffix; `commit` renames them to their final names."""
+    """Cuts a token stream into fineweb_<split>_NNNNNN.bin shards of at most `shard_tokens`."""
 
     def __init__(self, out_dir: Path, split: str, shard_tokens: int):
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
         self.pieces: list[np.ndarray] = []
         self.filled = 0
         self.tokens = 0
-        self.tmp_paths: list[Path] = []
+        self.names: list[str] = []
 
     def add(self, tokens: np.ndarray) -> None:
         while self.filled + len(tokens) >= self.shard_tokens:
@@ -187,27 +221,16 @@ class ShardWriter:
             self._flush()
 
     def _flush(self) -> None:
-        path = self.out_dir / f"fineweb_{self.split}_{len(self.tmp_paths):06d}.bin.tmp"
+        name = f"fineweb_{self.split}_{len(self.names):06d}.bin"
         header = np.zeros(HEADER_WORDS, dtype="<i4")
         header[:3] = MAGIC, VERSION, self.filled
-        with path.open("wb") as f:
+        with (self.out_dir / name).open("wb") as f:
             f.write(header.tobytes())
             for piece in self.pieces:
                 f.write(piece.astype(TOKEN_DTYPE, copy=False).tobytes())
-        self.tmp_paths.append(path)
+        self.names.append(name)
         self.tokens += self.filled
         self.pieces, self.filled = [], 0
-
-    def commit(self) -> list[Path]:
-        final = [p.with_suffix("") for p in self.tmp_paths]
-        for tmp, path in zip(self.tmp_paths, final, strict=True):
-            tmp.replace(path)
-        self.tmp_paths = []
-        return final
-
-    def discard(self) -> None:
-        for p in self.tmp_paths:
-            p.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- main
@@ -231,6 +254,43 @@ def load_tokenizer(path: Path) -> spm.SentencePieceProcessor:
     return sp
 
 
+def make_folders(folder: Path) -> list[Path]:
+    """mkdir -p; returns the folders it created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DocsError(f"cannot create {folder}: {e.strerror or e}") from None
+    return missing
+
+
+def make_staging(output_dir: Path) -> Path:
+    """An empty hidden folder beside output_dir (same file system, so renames are atomic)."""
+    for i in count():
+        path = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}-{i}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def publish(staging: Path, output_dir: Path, names: list[str], old: list[Path]) -> list[Path]:
+    """Move the finished shards into output_dir: a rename of the whole folder if it is new;
+    otherwise shard by shard, then remove old shards the new ones did not replace."""
+    if not output_dir.exists():
+        staging.rename(output_dir)
+    else:
+        for name in names:
+            (staging / name).replace(output_dir / name)
+        for path in old:
+            if path.name not in names:
+                path.unlink()
+        staging.rmdir()
+    return [output_dir / name for name in names]
+
+
 def docs_to_shards(
     input_path: Path,
     tokenizer: Path,
@@ -244,25 +304,30 @@ def docs_to_shards(
     overwrite: bool = False,
     chunk_docs: int = CHUNK_DOCS,
 ) -> Summary:
-    """Write the shards; on any error nothing is left in `output_dir` but what was there."""
+    """Write the shards. They are made in a hidden folder beside `output_dir` and moved in at the
+    end, so on any error or interrupt nothing is left behind: no new folder, no partial shard, and
+    a folder that was there before keeps exactly the files it had."""
     start = time.monotonic()
     if not input_path.is_file():
         raise DocsError(f"input not found: {input_path}")
     load_tokenizer(tokenizer)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DocsError(f"--output-dir {output_dir} is a file, not a folder")
     old = existing_shards(output_dir)
     if old and not overwrite:
         raise DocsError(
             f"{output_dir} already holds {len(old)} shard(s) ({old[0].name}, ...); pass --overwrite to replace them"
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    summary = Summary()
-    val = ShardWriter(output_dir, "val", shard_tokens)
-    train = ShardWriter(output_dir, "train", shard_tokens)
-    chunks = batched(read_docs(input_path, text_field, max_docs), chunk_docs)
-    encoded = encode_all(chunks, workers, str(tokenizer))
+    target = output_dir.resolve()  # "." or "..", or a symlink: staging goes beside the real folder
+    made = make_folders(target.parent)
+    staging = None
     try:
-        with closing(encoded):
+        staging = make_staging(target)
+        summary = Summary()
+        val = ShardWriter(staging, "val", shard_tokens)
+        train = ShardWriter(staging, "train", shard_tokens)
+        chunks = batched(read_docs(input_path, text_field, max_docs), chunk_docs)
+        with closing(encode_all(chunks, workers, str(tokenizer))) as encoded:
             for tokens, doc_lengths, text_bytes in encoded:
                 summary.text_bytes += text_bytes
                 n_val = min(len(doc_lengths), val_docs - summary.val_docs)  # the first val_docs documents
@@ -275,12 +340,17 @@ def docs_to_shards(
             raise DocsError(f"no documents in {input_path}")
         val.close()
         train.close()
-        for path in old:
-            path.unlink()
-        summary.shards = val.commit() + train.commit()
-    except BaseException:
-        val.discard()
-        train.discard()
+        summary.shards = publish(staging, output_dir, val.names + train.names, old)
+    except BaseException as e:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(made):  # only folders this run created, and only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(e, OSError):
+            raise DocsError(f"cannot write shards for {output_dir}: {e}") from e
         raise
     summary.train_tokens, summary.val_tokens = train.tokens, val.tokens
     summary.seconds = time.monotonic() - start
@@ -309,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-docs", type=non_negative_int, default=0, help="first N documents go to the val shard(s)")
     p.add_argument("--shard-tokens", type=positive_int, default=100_000_000, help="most tokens per shard")
     p.add_argument("--workers", type=positive_int, default=1, help="tokenizer processes")
-    p.add_argument("--max-docs", type=positive_int, default=None, help="stop after this many documents")
+    p.add_argument("--max-docs", type=positive_int, default=None, help="stop after this many documents (val ones included)")
     p.add_argument("--text-field", default="text", help="JSON key holding the document text")
     p.add_argument("--overwrite", action="store_true", help="replace shards already in --output-dir")
     return p
@@ -329,8 +399,9 @@ def main(argv: list[str] | None = None) -> None:
             text_field=args.text_field,
             overwrite=args.overwrite,
         )
-    except DocsError as e:
-        sys.exit(f"error: {e}")
+    except DocsError as e:  # a problem with the inputs or the output folder: one line, exit code 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(summary.line())
     for path in summary.shards:
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -128,11 +131,21 @@ def test_raw_newline_inside_a_json_string_continues_the_object(sp, tmp_path):
     assert np.array_equal(read_split(out, "train")[0], expected_stream(sp, ["first", "broken\nacross lines", "last"]))
 
 
+CUT = "the file looks cut off; re-download or regenerate it"
+
+
+def leftovers(root: Path, *keep: str) -> list[str]:
+    """Everything under root (hidden staging folders included) but the named inputs."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name not in keep)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"text": "ok"}\n{"text": oops}\n', "line 2: invalid JSON"),
-        ('{"text": "ok"}\n\n{"text": "unterminated\n', "line 3: invalid JSON"),
+        ('{"text": "ok"}\n{"text": oops}\n', "invalid JSON: Expecting value: line 2 column 10; fix or remove"),
+        ('{"text": "ok"}\n{"text": "a"} x\n{"text": "b"}\n', "invalid JSON: Extra data: line 2 column 15; fix or remove"),
+        ('{"text": "ok"}\n{"text": "a"\n{"text": "b"}\n', "invalid JSON: Expecting ',' delimiter: line 2 column 13; fix or remove"),
+        ('{"text": "ok"}\n{"text": "bro\nken" x}\n', "invalid JSON: Expecting ',' delimiter: line 3 column 6; fix or remove"),
         ('{"text": "ok"}\n{"title": "no text"}\n', "line 2: no string field 'text'"),
         ('{"text": 5}\n', "line 1: no string field 'text'"),
         ('["text"]\n', "line 1: no string field 'text'"),
@@ -142,9 +155,134 @@ def test_raw_newline_inside_a_json_string_continues_the_object(sp, tmp_path):
 def test_bad_input_is_a_clear_error_and_writes_nothing(sp, tmp_path, content, message):
     path = tmp_path / "docs.jsonl"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(d2s.DocsError, match=message):
+    with pytest.raises(d2s.DocsError, match=message) as info:
         run(tmp_path, path, chunk_docs=1)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert "\n" not in str(info.value) and "cut off" not in str(info.value)
+    assert leftovers(tmp_path, "docs.jsonl") == []
+
+
+TRUNCATED_JSON = [  # (text after one good line, line, column, json's message) of a file cut mid-document
+    ('{"text": "unterminated', 2, 10, "Unterminated string starting at"),
+    ('{"text": "two raw\nnewlines\nthen cut', 2, 10, "Unterminated string starting at"),
+    ('{"text": "escape cut\\', 2, 10, "Unterminated string starting at"),
+    ('{"te', 2, 2, "Unterminated string starting at"),
+    ('{"text"', 2, 8, "Expecting ':' delimiter"),
+    ('{"text": ', 2, 9, "Expecting value"),  # the position right after the last character
+    ('{"text": "done"', 2, 16, "Expecting ',' delimiter"),
+    ('{"text": "done"\n\n', 2, 16, "Expecting ',' delimiter"),
+]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.xz"])
+@pytest.mark.parametrize("tail, line, column, msg", TRUNCATED_JSON)
+def test_json_cut_mid_document_says_where_and_what_to_do(sp, tmp_path, suffix, tail, line, column, msg):
+    path = tmp_path / f"docs{suffix}"
+    with (lzma.open if suffix.endswith(".xz") else open)(path, "wt", encoding="utf-8") as f:
+        f.write('{"text": "a whole first document"}\n' + tail)
+    with pytest.raises(d2s.DocsError) as info:
+        run(tmp_path, path, chunk_docs=1, shard_tokens=3)  # the first document fills shards before the error
+    assert str(info.value) == (
+        f"{path}: invalid JSON: {msg}: line {line} column {column}; it ends inside this document: {CUT}"
+    )
+    assert leftovers(tmp_path, path.name) == []
+
+
+def truncated_xz(tmp_path: Path, n_docs: int = 3000) -> tuple[Path, int]:
+    """A .jsonl.xz cut to half its bytes, and how many whole lines come out before the cut."""
+    data = lzma.compress(b"".join(json.dumps({"text": f"doc {i} " * 20}).encode() + b"\n" for i in range(n_docs)))
+    path = tmp_path / "docs.jsonl.xz"
+    path.write_bytes(data[: len(data) // 2])
+    lines = 0
+    with pytest.raises(EOFError), lzma.open(path, "rt", encoding="utf-8") as f:
+        for _ in f:
+            lines += 1
+    return path, lines
+
+
+def test_truncated_xz_says_where_and_what_to_do(sp, tmp_path):
+    path, lines = truncated_xz(tmp_path)
+    assert 100 < lines < 3000
+    with pytest.raises(d2s.DocsError) as info:
+        run(tmp_path, path, shard_tokens=1000)
+    assert str(info.value) == (
+        f"{path}: the xz data ends early, after line {lines} "
+        f"(Compressed file ended before the end-of-stream marker was reached); {CUT}"
+    )
+    assert leftovers(tmp_path, path.name) == []
+
+
+def test_damaged_xz_and_cut_utf8(sp, tmp_path):
+    data = bytearray(lzma.compress(b"".join(json.dumps({"text": f"doc {i} " * 20}).encode() + b"\n" for i in range(3000))))
+    data[len(data) // 2] ^= 0xFF
+    path = tmp_path / "docs.jsonl.xz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(d2s.DocsError, match=r"docs.jsonl.xz: damaged xz data after line \d+ \(.*\); re-download or regenerate it$"):
+        run(tmp_path, path)
+    plain = tmp_path / "docs.jsonl"
+    plain.write_bytes('{"text": "ok"}\n{"text": "caf\u00e9'.encode()[:-1])
+    with pytest.raises(d2s.DocsError, match=rf"docs.jsonl: not UTF-8 after line 1 \(unexpected end of data\); {CUT}$"):
+        run(tmp_path, plain)
+    assert leftovers(tmp_path, path.name, plain.name) == []
+
+
+def test_cli_cut_input_is_one_line_exit_2_and_leaves_nothing(sp, tmp_path):
+    good = [json.dumps({"text": f"document {i}"}) for i in range(300)]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(good) + '\n{"text": "cut here', encoding="utf-8")
+    xz, lines = truncated_xz(tmp_path)
+    for path, expected in [
+        (cut, f"error: {cut}: invalid JSON: Unterminated string starting at: line 301 column 10; it ends inside this document: {CUT}"),
+        (xz, f"error: {xz}: the xz data ends early, after line {lines} "
+             f"(Compressed file ended before the end-of-stream marker was reached); {CUT}"),
+    ]:
+        out = tmp_path / "new" / "sub" / "shards"
+        cmd = [sys.executable, str(REPO / "data" / "docs_to_shards.py"), "--input", str(path), "--tokenizer",
+               str(TOKENIZER), "--output-dir", str(out), "--shard-tokens", "100", "--workers", "2"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == expected + "\n"
+        assert leftovers(tmp_path, cut.name, xz.name) == []  # not even tmp_path/new
+
+
+def test_failure_keeps_an_existing_folder_exactly_as_it_was(sp, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    _, out = run(tmp_path, docs, shard_tokens=100, val_docs=3)
+    (out / "notes.txt").write_text("the user's own file")
+    (out / "sub").mkdir()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert len(before) > 3
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(docs.read_text() + '{"text": "cut', encoding="utf-8")
+    with pytest.raises(d2s.DocsError, match="looks cut off"):
+        run(tmp_path, cut, shard_tokens=50, overwrite=True, chunk_docs=2)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert (out / "sub").is_dir() and leftovers(tmp_path, docs.name, cut.name, "sub", *before) == ["out"]
+
+
+def test_interrupt_leaves_nothing_and_success_keeps_user_files(sp, tmp_path, monkeypatch):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    real, calls = d2s.encode_chunk, []
+
+    def interrupted(texts):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(texts)
+
+    monkeypatch.setattr(d2s, "encode_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        d2s.docs_to_shards(docs, TOKENIZER, tmp_path / "a" / "b", shard_tokens=20, chunk_docs=4)
+    assert len(calls) == 3 and leftovers(tmp_path, docs.name) == []
+    monkeypatch.setattr(d2s, "encode_chunk", real)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("kept")
+    summary = d2s.docs_to_shards(docs, TOKENIZER, out)
+    assert sorted(p.name for p in out.iterdir()) == ["fineweb_train_000000.bin", "notes.txt"]
+    assert summary.shards == [out / "fineweb_train_000000.bin"] and (out / "notes.txt").read_text() == "kept"
+    assert leftovers(tmp_path, docs.name, "notes.txt", "fineweb_train_000000.bin") == ["mine"]
+    with pytest.raises(d2s.DocsError, match="is a file, not a folder"):
+        d2s.docs_to_shards(docs, TOKENIZER, out / "notes.txt")
 
 
 def test_missing_input_and_tokenizer(sp, tmp_path):
@@ -196,8 +334,12 @@ def test_cli(sp, tmp_path):
     bad.write_text('{"text": "a"}\n{"text": "b"\n', encoding="utf-8")
     cmd[cmd.index(str(docs))] = str(bad)
     done = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
-    assert done.stderr.strip() == f"error: {bad} line 2: invalid JSON (Expecting ',' delimiter)"
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {bad}: invalid JSON: Expecting ',' delimiter: line 2 column 13; it ends inside this document: {CUT}\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+    assert np.array_equal(read_split(out, "val")[0], expected_stream(sp, DOCS[:2]))
 
 
 def test_real_proxy_docs_slice(sp, tmp_path):
@@ -210,6 +352,98 @@ def test_real_proxy_docs_slice(sp, tmp_path):
     assert np.array_equal(read_split(out, "val")[0], expected_stream(sp, texts[:20]))
     assert np.array_equal(read_split(out, "train")[0], expected_stream(sp, texts[20:]))
     assert 2.0 < summary.text_bytes / (summary.train_tokens + summary.val_tokens) < 3.0
+
+
+# ----------------------------------------------------------------------------- data/sample
+
+SAMPLE = REPO / "data" / "sample"
+DATA_README = REPO / "data" / "README.md"
+OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
+SAMPLE_FILES = ["fineweb_1024_bpe.model", "fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+
+
+def sample_table() -> dict[str, dict]:
+    """data/README.md's table of the sample: file -> bytes, tokens, documents, sha256."""
+    rows = re.findall(
+        r"^\| `([\w.]+)` \| ([\d,]+) \|\s*([\d,]*)\s*\|\s*([\d,]*)\s*\| `([0-9a-f]{64})` \|$",
+        DATA_README.read_text(encoding="utf-8"),
+        re.M,
+    )
+    number = lambda text: int(text.replace(",", "")) if text else None  # noqa: E731
+    return {r[0]: dict(bytes=number(r[1]), tokens=number(r[2]), docs=number(r[3]), sha256=r[4]) for r in rows}
+
+
+def sample_command() -> list[str]:
+    """The command data/README.md documents for making the sample, as argv."""
+    blocks = re.findall(r"```bash\n(.*?)```", DATA_README.read_text(encoding="utf-8"), re.S)
+    (block,) = [b for b in blocks if "--output-dir data/sample" in b]
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def sample_documents(split: str) -> list[tuple[int, ...]]:
+    (tokens,) = read_split(SAMPLE, split)
+    assert tokens[0] == 1
+    starts = np.flatnonzero(tokens == 1).tolist() + [len(tokens)]
+    return [tuple(tokens[a + 1 : b].tolist()) for a, b in zip(starts, starts[1:])]
+
+
+def test_sample_files_are_those_data_readme_states():
+    table = sample_table()
+    assert sorted(table) == sorted(p.name for p in SAMPLE.iterdir()) == SAMPLE_FILES
+    for name, row in table.items():
+        data = (SAMPLE / name).read_bytes()
+        assert len(data) == row["bytes"] and hashlib.sha256(data).hexdigest() == row["sha256"], name
+    assert table["fineweb_1024_bpe.model"]["sha256"] == OFFICIAL_TOKENIZER_SHA256
+    total = sum(row["bytes"] for row in table.values())
+    assert total <= 600_000 and f"{total:,} bytes in all" in DATA_README.read_text(encoding="utf-8")
+
+
+def test_sample_shards_hold_whole_documents_and_val_is_disjoint_from_train():
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(SAMPLE / "fineweb_1024_bpe.model"))
+    table, docs = sample_table(), {}
+    for split in ("train", "val"):
+        row = table[f"fineweb_{split}_000000.bin"]
+        (tokens,) = read_split(SAMPLE, split)  # checks the header and the file size
+        docs[split] = sample_documents(split)
+        assert len(tokens) == row["tokens"] and len(docs[split]) == row["docs"]
+        assert int(tokens.max()) < sp.vocab_size()
+        for doc in docs[split]:  # each is [BOS] + encode(text) of a real text
+            assert sp.encode(sp.decode(list(doc))) == list(doc)
+    assert 90_000 <= table["fineweb_train_000000.bin"]["tokens"] <= 110_000
+    assert 16_000 <= table["fineweb_val_000000.bin"]["tokens"] <= 20_000
+    assert not set(docs["val"]) & set(docs["train"])
+    argv = sample_command()
+    assert argv[argv.index("--val-docs") + 1] == str(len(docs["val"]))
+    assert argv[argv.index("--max-docs") + 1] == str(len(docs["val"]) + len(docs["train"]))
+
+
+def test_sample_is_not_ignored_by_git():
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [f"data/sample/{name}" for name in SAMPLE_FILES]
+    done = subprocess.run(["git", "check-ignore", "--no-index", "-v", *paths], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout == "", done.stdout  # 1: none of them is ignored
+    for path in ["data/datasets/x/fineweb_train_000000.bin", "data/tokenizers/fineweb_1024_bpe.model"]:
+        assert subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPO).returncode == 0, path
+
+
+def test_sample_regenerates_byte_identical(tmp_path):
+    """The documented command, run on the shared proxy documents, gives the committed files."""
+    argv = sample_command()
+    assert argv[:2] == ["python", "data/docs_to_shards.py"]
+    source = (REPO / argv[argv.index("--input") + 1]).resolve()
+    if not source.is_file():
+        pytest.skip(f"proxy documents not found at {source}")
+    out = tmp_path / "sample"
+    argv[0], argv[argv.index("--output-dir") + 1] = sys.executable, str(out)
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "docs:263 train_docs:223 val_docs:40 " in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == SAMPLE_FILES[1:]
+    for path in out.iterdir():
+        assert path.read_bytes() == (SAMPLE / path.name).read_bytes(), path.name
 
 
 # ----------------------------------------------------------------------------- cached_challenge_fineweb
