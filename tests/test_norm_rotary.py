@@ -2,7 +2,6 @@
 backward equal the plain formula and its autograd gradients. On CPU they run in Triton's
 interpreter (conftest sets TRITON_INTERPRET=1); on a CUDA machine as compiled kernels."""
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -112,27 +111,3 @@ def test_int64_offsets_give_the_same_outputs(device, monkeypatch):
         assert narrow.abs().max() > 0.1
         torch.testing.assert_close(wide, narrow, atol=0, rtol=0)
 
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("rows_per_program, warps", [(8, 1), (32, 4), (64, 8)])
-def test_the_probe_launches_the_kernel_as_train_gpt_does(rows_per_program, warps, device):
-    """tools/norm_rotary_probe.py times the kernel at other launch configs: on q and k read in place
-    from a q/k/v output, as in training, its launch gives train_gpt's outputs (at any rows per program)."""
-    import sys
-    sys.path.insert(0, str(Path(train_gpt.__file__).resolve().parent / "tools"))
-    import norm_rotary_probe as probe
-
-    B, T, half = 2, 5, 8
-    g = torch.Generator().manual_seed(rows_per_program)
-    qkv = torch.randn(B, T, (probe.Q_HEADS + 2 * probe.KV_HEADS) * probe.DIM, generator=g).to(device)
-    cos, sin = (t[:, :T].contiguous().to(device) for t in train_gpt.rotary_tables(T, 2 * half, 10000.0))
-    for x in probe.qk_views(qkv):
-        assert x.data_ptr() in (qkv.data_ptr(), qkv.data_ptr() + qkv.element_size() * probe.Q_HEADS * probe.DIM) and x.stride(1) == qkv.size(-1)
-        gain = (torch.rand(x.size(2), generator=g) + 0.5).to(device)
-        grad = torch.randn(x.shape, generator=g).to(device)
-        out, _ = probe.launch(rows_per_program, warps, x, cos, sin, gain)
-        dx, row_dgain = probe.launch(rows_per_program, warps, x, cos, sin, gain, grad)
-        expected_dx, expected_dgain = train_gpt.fused_norm_rotary_backward(grad, x, cos, sin, gain)
-        torch.testing.assert_close(out, train_gpt.fused_norm_rotary(x, cos, sin, gain), atol=0, rtol=0)
-        torch.testing.assert_close(dx, expected_dx, atol=0, rtol=0)
-        torch.testing.assert_close(row_dgain.view(-1, x.size(2)).sum(0), expected_dgain, atol=1e-5, rtol=1e-6)
