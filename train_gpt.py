@@ -1,9 +1,11 @@
 """Parameter Golf trainer: an 11-layer GQA transformer trained under a wallclock cap, exported as
 int6+lzma, scored in bits per byte. Run: torchrun --standalone --nproc_per_node=8 train_gpt.py
-Every setting is an env var (see SETTINGS); the defaults are the record configuration."""
+Every setting is an env var (see SETTINGS); the defaults are the record configuration. SMOKE=1 is
+a one-minute CPU run on the sample data shipped in data/sample."""
 from __future__ import annotations
 
-import contextlib, copy, difflib, gc, glob, hashlib, io, lzma, math, os, resource, sys, time
+import contextlib, copy, dataclasses, difflib, gc, glob, hashlib, io, lzma, math, os, resource, sys, time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,11 +15,15 @@ import torch
 import torch._inductor.config
 import torch.distributed as dist
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 from torch import Tensor, nn
-from triton.tools.tensor_descriptor import TensorDescriptor
 
+try:  # the CUDA kernels; a CPU-only install runs without Triton (CPU computes the kernels' formulas in torch)
+    import triton
+    import triton.language as tl
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    triton_jit = triton.jit
+except ImportError:
+    triton, triton_jit = None, lambda fn: fn
 try:
     from flash_attn_interface import flash_attn_func  # FlashAttention-3, when installed
 except ImportError:
@@ -25,19 +31,20 @@ except ImportError:
 
 # ----------------------------------------------------------------------------- HYPERPARAMETERS
 # One table of env vars and defaults; a bare run is the record configuration. Types follow the
-# defaults. Bad combinations fail at start, and an unknown var that looks like ours is reported.
+# defaults. Bad combinations fail at start, all named in one message, and an unknown var that
+# looks like ours is reported.
 
 SETTINGS = dict(
     # data and run
     DATA_PATH="./data/datasets/fineweb10B_sp1024", TOKENIZER_PATH="./data/tokenizers/fineweb_1024_bpe.model",
-    RUN_ID="", SEED=42, VAL_MAX_TOKENS=0, EVAL_ONLY=False, ARTIFACT_PATH="final_model.int6.ptz",
+    RUN_ID="", SEED=42, VAL_MAX_TOKENS=0, EVAL_ONLY=False, ARTIFACT_PATH="", OVERWRITE=False, SMOKE=False,
     # model
     VOCAB_SIZE=1024, NUM_LAYERS=11, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=3.0,
     LEAKY_RELU=True, ROPE_DIMS=16, ROPE_BASE=10000.0, QK_GAIN_INIT=1.5, LOGIT_SOFTCAP=30.0,
     TIED_EMBED_INIT_STD=0.005, LN_SCALE=True, XSA_LAST_N=4, VRL_ENABLED=True,
     BIGRAM_VOCAB_SIZE=2048, BIGRAM_DIM=128, VE_ENABLED=True, VE_DIM=128, VE_LAYERS="9,10",
     # training
-    TRAIN_BATCH_TOKENS=786432, TRAIN_SEQ_LEN=2048, ITERATIONS=20000, MAX_WALLCLOCK_SECONDS=600.0,
+    TRAIN_BATCH_TOKENS=786432, TRAIN_SEQ_LEN=2048, GRAD_ACCUM_STEPS=0, ITERATIONS=20000, MAX_WALLCLOCK_SECONDS=600.0,
     WARMUP_STEPS=20, WARMDOWN_ITERS=3500, TRAIN_LOG_EVERY=500, VAL_LOSS_EVERY=4000,
     MATRIX_LR=0.025, SCALAR_LR=0.025, TIED_EMBED_LR=0.035, ADAM_WD=0.04, GRAD_CLIP_NORM=0.3,
     MUON_MOMENTUM=0.99, MUON_MOMENTUM_WARMUP_START=0.92, MUON_MOMENTUM_WARMUP_STEPS=1500,
@@ -48,9 +55,23 @@ SETTINGS = dict(
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
 )
+# SMOKE=1: a model of 0.27M parameters on the sample shipped in data/sample, every part of the stack
+# on, no compile warm-up and no cap: about a minute on 2 CPU cores. Any setting still overrides it.
+SAMPLE_DATA = Path(__file__).resolve().parent / "data" / "sample"
+SMOKE_PRESET = dict(
+    DATA_PATH=str(SAMPLE_DATA), TOKENIZER_PATH=str(SAMPLE_DATA / "fineweb_1024_bpe.model"),
+    NUM_LAYERS=4, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, XSA_LAST_N=2, VE_LAYERS="2,3", BIGRAM_VOCAB_SIZE=256,
+    BIGRAM_DIM=32, VE_DIM=32, TRAIN_BATCH_TOKENS=4096, TRAIN_SEQ_LEN=128, GRAD_ACCUM_STEPS=1, ITERATIONS=80,
+    MAX_WALLCLOCK_SECONDS=0.0, WARMUP_STEPS=0, WARMDOWN_ITERS=25, TRAIN_LOG_EVERY=10, VAL_LOSS_EVERY=0,
+    MUON_MOMENTUM_WARMUP_STEPS=25, EVAL_STRIDE=32, TTT_CHUNK_TOKENS=2048, TTT_EPOCHS=1,
+)
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 SIZE_LIMIT_BYTES = 16_000_000
 AUDIT_TOLERANCE = 1e-6  # max |sum_v p(v) - 1| allowed for a mixed distribution
+# Largest code of each integer grid the export stores (and late QAT rounds onto): codes -max..max
+INT5_MAX, INT6_MAX, INT8_MAX = 15, 31, 127
+# A tiny model whose every part is on, for the message that reports conflicting settings
+TINY_EXAMPLE = "NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 ROPE_DIMS=16 XSA_LAST_N=1 VE_LAYERS=1 (or SMOKE=1)"
 
 
 class UserError(Exception):
@@ -70,9 +91,11 @@ def _parse(name: str, raw: str, default):
 
 class Hyperparameters:
     def __init__(self, environ=os.environ):
-        for name, default in SETTINGS.items():
+        smoke = _parse("SMOKE", environ.get("SMOKE", "0"), False)
+        self.defaults = {**SETTINGS, **(SMOKE_PRESET if smoke else {})}
+        for name, default in self.defaults.items():
             raw = environ.get(name)
-            setattr(self, name.lower(), default if raw is None else _parse(name, raw, default))
+            setattr(self, name.lower(), default if raw is None else _parse(name, raw, SETTINGS[name]))
         try:
             self.ve_layers = tuple(int(s) for s in self.ve_layers.split(",") if s.strip()) if self.ve_enabled else ()
         except ValueError:
@@ -92,33 +115,47 @@ class Hyperparameters:
         return f"unknown setting {name} ignored" + (f" (did you mean {close[0]}?)" if close else "")
 
     def _validate(self):
-        for name in ("VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN",
-                     "ITERATIONS", "TRAIN_LOG_EVERY", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS"):
-            if getattr(self, name.lower()) <= 0:
-                raise UserError(f"{name} must be > 0")
-        checks = [
-            (self.model_dim % self.num_heads == 0, "MODEL_DIM must be divisible by NUM_HEADS"),
-            (self.num_heads % self.num_kv_heads == 0, "NUM_HEADS must be divisible by NUM_KV_HEADS"),
-            (self.rope_dims % 2 == 0 and 0 < self.rope_dims <= self.model_dim // self.num_heads,
-             "ROPE_DIMS must be even and in 1..head_dim (MODEL_DIM/NUM_HEADS)"),
-            (0 <= self.xsa_last_n <= self.num_layers, "XSA_LAST_N must be in 0..NUM_LAYERS"),
-            (all(0 <= i < self.num_layers for i in self.ve_layers), "VE_LAYERS must be layer indices in 0..NUM_LAYERS-1"),
+        """Every conflict at once, in one line: fixing one limit must not just reveal the next."""
+        head_dim = self.model_dim // self.num_heads if self.num_heads > 0 else 0
+        checks = [(getattr(self, name.lower()) > 0, f"{name} must be > 0") for name in (
+            "VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN",
+            "ITERATIONS", "TRAIN_LOG_EVERY", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS")]
+        checks += [
+            (head_dim and self.model_dim % self.num_heads == 0, f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}"),
+            (self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads == 0, f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}"),
+            (self.rope_dims % 2 == 0 and 0 < self.rope_dims <= head_dim,
+             f"ROPE_DIMS={self.rope_dims} must be even and in 2..head_dim={head_dim} (MODEL_DIM/NUM_HEADS)"),
+            (0 <= self.xsa_last_n <= self.num_layers, f"XSA_LAST_N={self.xsa_last_n} must be in 0..NUM_LAYERS={self.num_layers}"),
+            (all(0 <= i < self.num_layers for i in self.ve_layers),
+             f"VE_LAYERS={','.join(map(str, self.ve_layers))} must be layer indices in 0..{self.num_layers - 1} (NUM_LAYERS-1), or VE_ENABLED=0"),
             (self.bigram_vocab_size == 0 or self.bigram_vocab_size >= 2, "BIGRAM_VOCAB_SIZE must be 0 (off) or >= 2"),
-            (0 < self.eval_stride <= self.eval_seq_len, "EVAL_STRIDE must be in 1..EVAL_SEQ_LEN"),
-            (self.warmdown_iters >= 0 and self.warmup_steps >= 0, "WARMDOWN_ITERS and WARMUP_STEPS must be >= 0"),
+            (0 < self.eval_stride <= self.eval_seq_len, f"EVAL_STRIDE={self.eval_stride} must be in 1..EVAL_SEQ_LEN={self.eval_seq_len}"),
+            (self.warmdown_iters >= 0 and self.warmup_steps >= 0 and self.grad_accum_steps >= 0,
+             "WARMDOWN_ITERS, WARMUP_STEPS and GRAD_ACCUM_STEPS must be >= 0"),
             (0 <= self.complement_alpha <= 1, "COMPLEMENT_ALPHA must be in [0, 1]"),
             (0 <= self.ema_decay < 1 and 0 <= self.late_qat_threshold <= 1, "EMA_DECAY must be in [0, 1) and LATE_QAT_THRESHOLD in [0, 1]"),
-            (self.ttt_chunk_tokens % self.eval_seq_len == 0, "TTT_CHUNK_TOKENS must be a multiple of EVAL_SEQ_LEN"),
+            (self.eval_seq_len > 0 and self.ttt_chunk_tokens % self.eval_seq_len == 0,
+             f"TTT_CHUNK_TOKENS={self.ttt_chunk_tokens} must be a multiple of EVAL_SEQ_LEN={self.eval_seq_len}"),
             (self.ngram_order >= 2 and 0 <= self.ngram_discount <= 1, "NGRAM_ORDER must be >= 2 and NGRAM_DISCOUNT in [0, 1]"),
-            (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0, "TTT_FREEZE_BLOCKS must be in 0..NUM_LAYERS and TTT_EPOCHS >= 0"),
+            (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0,
+             f"TTT_FREEZE_BLOCKS={self.ttt_freeze_blocks} must be in 0..NUM_LAYERS={self.num_layers} and TTT_EPOCHS >= 0"),
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise UserError(f"{len(problems)} setting(s) conflict: " + "; ".join(problems) + f". A tiny model that works: {TINY_EXAMPLE}")
 
     def items(self):
         return [(name, getattr(self, name.lower())) for name in SETTINGS]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Where this process runs (rank `rank` of `world`, on `device`) and its log (rank 0 writes it)."""
+    device: torch.device
+    rank: int
+    world: int
+    log: Callable[[str], None]
 
 
 # ----------------------------------------------------------------------------- DATA
@@ -129,16 +166,18 @@ class Hyperparameters:
 # previous token is a boundary (control/unknown) token.
 
 SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 1024
+REGENERATE_SHARDS = ("delete it and download again (`python data/cached_challenge_fineweb.py --variant sp1024`) "
+                     "or make it again from your documents (`python data/docs_to_shards.py`, see data/README.md)")
 
 
 def read_shard_header(path: Path) -> int:
     size = path.stat().st_size
     header = np.fromfile(path, dtype="<i4", count=256) if size >= HEADER_BYTES else None
     if header is None or header[0] != SHARD_MAGIC or header[1] != SHARD_VERSION:
-        raise UserError(f"{path} is not a challenge shard (bad header); re-download or regenerate it")
+        raise UserError(f"{path} is not a challenge shard (bad header); {REGENERATE_SHARDS}")
     expected = HEADER_BYTES + 2 * int(header[2])
     if size != expected:
-        raise UserError(f"{path} is truncated or corrupt: header says {header[2]} tokens ({expected} bytes), file has {size} bytes")
+        raise UserError(f"{path} is truncated or corrupt: header says {header[2]} tokens ({expected} bytes), file has {size} bytes; {REGENERATE_SHARDS}")
     return int(header[2])
 
 
@@ -153,7 +192,7 @@ def find_shards(data_path: str, split: str) -> list[Path]:
                         "`python data/cached_challenge_fineweb.py --variant sp1024` or set DATA_PATH")
     for f in files:
         if read_shard_header(f) == 0:
-            raise UserError(f"{f} holds no tokens; remove it or regenerate the shards")
+            raise UserError(f"{f} holds no tokens; {REGENERATE_SHARDS}")
     return files
 
 
@@ -187,6 +226,7 @@ def next_batch(stream: TrainStream, micro_tokens: int, seq_len: int, rank: int, 
 
 
 def load_val_tokens(args) -> Tensor:
+    """The val shards' tokens (at most VAL_MAX_TOKENS), cut to whole EVAL_SEQ_LEN windows + 1."""
     tokens = np.concatenate([read_shard(f) for f in find_shards(args.data_path, "val")])
     if args.val_max_tokens:
         tokens = tokens[:args.val_max_tokens]
@@ -231,6 +271,13 @@ def target_bytes(prev: Tensor, target: Tensor, tables) -> Tensor:
     return base[target] + (space[target] & ~boundary[prev]).long()
 
 
+@dataclasses.dataclass(frozen=True)
+class ValSet:
+    """What every evaluation scores: the val tokens and the byte tables of their tokenizer."""
+    tokens: Tensor
+    byte_tables: tuple[Tensor, Tensor, Tensor]
+
+
 # ----------------------------------------------------------------------------- MODEL
 # GPT with U-Net skips between encoder and decoder halves. Extras over a plain transformer:
 # SmearGate (mix each position with its predecessor), BigramHash (hashed previous-token embedding),
@@ -269,6 +316,15 @@ class CastedLinear(nn.Linear):
         return w
 
 
+SMALL_TENSOR = 65536  # tensors this small (and all non-float ones) are stored as they are, in fp16
+INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+
+
+def int6_matrix(name: str, t: Tensor) -> bool:
+    """Attention/MLP weights large enough to quantize: int6 (or int5) at export, QAT in training."""
+    return t.is_floating_point() and t.numel() > SMALL_TENSOR and (".attn." in name or ".mlp." in name)
+
+
 def rotary_tables(seq_len: int, dims: int, base: float) -> tuple[Tensor, Tensor]:
     inv_freq = 1.0 / base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
@@ -299,7 +355,7 @@ INT32_OFFSETS = 2**31  # tensors with this many elements or more need int64 offs
 # once. A row is one head at one position; rotary pairs dims i and i + HALF (i < HALF) and leaves
 # the dims from 2 * HALF as they are.
 
-@triton.jit
+@triton_jit
 def _norm_rotary_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, grad_ptr, out_ptr, row_dgain_ptr, n_rows, seq_len, x_stride, HEADS: tl.constexpr,
                         DIM: tl.constexpr, BLOCK_DIM: tl.constexpr, HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr,
                         WIDE: tl.constexpr):
@@ -410,10 +466,10 @@ class Attention(nn.Module):
 # GEMM (TMA loads) applies it as its epilogue instead: forward, fc writes u and h (only h at
 # inference); backward, grad_y @ W_proj comes out already multiplied by dh/du. Same arithmetic as
 # inductor's (each product rounded to bf16, then the activation in fp32). The epilogue works on two
-# halves of the tile and stores from registers, not through shared memory: by tools/act_gemm_probe.py
-# --overlap on an H200, 1.11x (forward), 1.19x (backward) and 1.12x (inference) on TMA stores.
+# halves of the tile and stores from registers, not through shared memory: on an H200, 1.11x (forward),
+# 1.19x (backward) and 1.12x (inference) against TMA stores (commit 5305a81, docs/performance.md).
 
-@triton.jit
+@triton_jit
 def _act_epilogue(acc, rows, cols, out_ptr, u_ptr, M, N, SLOPE: tl.constexpr, MODE: tl.constexpr):
     """One (rows, cols) piece of the tile: MODE 0 out = h(c); 1: also u = c; 2: out = c * dh/du at u."""
     at, inside = rows[:, None] * N + cols[None, :], (rows < M)[:, None] & (cols < N)[None, :]
@@ -429,7 +485,7 @@ def _act_epilogue(acc, rows, cols, out_ptr, u_ptr, M, N, SLOPE: tl.constexpr, MO
         tl.store(out_ptr + at, (u * u).to(c.dtype), mask=inside)
 
 
-@triton.jit
+@triton_jit
 def _act_gemm_kernel(a_desc, b_desc, out_ptr, u_ptr, M, N, K, SLOPE: tl.constexpr, MODE: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PROGRAMS: tl.constexpr, WIDE: tl.constexpr):
     """c = a @ b^T, tile by tile, each tile's epilogue in two halves of BN // 2 columns."""
@@ -451,7 +507,7 @@ def _act_gemm_kernel(a_desc, b_desc, out_ptr, u_ptr, M, N, K, SLOPE: tl.constexp
 def _act_gemm(a: Tensor, b: Tensor, slope: float, mode: int, u: Tensor | None = None) -> Tensor:
     """The kernel on a (M, K) and b (N, K), both contiguous; returns out (and fills u in mode 1)."""
     (M, K), N = a.shape, b.size(0)
-    BM, BN, BK = 128, 256, 64  # fastest of tools/act_gemm_probe.py --overlap's on an H200, in all three modes
+    BM, BN, BK = 128, 256, 64  # the fastest tiles measured on an H200, in all three modes (commit 5305a81)
     out = a.new_empty(M, N)
     tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
     programs = min(tiles, torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 3)
@@ -558,7 +614,7 @@ class BigramHash(nn.Module):
 class GPT(nn.Module):
     def __init__(self, args):
         super().__init__()
-        self.args = args
+        self.ve_layers, self.logit_softcap = args.ve_layers, args.logit_softcap
         self.tok_emb = nn.Embedding(args.vocab_size, args.model_dim)
         self.bigram = BigramHash(args.bigram_vocab_size, args.bigram_dim, args.model_dim) if args.bigram_vocab_size else None
         self.smear_gate = nn.Parameter(torch.zeros(args.model_dim))
@@ -574,11 +630,11 @@ class GPT(nn.Module):
             kv_dim = args.num_kv_heads * (args.model_dim // args.num_heads)
             self.ve_embed, self.ve_proj = nn.Embedding(args.vocab_size, args.ve_dim), CastedLinear(args.ve_dim, kv_dim)
             self.ve_scale, self.ve_layer_scales = nn.Parameter(torch.tensor(0.1)), nn.Parameter(torch.ones(len(args.ve_layers)))
-        self._init_weights()
+        self._init_weights(args.tied_embed_init_std)
 
-    def _init_weights(self):
-        nn.init.normal_(self.tok_emb.weight, std=self.args.tied_embed_init_std)
-        if self.args.ve_layers:
+    def _init_weights(self, embed_std: float):
+        nn.init.normal_(self.tok_emb.weight, std=embed_std)
+        if self.ve_layers:
             nn.init.normal_(self.ve_embed.weight, std=0.01)
         for name, m in self.named_modules():
             if isinstance(m, CastedLinear):
@@ -587,12 +643,11 @@ class GPT(nn.Module):
                 elif min(m.weight.shape) >= 64:
                     nn.init.orthogonal_(m.weight)
                     if name.endswith("proj"):
-                        m.weight.data /= math.sqrt(2 * self.args.num_layers)
+                        m.weight.data /= math.sqrt(2 * len(self.blocks))
 
     def hidden(self, idx: Tensor, last: int = 0) -> Tensor:
         """Final normed hidden states (B, T, model_dim); last > 0: of the last `last` positions only, which
         the last block computes alone (its keys and values still cover all T)."""
-        args = self.args
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx)
@@ -604,14 +659,14 @@ class GPT(nn.Module):
         device = idx.device.type
         x = x0 = x.to(torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype)
         rotary = [t[:, :idx.size(1)] for t in (self.rope_cos, self.rope_sin)]
-        value_emb = self.ve_proj(self.ve_embed(idx), self.ve_scale) if args.ve_layers else None
+        value_emb = self.ve_proj(self.ve_embed(idx), self.ve_scale) if self.ve_layers else None
         skips, v0 = [], None
         for i, block in enumerate(self.blocks):
             if i >= self.encoder_layers and skips:
                 x = x + self.skip_weights[i - self.encoder_layers].to(x.dtype) * skips.pop()
             extra_v = self.vrl_scales[i - 1] * v0 if v0 is not None and self.vrl_scales is not None else None
-            if i in args.ve_layers:
-                ve = value_emb * self.ve_layer_scales[args.ve_layers.index(i)]
+            if i in self.ve_layers:
+                ve = value_emb * self.ve_layer_scales[self.ve_layers.index(i)]
                 extra_v = ve if extra_v is None else extra_v + ve
             x, v = block(x, x0, extra_v, rotary, last if i == len(self.blocks) - 1 else 0)
             if i == 0:
@@ -621,7 +676,7 @@ class GPT(nn.Module):
         return rms_norm(x)
 
     def head(self, h: Tensor) -> Tensor:
-        cap = self.args.logit_softcap
+        cap = self.logit_softcap
         return cap * torch.tanh(F.linear(h, self.tok_emb.weight.to(h.dtype)).float() / cap)
 
     def forward(self, idx: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -746,12 +801,23 @@ def set_qat(model: GPT, enabled: bool, temperature: float = 1.0):
             m.qat_temperature.fill_(temperature)
 
 
-def train(args, model: GPT, ctx, log) -> int:
-    """Train until ITERATIONS or the wallclock cap; leaves the EMA weights in `model`."""
-    device, rank, world = ctx["device"], ctx["rank"], ctx["world"]
-    grad_accum = max(1, 8 // world)
+@contextlib.contextmanager
+def state_restored(model: GPT, optimizers: list[torch.optim.Optimizer]):
+    """Whatever steps run inside leave model and optimizers as they were (the compile warmup's)."""
+    snapshot = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
+    yield
+    model.load_state_dict(snapshot[0])
+    for opt, state in zip(optimizers, snapshot[1]):
+        opt.load_state_dict(state)
+
+
+def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
+    """Train until ITERATIONS or the wallclock cap; leaves the EMA weights in `model`. `val` is
+    scored every VAL_LOSS_EVERY steps."""
+    device, rank, world, log = run.device, run.rank, run.world, run.log
+    grad_accum = args.grad_accum_steps or max(1, 8 // world)
     if args.train_batch_tokens % (world * grad_accum * args.train_seq_len):
-        raise UserError(f"TRAIN_BATCH_TOKENS={args.train_batch_tokens} must be divisible by world_size*grad_accum*TRAIN_SEQ_LEN"
+        raise UserError(f"TRAIN_BATCH_TOKENS={args.train_batch_tokens} must be divisible by world_size*GRAD_ACCUM_STEPS*TRAIN_SEQ_LEN"
                         f" = {world}*{grad_accum}*{args.train_seq_len}")
     micro_tokens = args.train_batch_tokens // (world * grad_accum)
     log(f"world_size:{world} grad_accum:{grad_accum} micro_batch_seqs:{micro_tokens // args.train_seq_len}")
@@ -799,18 +865,16 @@ def train(args, model: GPT, ctx, log) -> int:
             opt.step()
         return total, pairs
 
-    # Compile warmup: real steps (including the late-QAT graph) whose effects are then undone.
-    if args.warmup_steps:
-        log(f"compile_warmup: {args.warmup_steps} steps" + (" (torch.compile: about 2-3 minutes on one H100/H200)" if device.type == "cuda" else ""))
-        snapshot = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
+    # Compile warmup: real steps (including the late-QAT graph) whose effects are then undone. On CPU
+    # nothing is compiled, so there is nothing to warm up.
+    if args.warmup_steps and device.type == "cuda":
+        log(f"compile_warmup: {args.warmup_steps} steps (torch.compile: about 2-3 minutes on one H100/H200)")
         stream, t0 = TrainStream(train_files), time.perf_counter()
-        for i in range(args.warmup_steps):
-            set_qat(model, i == args.warmup_steps - 1 and args.late_qat_threshold > 0)
-            train_step(stream, 0, 1.0)
-        set_qat(model, False)
-        model.load_state_dict(snapshot[0])
-        for opt, state in zip(optimizers, snapshot[1]):
-            opt.load_state_dict(state)
+        with state_restored(model, optimizers):
+            for i in range(args.warmup_steps):
+                set_qat(model, i == args.warmup_steps - 1 and args.late_qat_threshold > 0)
+                train_step(stream, 0, 1.0)
+            set_qat(model, False)
         log(f"compile_warmup done steps:{args.warmup_steps} seconds:{time.perf_counter() - t0:.1f} (not counted in the cap)")
 
     stream = TrainStream(train_files)
@@ -820,10 +884,10 @@ def train(args, model: GPT, ctx, log) -> int:
     synchronize(device)
     t0 = time.perf_counter()
     while step < args.iterations:
-        if args.val_loss_every and step and step % args.val_loss_every == 0:
+        if val is not None and args.val_loss_every and step and step % args.val_loss_every == 0:
             synchronize(device)
             train_ms += 1000 * (time.perf_counter() - t0)
-            result = evaluate(model, ctx, args.eval_seq_len, "periodic")
+            result = evaluate(model, args, run, val, args.eval_seq_len, "periodic")
             log(f"step:{step} val_loss:{result['val_loss']:.4f} val_bpb:{result['val_bpb']:.4f}")
             t0 = time.perf_counter()
         elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
@@ -868,16 +932,10 @@ def train(args, model: GPT, ctx, log) -> int:
 # ----------------------------------------------------------------------------- EXPORT
 # Attention/MLP matrices: int6 per row (int5 where needed to fit the cap), the clip percentile
 # chosen per tensor by reconstruction error. Embeddings: int8 per row. Small tensors: fp16. The
-# whole dict is lzma-compressed. The artifact counted against the 16 MB cap is this file's bytes
-# plus the compressed blob.
+# whole dict is lzma-compressed. What counts against the 16 MB cap is the compressed blob plus the
+# packed program's bytes (below).
 
-INT5_MAX, INT6_MAX, INT8_MAX, SMALL_TENSOR = 15, 31, 127, 65536
 INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
-
-
-def int6_matrix(name: str, t: Tensor) -> bool:
-    """Attention/MLP weights large enough to quantize: int6 (or int5) at export, QAT in training."""
-    return t.is_floating_point() and t.numel() > SMALL_TENSOR and (".attn." in name or ".mlp." in name)
 
 
 def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
@@ -970,6 +1028,40 @@ def load_artifact(path: Path, model: GPT):
         model.load_state_dict(dequantize_state(blob, model.state_dict()))
     except (lzma.LZMAError, KeyError, RuntimeError) as e:
         raise UserError(f"{path} is not an artifact of this model configuration: {str(e).splitlines()[0]}") from None
+
+
+# A submission pays for its code by the bytes of the file it submits. Ours is this source packed:
+# lzma-compressed, as a latin-1 string literal (a few escapes instead of base85's 25%), in one line
+# that decompresses and runs it. The packed file behaves exactly like this one (linecache gives
+# Triton the kernels' source), and its size is the code_bytes every run counts against the cap.
+
+PACK_HEADER = b"# -*- coding: latin-1 -*-\n"
+PACK_ESCAPES = ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"\n", b"\\n"), (b"\r", b"\\r"), (b"\0", b"\\x00"))
+
+
+def pack_source(source: bytes) -> bytes:
+    """The packed program: same behaviour as `source`, a quarter of its bytes."""
+    data = lzma.compress(source, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}])
+    for plain, escaped in PACK_ESCAPES:  # backslash first: the later escapes add backslashes
+        data = data.replace(plain, escaped)
+    return (PACK_HEADER + b'import lzma,linecache;UNPACKED_SOURCE=lzma.decompress("' + data
+            + b'".encode("latin-1"),lzma.FORMAT_RAW,filters=[{"id":lzma.FILTER_LZMA2}]).decode();f=__file__+" (unpacked)";'
+            + b'linecache.cache[f]=(0,None,UNPACKED_SOURCE.splitlines(True),f);exec(compile(UNPACKED_SOURCE,f,"exec"))\n')
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeSize:
+    counted_bytes: int  # the packed file's, what a submission pays
+    source_bytes: int
+    sha256: str  # of the packed file: what tools/make_submission.py checks a submission's train_gpt.py against
+
+
+def code_size() -> CodeSize:
+    """Of the program running now, as source or packed (then UNPACKED_SOURCE is its source)."""
+    own = Path(__file__).read_bytes()
+    unpacked = globals().get("UNPACKED_SOURCE")
+    packed = own if unpacked is not None else pack_source(own)
+    return CodeSize(len(packed), len(unpacked.encode()) if unpacked is not None else len(own), hashlib.sha256(packed).hexdigest())
 
 
 # ----------------------------------------------------------------------------- EVALUATION
@@ -1107,16 +1199,15 @@ class TestTimeTrainer:
     averages of the trained weights. Trained: the last TTT_FREEZE_BLOCKS blocks, every *scale*
     tensor and the tied embedding; everything else stays frozen."""
 
-    def __init__(self, model: GPT, ctx, n_chunks: int):
-        args = self.args = model.args
-        self.ctx, self.n_chunks = ctx, n_chunks
+    def __init__(self, model: GPT, args, run: Run, val: ValSet, n_chunks: int):
+        self.args, self.run, self.val, self.n_chunks = args, run, val, n_chunks
         first_trained = args.num_layers - args.ttt_freeze_blocks
         for name, p in model.named_parameters():
             block = int(name.split(".")[1]) if name.startswith("blocks.") else -1
             p.requires_grad_(block >= first_trained or "scale" in name or name.startswith("tok_emb"))
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.polyak = [p.detach().clone() for p in self.params]
-        cuda = ctx["device"].type == "cuda"
+        cuda = run.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.params, lr=args.ttt_lr, betas=(0.9, 0.999), weight_decay=0.0, fused=cuda)
         # A rank's share of a chunk is a few ms of GPU work, less than the CPU needs to launch its
         # kernels one by one: forward and backward replay as CUDA graphs (mode reduce-overhead).
@@ -1136,13 +1227,13 @@ class TestTimeTrainer:
 
     def train_chunk(self, tokens: Tensor, start: int, chunk: int):
         """Train on targets tokens[start+1 : start+TTT_CHUNK_TOKENS+1], all of them already scored."""
-        args, ctx = self.args, self.ctx
+        args, run = self.args, self.run
         length = args.eval_seq_len
         n_seqs = args.ttt_chunk_tokens // length
         x = tokens[start:start + n_seqs * length].view(n_seqs, length)
         y = tokens[start + 1:start + 1 + n_seqs * length].view(n_seqs, length)
-        mine = rank_slice(n_seqs, ctx["rank"], ctx["world"])
-        weights = target_bytes(x, y, ctx["byte_tables"]).float()
+        mine = rank_slice(n_seqs, run.rank, run.world)
+        weights = target_bytes(x, y, self.val.byte_tables).float()
         weights = weights[mine] * (weights[mine].numel() / weights.sum())  # local mean = global byte-weighted share
         progress = chunk / max(self.n_chunks - 1, 1)
         lr = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * progress)) * (1 + 2 * min(chunk / (0.3 * self.n_chunks), 1))
@@ -1157,7 +1248,7 @@ class TestTimeTrainer:
                 with autocast:
                     self.loss(x[mine], y[mine], weights).backward()
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            for p, g in zip(self.params, all_reduce_flat(grads) if ctx["world"] > 1 else grads):
+            for p, g in zip(self.params, all_reduce_flat(grads) if run.world > 1 else grads):
                 p.grad = g
             torch.nn.utils.clip_grad_norm_(self.params, args.ttt_grad_clip)
             self.optimizer.step()
@@ -1167,15 +1258,15 @@ class TestTimeTrainer:
         self.model.eval()
 
 
-def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, ttt: bool = False,
+def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, use_mixer: bool = False, ttt: bool = False,
              temperature: float = 1.0, dump_path: str = "") -> dict:
     """Score every val target once, split over ranks. The legal stack is one loop over chunks of
     TTT_CHUNK_TOKENS targets: score the chunk (model + mixer, whose counts cover the earlier chunks),
     update alpha's history with it, train on it (never the last). Returns val_loss (nats/token) and
     val_bpb of the model alone (after TTT, if on) and, with the mixer, mixed_loss/mixed_bpb and the
     normalization audit. TTT changes `model`."""
-    args, device, log, rank, world = model.args, ctx["device"], ctx["log"], ctx["rank"], ctx["world"]
-    tokens, tables = ctx["val_tokens"], ctx["byte_tables"]
+    device, log, rank, world = run.device, run.log, run.rank, run.world
+    tokens, tables = val.tokens, val.byte_tables
     n_targets = len(tokens) - 1
     length = min(args.eval_seq_len, n_targets)
     ends, skips = window_plan(len(tokens), args.eval_seq_len, stride)
@@ -1183,7 +1274,7 @@ def evaluate(model: GPT, ctx, stride: int, label: str, use_mixer: bool = False, 
     n_chunks = -(-n_targets // chunk_tokens)
     window_chunk = (ends - length + skips) // chunk_tokens  # chunk of each window's first scored target
     bounds = torch.searchsorted(window_chunk, torch.arange(n_chunks + 1)).tolist()
-    trainer = TestTimeTrainer(model, ctx, n_chunks) if ttt else None
+    trainer = TestTimeTrainer(model, args, run, val, n_chunks) if ttt else None
     was_training = model.training
     model.eval()
     cuda = device.type == "cuda"
@@ -1302,32 +1393,36 @@ def make_logger(run_id: str, rank: int, folder: str = "logs"):
         path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a") if rank == 0 else None
 
-    def log(msg: str):
+    def log(msg: str, stream=sys.stdout):
+        """Rank 0 writes `msg` to the log file and to `stream`; the other ranks write nothing."""
         if handle:
-            print(msg, flush=True)
+            print(msg, file=stream, flush=True)
             handle.write(msg + "\n")
             handle.flush()
     return log, path
 
 
-def log_header(args, ctx, run_id: str, code_bytes: int):
-    device, log = ctx["device"], ctx["log"]
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    attention_path = "flash_attn_3" if flash_attn_func is not None and device.type == "cuda" else "sdpa"
-    log(f"run_id:{run_id} torch:{torch.__version__} device:{gpu} world_size:{ctx['world']} attention:{attention_path} code_bytes:{code_bytes}")
-    log(f"code_sha256:{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
-        f" inductor_mix_order_reduction:{getattr(torch._inductor.config.triton, 'mix_order_reduction', None)}")
+def log_header(args, run: Run, run_id: str, code: CodeSize):
+    gpu = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else "cpu"
+    attention_path = "flash_attn_3" if flash_attn_func is not None and run.device.type == "cuda" else "sdpa"
+    run.log(f"run_id:{run_id} torch:{torch.__version__} device:{gpu} world_size:{run.world} attention:{attention_path} "
+            f"code_bytes:{code.counted_bytes} source_bytes:{code.source_bytes}")
+    run.log(f"code_sha256:{code.sha256} started_utc:{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+            f" inductor_mix_order_reduction:{getattr(torch._inductor.config.triton, 'mix_order_reduction', None)}")
+    if args.smoke:
+        run.log("preset:smoke (SMOKE=1: tiny model on data/sample; not a result)")
     for name, value in args.items():
-        log(f"hyperparameter {name}={value}")
+        run.log(f"hyperparameter {name}={value}")
     for w in args.warnings:
-        log(f"WARNING: {w}")
+        run.log(f"WARNING: {w}")
 
 
 def launch(job, run_id_format: str = "run_%Y%m%d_%H%M%S", log_folder: str = "logs"):
     """Set up ranks (under torchrun: NCCL on GPU, gloo on CPU) and the log, then run
-    job(args, ctx, log_path); a UserError becomes one ERROR line and exit code 2."""
+    job(args, run, log_path). A UserError becomes one ERROR line (rank 0's, in the log and on
+    stdout) and exit code 2; under torchrun, torchrun then reports the failed ranks and exits 1."""
     # Inductor's mix-order reduction (torch >= 2.10) fuses an RMS-norm backward with 8 column sums into
-    # one slow kernel: off, a step takes 735 ms instead of 773 on one H100 (logs/bench/ab_mix_order_off.txt).
+    # one slow kernel: off, a step takes 735 ms instead of 773 on one H100 (docs/performance.md).
     if hasattr(torch._inductor.config.triton, "mix_order_reduction"):
         torch._inductor.config.triton.mix_order_reduction = os.environ.get("TORCHINDUCTOR_MIX_ORDER_REDUCTION") == "1"
     distributed = "RANK" in os.environ
@@ -1342,11 +1437,9 @@ def launch(job, run_id_format: str = "run_%Y%m%d_%H%M%S", log_folder: str = "log
         dist.broadcast_object_list(run_id)
     log, log_path = make_logger(run_id[0], rank, log_folder)
     try:
-        job(Hyperparameters(), dict(device=device, rank=rank, world=world, log=log), log_path)
+        job(Hyperparameters(), Run(device, rank, world, log), log_path)
     except UserError as e:
-        log(f"ERROR: {e}")
-        if rank == 0:
-            print(f"ERROR: {e}", file=sys.stderr)
+        log(f"ERROR: {e}", stream=sys.stderr)
         sys.exit(2)
     finally:
         if distributed:
@@ -1354,53 +1447,70 @@ def launch(job, run_id_format: str = "run_%Y%m%d_%H%M%S", log_folder: str = "log
             gc.collect()  # free finished gloo work now: at interpreter exit its threads can abort (torch#109478)
 
 
+def output_paths(args, run_id: str) -> tuple[Path, Path]:
+    """The artifact (ARTIFACT_PATH, by default named after the run) and the raw EMA weights beside it."""
+    artifact = Path(args.artifact_path or f"final_model_{run_id}.int6.ptz")
+    return artifact, artifact.with_suffix("").with_suffix(".pt")
+
+
 def main():
-    code_bytes = len(Path(__file__).read_bytes())
-    launch(lambda args, ctx, log_path: run(args, ctx, code_bytes, log_path))
+    code = code_size()
+    launch(lambda args, run, log_path: train_and_score(args, run, code, log_path))
 
 
-def run(args, ctx, code_bytes: int, log_path: Path):
-    log, device = ctx["log"], ctx["device"]
+def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
+    log, device = run.log, run.device
+    code_bytes = code.counted_bytes
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    log_header(args, ctx, log_path.stem, code_bytes)
+    log_header(args, run, log_path.stem, code)
+    artifact, raw_weights = output_paths(args, log_path.stem)
+    if args.eval_only and not artifact.is_file():
+        raise UserError(f"EVAL_ONLY=1: no artifact at {artifact}; set ARTIFACT_PATH to the file a training log names on its artifact: line")
+    existing = [str(p) for p in (artifact, raw_weights) if p.exists()]
+    if not args.eval_only and existing and not args.overwrite:
+        raise UserError(f"{' and '.join(existing)} already exist (an earlier run's); use another RUN_ID or ARTIFACT_PATH, or OVERWRITE=1 to replace them")
     sp = load_tokenizer(args, log)
-    ctx["byte_tables"] = tuple(t.to(device) for t in byte_tables(sp))
-    ctx["val_tokens"] = load_val_tokens(args).to(device)
-    log(f"val_tokens:{len(ctx['val_tokens']) - 1} (scored targets)")
+    val = ValSet(load_val_tokens(args).to(device), tuple(t.to(device) for t in byte_tables(sp)))
+    log(f"val_tokens:{len(val.tokens) - 1} (scored targets)")
     model = GPT(args).to(device)
     log(f"model_params:{sum(p.numel() for p in model.parameters())}")
-    artifact = Path(args.artifact_path)
     if args.eval_only:
         log(f"eval_only: loading {artifact}")
-        artifact_bytes = artifact.stat().st_size if artifact.is_file() else 0
+        artifact_bytes = artifact.stat().st_size
     else:
         t0 = time.perf_counter()
-        steps = train(args, model, ctx, log)
-        log(f"training_done steps:{steps} wall_seconds:{time.perf_counter() - t0:.1f} (compile_warmup included)" + (f" peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
-        result = evaluate(model, ctx, args.eval_seq_len, "pre_quant")
+        steps = train(args, model, run, val)
+        log(f"training_done steps:{steps} wall_seconds:{time.perf_counter() - t0:.1f}" + (
+            f" (compile_warmup included) peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
+        result = evaluate(model, args, run, val, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
-        if ctx["rank"] == 0:
-            torch.save(model.state_dict(), artifact.with_name("final_model.pt"))
+        if run.rank == 0:
+            torch.save(model.state_dict(), raw_weights)
+            log(f"raw_weights:{raw_weights} (EMA weights before quantization; not part of a submission)")
             save_artifact(model, artifact, code_bytes, log)
-        if ctx["world"] > 1:
+        if run.world > 1:
             dist.barrier()
         artifact_bytes = artifact.stat().st_size
         log(f"artifact:{artifact} compressed_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
     model = GPT(args).to(device)
     load_artifact(artifact, model)
-    result = evaluate(model, ctx, args.eval_seq_len, "int6_roundtrip")
+    result = evaluate(model, args, run, val, args.eval_seq_len, "int6_roundtrip")
     log(f"final_int6_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
+    if args.ngram_enabled:
+        chunks = -(-(len(val.tokens) - 1) // args.ttt_chunk_tokens)
+        log(f"ngram_mixer: {chunks} chunks of TTT_CHUNK_TOKENS={args.ttt_chunk_tokens}; alpha is learned from chunks already scored "
+            "(0 for the first), so ngram_gain stays near 0 until several chunks are scored")
     # Pass 1: sliding windows, the model alone and with the mixer. Pass 2: TTT, scoring TTT alone and
     # TTT + mixer. So every run measures each part with and without the other.
-    sliding = evaluate(model, ctx, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,
+    sliding = evaluate(model, args, run, val, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,
                        dump_path="" if args.ttt_enabled else args.eval_dump_nll)
     log(f"final_int6_sliding_window val_loss:{sliding['val_loss']:.8f} val_bpb:{sliding['val_bpb']:.8f} stride:{args.eval_stride}")
     if args.ngram_enabled:
         log(f"ngram_only val_loss:{sliding['mixed_loss']:.8f} val_bpb:{sliding['mixed_bpb']:.8f} (sliding window + n-gram mixer, no TTT)")
     passes = [sliding]
     if args.ttt_enabled:
-        passes.append(evaluate(model, ctx, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
+        passes.append(evaluate(model, args, run, val, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
                                temperature=args.ttt_temperature, dump_path=args.eval_dump_nll))
         log(f"ttt_only val_loss:{passes[-1]['val_loss']:.8f} val_bpb:{passes[-1]['val_bpb']:.8f} (TTT at temperature {args.ttt_temperature}, no mixer, same pass)")
     last = passes[-1]

@@ -30,6 +30,7 @@ TRAIN_GPT = REPO_ROOT / "train_gpt.py"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 OFFICIAL_TOKENIZER = SHARED_DATA / "tokenizers" / "fineweb_1024_bpe.model"
 PROXY_DATA = SHARED_DATA / "datasets" / "proxy_sp1024"
+SAMPLE_DATA = REPO_ROOT / "data" / "sample"
 OFFICIAL_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -151,7 +152,7 @@ def _clean_environ() -> dict[str, str]:
     return env
 
 
-def run_trainer(env: dict[str, str], cwd: Path, nproc: int = 1, timeout: float = 300) -> RunResult:
+def run_trainer(env: dict[str, str], cwd: Path, nproc: int = 1) -> RunResult:
     """Run train_gpt.py as a subprocess (or under torch.distributed.run with nproc > 1)."""
     env = dict(env)
     env.setdefault("RUN_ID", "test_run")
@@ -162,7 +163,7 @@ def run_trainer(env: dict[str, str], cwd: Path, nproc: int = 1, timeout: float =
         full_env["OMP_NUM_THREADS"] = "1"  # 2 processes on 2 cores
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(TRAIN_GPT)]
     cwd.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
     log_path = cwd / "logs" / f"{env['RUN_ID']}.txt"
     return RunResult(proc.returncode, log_path.read_text() if log_path.is_file() else "", proc.stdout + proc.stderr, log_path)
 
@@ -236,10 +237,13 @@ def gains(log: str) -> dict[str, float]:
     return {k: float(v) for k, v in (item.split(":") for item in line["gains"].split())} if line else {}
 
 
-def eval_ctx(val_tokens: torch.Tensor, tables, log=None) -> dict:
-    """The ctx dict run() hands to evaluate(), for one CPU process."""
-    return dict(device=torch.device("cpu"), rank=0, world=1, log=log or (lambda msg: None),
-                val_tokens=val_tokens, byte_tables=tuple(tables))
+def cpu_run(log=None) -> train_gpt.Run:
+    """One CPU process, as launch() describes it to the training and eval functions."""
+    return train_gpt.Run(torch.device("cpu"), 0, 1, log or (lambda msg: None))
+
+
+def val_set(val_tokens: torch.Tensor, tables) -> train_gpt.ValSet:
+    return train_gpt.ValSet(val_tokens, tuple(tables))
 
 
 def rel_diff(a: float, b: float) -> float:
@@ -253,18 +257,25 @@ class E2ERun:
     env: dict[str, str]
     cwd: Path
     result: RunResult
-    code_bytes: int
+    code: train_gpt.CodeSize
+
+    @property
+    def artifact(self) -> Path:
+        return self.cwd / "final_model_e2e.int6.ptz"
+
+    @property
+    def raw_weights(self) -> Path:
+        return self.cwd / "final_model_e2e.pt"
 
 
 @pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory):
-    """One tiny training run on the shared proxy data, as a subprocess; reused by several tests."""
-    if not (OFFICIAL_TOKENIZER.is_file() and PROXY_DATA.is_dir()):
-        pytest.skip(f"shared data not found under {SHARED_DATA}")
+    """One tiny training run on the sample data shipped in data/sample (the official tokenizer), as
+    a subprocess; reused by several tests."""
     cwd = tmp_path_factory.mktemp("e2e")
-    env = dict(TINY_ENV, DATA_PATH=str(PROXY_DATA), TOKENIZER_PATH=str(OFFICIAL_TOKENIZER), RUN_ID="e2e")
-    code_bytes = len(TRAIN_GPT.read_bytes())  # what the run will count (read just before it starts)
-    return E2ERun(env, cwd, run_trainer(env, cwd), code_bytes)
+    env = dict(TINY_ENV, DATA_PATH=str(SAMPLE_DATA), TOKENIZER_PATH=str(SAMPLE_DATA / "fineweb_1024_bpe.model"), RUN_ID="e2e")
+    code = train_gpt.code_size()  # what the run will count (read just before it starts)
+    return E2ERun(env, cwd, run_trainer(env, cwd), code)
 
 
 LN2 = math.log(2)

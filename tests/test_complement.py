@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import tiny_args
+from conftest import cpu_run, tiny_args
 
 
 def expected_weights(pairs, x, y, alpha):
@@ -93,7 +93,7 @@ def test_training_uses_tracker_only_when_alpha_positive(alpha, monkeypatch, tiny
                      ITERATIONS=2, WARMUP_STEPS=0, MAX_WALLCLOCK_SECONDS=0, COMPLEMENT_ALPHA=alpha)
     torch.manual_seed(0)
     model = train_gpt.GPT(args)
-    steps = train_gpt.train(args, model, dict(device=torch.device("cpu"), rank=0, world=1), log=lambda msg: None)
+    steps = train_gpt.train(args, model, cpu_run())
     assert steps == 2
     if alpha == "0":
         assert RecordingCounts.instances == []

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import LN2, OFFICIAL_TOKENIZER, PROXY_DATA, randomize_, read_shard_tokens, tiny_args, write_shard
+from conftest import LN2, OFFICIAL_TOKENIZER, PROXY_DATA, cpu_run, randomize_, read_shard_tokens, tiny_args, val_set, write_shard
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def _tiny_eval_setup(tiny_tokenizer, tiny_data, eval_seq_len=32, n_chunks=4, **o
     torch.manual_seed(0)
     model = randomize_(train_gpt.GPT(args), std=0.2).eval()
     tokens = torch.from_numpy(read_shard_tokens(tiny_data / "fineweb_val_000000.bin")[:n_chunks * eval_seq_len + 1].astype(np.int64))
-    return model, tokens, train_gpt.byte_tables(sp)
+    return model, args, tokens, train_gpt.byte_tables(sp)
 
 
 def _direct_logits(model, tokens, e, length):
@@ -151,7 +151,7 @@ def _direct_logits(model, tokens, e, length):
 
 @pytest.mark.parametrize("stride, batch_seqs", [(32, 32), (32, 3), (8, 3), (12, 5)])
 def test_scored_logits_match_direct_windows(tiny_tokenizer, tiny_data, stride, batch_seqs):
-    model, tokens, _ = _tiny_eval_setup(tiny_tokenizer, tiny_data)
+    model, _, tokens, _ = _tiny_eval_setup(tiny_tokenizer, tiny_data)
     length = 32
     ends, skips = train_gpt.window_plan(len(tokens), length, stride)
     got_idx, got_logits = [], []
@@ -189,10 +189,9 @@ def _manual_eval(model, tokens, tables, length, stride):
 
 @pytest.mark.parametrize("stride", [32, 8, 12])
 def test_evaluate_matches_definition(tiny_tokenizer, tiny_data, stride):
-    model, tokens, tables = _tiny_eval_setup(tiny_tokenizer, tiny_data)
+    model, args, tokens, tables = _tiny_eval_setup(tiny_tokenizer, tiny_data)
     logs = []
-    ctx = dict(device=torch.device("cpu"), rank=0, world=1, log=logs.append, val_tokens=tokens, byte_tables=tables)
-    result = train_gpt.evaluate(model, ctx, stride, "test")
+    result = train_gpt.evaluate(model, args, cpu_run(logs.append), val_set(tokens, tables), stride, "test")
     loss, bpb = result["val_loss"], result["val_bpb"]
     want_loss, want_bpb = _manual_eval(model, tokens, tables, 32, stride)
     assert loss == pytest.approx(want_loss, rel=1e-5)
@@ -202,13 +201,12 @@ def test_evaluate_matches_definition(tiny_tokenizer, tiny_data, stride):
 
 
 def test_evaluate_is_independent_of_batch_size_and_restores_train_mode(tiny_tokenizer, tiny_data):
-    model, tokens, tables = _tiny_eval_setup(tiny_tokenizer, tiny_data)
+    model, args, tokens, tables = _tiny_eval_setup(tiny_tokenizer, tiny_data)
     results = []
     for batch in ("1", "3", "32"):
-        model.args.eval_batch_seqs = int(batch)
+        args.eval_batch_seqs = int(batch)
         model.train()
-        ctx = dict(device=torch.device("cpu"), rank=0, world=1, log=lambda m: None, val_tokens=tokens, byte_tables=tables)
-        result = train_gpt.evaluate(model, ctx, 8, "b")
+        result = train_gpt.evaluate(model, args, cpu_run(), val_set(tokens, tables), 8, "b")
         results.append((result["val_loss"], result["val_bpb"]))
         assert model.training
     for loss, bpb in results[1:]:

@@ -197,11 +197,11 @@ def test_load_artifact_rejects_artifact_with_extra_tensors(tmp_path):
 
 
 def test_run_reports_total_bytes_as_artifact_plus_code(e2e_run):
-    result, artifact = e2e_run.result, e2e_run.cwd / "final_model.int6.ptz"
+    result, artifact = e2e_run.result, e2e_run.artifact
     assert result.returncode == 0, result.output[-3000:]
     line = log_line(result.log, "artifact")
     assert line is not None, result.log[-3000:]
-    code_bytes = e2e_run.code_bytes  # len(train_gpt.py) when the run started
+    code_bytes = e2e_run.code.counted_bytes  # the packed train_gpt.py's size when the run started
     assert int(line["compressed_bytes"]) == artifact.stat().st_size
     assert int(line["code_bytes"]) == code_bytes
     assert int(line["total_bytes"]) == artifact.stat().st_size + code_bytes
@@ -209,11 +209,11 @@ def test_run_reports_total_bytes_as_artifact_plus_code(e2e_run):
 
 
 def test_run_artifact_is_the_quantized_final_model(e2e_run):
-    """The saved artifact dequantizes to final_model.pt (the EMA weights) within the export bounds."""
+    """The saved artifact dequantizes to the raw weights saved beside it (the EMA weights) within the export bounds."""
     env, cwd, result = e2e_run.env, e2e_run.cwd, e2e_run.result
     assert result.returncode == 0, result.output[-3000:]
-    final_state = torch.load(cwd / "final_model.pt", map_location="cpu")
-    blob = torch.load(io.BytesIO(lzma.decompress((cwd / "final_model.int6.ptz").read_bytes())), map_location="cpu")
+    final_state = torch.load(e2e_run.raw_weights, map_location="cpu")
+    blob = torch.load(io.BytesIO(lzma.decompress(e2e_run.artifact.read_bytes())), map_location="cpu")
     args = train_gpt.Hyperparameters(environ={k: v for k, v in env.items() if k in train_gpt.SETTINGS})
     assert set(final_state) == set(train_gpt.GPT(args).state_dict())
     back = train_gpt.dequantize_state(blob, final_state)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import randomize_, tiny_args
+from conftest import REPO_ROOT, randomize_, tiny_args
 
 
 def expected_param_count(a) -> int:
@@ -424,7 +424,7 @@ sys.path.insert(0, {tools!r})
 import bench  # imports the repo's train_gpt, as bench.py compare's children do
 program = bench.tg if {program!r} == "repo" else bench.load_program(bench.Path({program!r}))
 seen = []
-program.launch(lambda args, ctx, log_path: seen.append(torch._inductor.config.triton.mix_order_reduction), "r", "logs")
+program.launch(lambda args, run, log_path: seen.append(torch._inductor.config.triton.mix_order_reduction), "r", "logs")
 print("imported:", bench.tg is not None, "after_launch:", seen[0])
 """
 
@@ -450,3 +450,21 @@ def test_inductor_mix_order_reduction_is_off_in_our_runs_only(user_value, progra
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == str(expected)
+
+
+def test_the_program_runs_on_cpu_without_triton(tmp_path):
+    """A CPU-only install need not have Triton: the program imports, builds the model and trains a
+    step with its kernels' plain-torch formulas."""
+    import subprocess, sys
+    script = (f"import sys; sys.modules['triton'] = None; sys.path[:0] = [{str(REPO_ROOT)!r}, {str(REPO_ROOT / 'tests')!r}]\n"
+              "import torch, train_gpt\n"
+              "from conftest import tiny_args\n"
+              "assert train_gpt.triton is None\n"
+              "model = train_gpt.GPT(tiny_args())\n"
+              "x = torch.randint(0, 1024, (2, 64))\n"
+              "model(x, x).backward()\n"
+              "print('ok', sum(p.grad.abs().sum().item() > 0 for p in model.parameters() if p.grad is not None))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok ")

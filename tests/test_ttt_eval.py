@@ -16,8 +16,8 @@ import torch
 
 import train_gpt
 from test_ngram_mixer import BruteNgrams  # noqa: E402
-from conftest import (LN2, REPO_ROOT, TINY_ENV, _clean_environ, error_lines, eval_ctx, gains, log_line, randomize_, read_shard_tokens,
-                      run_trainer, tiny_args, write_shard)
+from conftest import (LN2, REPO_ROOT, TINY_ENV, _clean_environ, error_lines, cpu_run, gains, log_line, randomize_, read_shard_tokens,
+                      run_trainer, tiny_args, val_set, write_shard)
 
 SEQ = 32  # EVAL_SEQ_LEN of the in-process tests
 
@@ -40,7 +40,7 @@ def tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
     torch.manual_seed(0)
     model = randomize_(train_gpt.GPT(args), std=0.1).eval()
     val = read_shard_tokens(tiny_data / "fineweb_val_000000.bin")[:n_targets + 1]
-    return model, torch.from_numpy(val.astype(np.int64)), train_gpt.byte_tables(sp)
+    return model, args, torch.from_numpy(val.astype(np.int64)), train_gpt.byte_tables(sp)
 
 
 # ----------------------------------------------------------------------------- 4. score before update
@@ -48,9 +48,9 @@ def tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
 @pytest.mark.parametrize("stride, chunk, n_targets", [(12, 64, 7 * SEQ), (32, 32, 5 * SEQ + 7), (8, 96, 300)])
 def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp_path, tiny_tokenizer, tiny_data,
                                                                 stride, chunk, n_targets):
-    model, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets, EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=chunk,
+    model, args, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets, EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=chunk,
                                             TTT_EPOCHS=1, NGRAM_ORDER=4)
-    vocab = model.args.vocab_size
+    vocab = args.vocab_size
     events = []  # ("score" | "audit", positions, p) / ("cache", positions, columns, q) / ("train", start, chunk, last scored target)
     scored_max = [0]
     cache_probabilities, mixer_probabilities, train_chunk = (train_gpt.NgramMixer.cache_probabilities, train_gpt.NgramMixer.probabilities,
@@ -82,7 +82,7 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
     monkeypatch.setattr(train_gpt.TestTimeTrainer, "train_chunk", train)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     dump = tmp_path / "nll.npz"
-    result = train_gpt.evaluate(model, eval_ctx(tokens, tables), stride, "t", use_mixer=True, ttt=True, dump_path=str(dump))
+    result = train_gpt.evaluate(model, args, cpu_run(), val_set(tokens, tables), stride, "t", use_mixer=True, ttt=True, dump_path=str(dump))
 
     n_chunks = -(-n_targets // chunk)
     chunk_of = lambda t: (t - 1) // chunk  # noqa: E731
@@ -100,11 +100,11 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
     listed = tokens.tolist()
     brutes = {}
     for c in range(n_chunks):
-        brutes[c] = BruteNgrams(model.args.ngram_order - 1)
+        brutes[c] = BruteNgrams(args.ngram_order - 1)
         brutes[c].add(listed, 1, c * chunk + 1)
     for kind, positions, columns, q in (e for e in events if e[0] == "cache"):
         for i, pos in enumerate(positions):
-            expected, _ = brutes[chunk_of(pos)].q(listed, pos, model.args.ngram_discount, vocab)
+            expected, _ = brutes[chunk_of(pos)].q(listed, pos, args.ngram_discount, vocab)
             np.testing.assert_allclose(q[i].numpy(), expected[columns[i].numpy()], rtol=1e-12, atol=1e-15)
     assert {k for k, *_ in events} == {"cache", "score", "audit", "train"}
 
@@ -133,10 +133,10 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
 @pytest.mark.parametrize("freeze_blocks", [0, 1, 2, 3])
 def test_ttt_trains_last_k_blocks_scales_and_embedding_only(tiny_tokenizer, tiny_data, freeze_blocks):
     layers = 3
-    model, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, 4 * SEQ, NUM_LAYERS=layers, TTT_FREEZE_BLOCKS=freeze_blocks,
+    model, args, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, 4 * SEQ, NUM_LAYERS=layers, TTT_FREEZE_BLOCKS=freeze_blocks,
                                             TTT_CHUNK_TOKENS=2 * SEQ, TTT_EPOCHS=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = train_gpt.TestTimeTrainer(model, eval_ctx(tokens, tables), n_chunks=2)
+    trainer = train_gpt.TestTimeTrainer(model, args, cpu_run(), val_set(tokens, tables), n_chunks=2)
     last_blocks = {id(p) for block in list(model.blocks)[layers - freeze_blocks:] for p in block.parameters()}
     expected = [n for n, p in model.named_parameters() if id(p) in last_blocks or "scale" in n or n.startswith("tok_emb.")]
     assert [n for n, p in model.named_parameters() if p.requires_grad] == expected
@@ -387,7 +387,7 @@ def test_unnormalized_mixture_fails_the_audit(run_main, monkeypatch, artifact):
 
 def replay(artifact, dump, *argv) -> dict:
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(dump), *argv],
-                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True, timeout=300)
+                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert line.startswith("mixer_replay "), line
@@ -414,7 +414,7 @@ def test_mixer_replay_refuses_a_dump_without_the_model_part(artifact, tmp_path):
     old = tmp_path / "old.npz"
     np.savez(old, nll_bits=np.zeros(10, np.float32), bytes=np.ones(10, np.int32))
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(old)],
-                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True, timeout=120)
+                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True)
     assert proc.returncode == 2 and "lacks ['entropy_bits', 'model_nll_bits']" in proc.stderr
 
 
@@ -422,7 +422,7 @@ def test_mixer_replay_refuses_a_dump_without_the_model_part(artifact, tmp_path):
 
 def test_eval_progress_eta_leaves_out_the_first_chunk(monkeypatch, tiny_tokenizer, tiny_data):
     """The first chunk pays for torch.compile on GPU: the ETA is the pace of the chunks after it."""
-    model, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, 6 * SEQ, TTT_CHUNK_TOKENS=SEQ, TTT_EPOCHS=1, NGRAM_ORDER=3)
+    model, args, tokens, tables = tiny_eval_setup(tiny_tokenizer, tiny_data, 6 * SEQ, TTT_CHUNK_TOKENS=SEQ, TTT_EPOCHS=1, NGRAM_ORDER=3)
     clock = {"now": 0.0, "chunk": 0}
 
     class FakeTime:  # the first chunk takes 1000 s, every later one 40 s
@@ -437,7 +437,7 @@ def test_eval_progress_eta_leaves_out_the_first_chunk(monkeypatch, tiny_tokenize
     monkeypatch.setattr(train_gpt, "time", FakeTime)
     monkeypatch.setattr(train_gpt.TestTimeTrainer, "train_chunk", slow_train)
     lines = []
-    train_gpt.evaluate(model, eval_ctx(tokens, tables, log=lines.append), SEQ, "t", use_mixer=True, ttt=True)
+    train_gpt.evaluate(model, args, cpu_run(lines.append), val_set(tokens, tables), SEQ, "t", use_mixer=True, ttt=True)
     progress = [line for line in lines if line.startswith("eval:t chunk:")]
     # chunks 2..5 of 6 report (the last never does); after chunk k: (40 s per chunk) x (6 - k) to go
     assert progress == [f"eval:t chunk:{k}/6 elapsed:{train_gpt.format_seconds(1000 + 40 * (k - 1))} "

@@ -22,7 +22,7 @@ The log goes to logs/bench/<RUN_ID>.txt (train_gpt.make_logger); the table is it
 See tools/README.md."""
 from __future__ import annotations
 
-import argparse, bisect, contextlib, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, bisect, contextlib, dataclasses, importlib.util, os, re, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -40,25 +40,24 @@ STEP_LINE = re.compile(r"^step:(\d+)/(\d+) .* step_avg:([\d.]+)ms tokens_per_s:(
 WARMUP_LINE = re.compile(r"^compile_warmup done steps:\d+ seconds:([\d.]+)")
 
 
-def flops_per_token(model: tg.GPT) -> tuple[int, int, int]:
+def flops_per_token(model: tg.GPT, args) -> tuple[int, int, int]:
     """Training FLOPs per token = 6*N_matmul + 6*L*T*d.
     N_matmul: weights of every CastedLinear plus the tied embedding as LM head (2 FLOPs per weight
     forward, 4 backward). Attention: per layer and token, QK^T and AV cost 2*T*d each forward, 12*T*d
     with backward; causal masking halves it: 6*L*T*d. Not counted: embedding lookups, norms, rotary,
     softmax, elementwise ops and Muon's Newton-Schulz iterations."""
-    a = model.args
     n_matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, tg.CastedLinear)) + model.tok_emb.weight.numel()
-    attention = 6 * a.num_layers * a.train_seq_len * a.model_dim
+    attention = 6 * args.num_layers * args.train_seq_len * args.model_dim
     return 6 * n_matmul + attention, n_matmul, attention
 
 
-def header(args, ctx, log, log_path):
+def header(args, run, log, log_path):
     """The program's own run header (settings, code hash), then the table's first rows."""
-    device = ctx["device"]
-    tg.log_header(args, ctx, log_path.stem, len(Path(tg.__file__).read_bytes()))
+    device = run.device
+    tg.log_header(args, run, log_path.stem, tg.code_size())
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     attention = "flash_attn_3" if tg.flash_attn_func is not None and device.type == "cuda" else "sdpa"
-    rows = [("device", f"{gpu} x{ctx['world']}"), ("torch", torch.__version__), ("attention", attention)]
+    rows = [("device", f"{gpu} x{run.world}"), ("torch", torch.__version__), ("attention", attention)]
     return rows, device.type == "cuda"
 
 
@@ -75,18 +74,18 @@ def new_profiler(cuda: bool, schedule=None):
     return torch.profiler.profile(activities=activities, schedule=schedule)
 
 
-def bench_train(cli, args, ctx, log, log_path):
-    device, world = ctx["device"], ctx["world"]
+def bench_train(cli, args, run, log, log_path):
+    device, world = run.device, run.world
     args.iterations, args.warmdown_iters, args.max_wallclock_seconds = cli.steps, 0, 0.0
     args.val_loss_every, args.train_log_every = 0, cli.steps
-    rows, cuda = header(args, ctx, log, log_path)
+    rows, cuda = header(args, run, log, log_path)
     log(f"bench_overrides ITERATIONS={cli.steps} WARMDOWN_ITERS=0 MAX_WALLCLOCK_SECONDS=0 VAL_LOSS_EVERY=0 "
         f"TRAIN_LOG_EVERY={cli.steps} (set after Hyperparameters(); the hyperparameter lines above show them)")
     if cuda and args.warmup_steps == 0:
         log("WARNING: WARMUP_STEPS=0: torch.compile time falls inside the timed steps")
     torch.manual_seed(args.seed)
     model = tg.GPT(args).to(device)
-    fpt, n_matmul, attention = flops_per_token(model)
+    fpt, n_matmul, attention = flops_per_token(model, args)
     log(f"model_params:{sum(p.numel() for p in model.parameters())} matmul_params:{n_matmul}")
     lines = []
     profiler = None
@@ -103,7 +102,7 @@ def bench_train(cli, args, ctx, log, log_path):
 
     tg.synchronize(device)
     t0 = time.perf_counter()
-    steps = tg.train(args, model, ctx, capture)
+    steps = tg.train(args, model, dataclasses.replace(run, log=capture))
     tg.synchronize(device)
     wall = time.perf_counter() - t0
     last = [m for m in map(STEP_LINE.match, lines) if m and int(m[1]) == steps]
@@ -114,7 +113,7 @@ def bench_train(cli, args, ctx, log, log_path):
     warmup = [float(m[1]) for m in map(WARMUP_LINE.match, lines) if m]
     timed_wall = wall - (warmup[-1] if warmup else 0.0)
     per_gpu = tokens_per_s / world
-    grad_accum = max(1, 8 // world)
+    grad_accum = args.grad_accum_steps or max(1, 8 // world)
     rows += [
         ("world_size", world),
         ("steps", steps, f"timed (WARMUP_STEPS={args.warmup_steps} compile warm-up steps before them, not timed)"),
@@ -313,26 +312,26 @@ def bandwidth_report(profiler, steps: int, device) -> list:
     return bandwidth_rows(kernels, kernel_gigabytes(Path(cache_dir())), copy_gb_per_s(device))
 
 
-def run_phase(phase: str, model, ctx, args) -> dict:
-    """The evaluate() call of run() for this phase."""
+def run_phase(phase: str, model, args, run, val) -> dict:
+    """The evaluate() call of train_and_score() for this phase."""
     if phase == "roundtrip":
-        return tg.evaluate(model, ctx, args.eval_seq_len, phase)
+        return tg.evaluate(model, args, run, val, args.eval_seq_len, phase)
     if phase == "sliding":
-        return tg.evaluate(model, ctx, args.eval_stride, phase)
+        return tg.evaluate(model, args, run, val, args.eval_stride, phase)
     if phase == "ngram":
-        return tg.evaluate(model, ctx, args.eval_stride, phase, use_mixer=True)
-    return tg.evaluate(model, ctx, args.eval_stride, phase, use_mixer=args.ngram_enabled, ttt=True, temperature=args.ttt_temperature)
+        return tg.evaluate(model, args, run, val, args.eval_stride, phase, use_mixer=True)
+    return tg.evaluate(model, args, run, val, args.eval_stride, phase, use_mixer=args.ngram_enabled, ttt=True,
+                       temperature=args.ttt_temperature)
 
 
-def bench_eval(cli, args, ctx, log, log_path):
-    device, world = ctx["device"], ctx["world"]
-    rows, cuda = header(args, ctx, log, log_path)
+def bench_eval(cli, args, run, log, log_path):
+    device, world = run.device, run.world
+    rows, cuda = header(args, run, log, log_path)
     phases = [p for p in PHASES if p in cli.phases]
     repeat = cli.repeat or (2 if cuda else 1)
     sp = tg.load_tokenizer(args, log)
-    ctx["byte_tables"] = tuple(t.to(device) for t in tg.byte_tables(sp))
-    ctx["val_tokens"] = tg.load_val_tokens(args).to(device)
-    n_targets = len(ctx["val_tokens"]) - 1
+    val = tg.ValSet(tg.load_val_tokens(args).to(device), tuple(t.to(device) for t in tg.byte_tables(sp)))
+    n_targets = len(val.tokens) - 1
     log(f"val_tokens:{n_targets} (scored targets)")
     torch.manual_seed(args.seed)
     model = tg.GPT(args).to(device)
@@ -341,6 +340,8 @@ def bench_eval(cli, args, ctx, log, log_path):
         artifact = "untrained (initial weights of SEED; the scores are meaningless, the timings are not)"
         log(f"artifact:none untrained weights phases:{','.join(phases)} repeat:{repeat}")
     else:
+        if not (cli.artifact or args.artifact_path):
+            raise tg.UserError("bench.py eval needs an artifact: --artifact PATH (or ARTIFACT_PATH), or --untrained")
         artifact = Path(cli.artifact or args.artifact_path)
         tg.load_artifact(artifact, model)
         log(f"artifact:{artifact} bytes:{artifact.stat().st_size} phases:{','.join(phases)} repeat:{repeat}")
@@ -354,12 +355,12 @@ def bench_eval(cli, args, ctx, log, log_path):
             elif phase == "ttt":
                 tg.load_artifact(artifact, model)
             lines = []
-            phase_ctx = dict(ctx, log=lambda msg: (lines.append(msg), log(msg)))
+            phase_run = dataclasses.replace(run, log=lambda msg: (lines.append(msg), log(msg)))
             profiler = new_profiler(cuda) if cli.profile and r == repeat else None
             tg.synchronize(device)
             t0 = time.perf_counter()
             with profiler or contextlib.nullcontext():
-                result = run_phase(phase, model, phase_ctx, args)
+                result = run_phase(phase, model, args, phase_run, val)
                 tg.synchronize(device)
             seconds = time.perf_counter() - t0
             if profiler:
@@ -385,11 +386,11 @@ def bench_eval(cli, args, ctx, log, log_path):
     table(log, "eval", rows)
 
 
-def bench_mixer(cli, args, ctx, log, log_path):
+def bench_mixer(cli, args, run, log, log_path):
     """The mixer on a token stream as long as the full val set: its up-front counting once, then the
     per-chunk work of one of 8 ranks (target column + audit rows) on --chunks chunks, extrapolated."""
-    device = ctx["device"]
-    rows, cuda = header(args, ctx, log, log_path)
+    device = run.device
+    rows, cuda = header(args, run, log, log_path)
     files = sorted(Path(args.data_path).glob("fineweb_train_*.bin")) + sorted(Path(args.data_path).glob("fineweb_val_*.bin"))
     parts, have = [], 0
     for f in files:
@@ -661,7 +662,7 @@ def main(argv=None):
     if cli.command in ("train", "eval") and cli.bandwidth:  # before any compile: the generated kernels then carry their byte estimate
         torch._inductor.config.benchmark_kernel = True
     job = dict(train=bench_train, eval=bench_eval, mixer=bench_mixer)[cli.command]
-    tg.launch(lambda args, ctx, log_path: job(cli, args, ctx, ctx["log"], log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
+    tg.launch(lambda args, run, log_path: job(cli, args, run, run.log, log_path), f"bench_{cli.command}_%Y%m%d_%H%M%S", "logs/bench")
 
 
 if __name__ == "__main__":
