@@ -1044,9 +1044,11 @@ def pack_source(source: bytes) -> bytes:
     data = lzma.compress(source, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}])
     for plain, escaped in PACK_ESCAPES:  # backslash first: the later escapes add backslashes
         data = data.replace(plain, escaped)
-    return (PACK_HEADER + b'import lzma,linecache;UNPACKED_SOURCE=lzma.decompress("' + data
+    # linecache gets the lines as the compiler counts them (universal newlines; str.splitlines would
+    # also break at form feeds and the like, and shift every line after one)
+    return (PACK_HEADER + b'import io,lzma,linecache;UNPACKED_SOURCE=lzma.decompress("' + data
             + b'".encode("latin-1"),lzma.FORMAT_RAW,filters=[{"id":lzma.FILTER_LZMA2}]).decode();f=__file__+" (unpacked)";'
-            + b'linecache.cache[f]=(0,None,UNPACKED_SOURCE.splitlines(True),f);exec(compile(UNPACKED_SOURCE,f,"exec"))\n')
+            + b'linecache.cache[f]=(0,None,io.StringIO(UNPACKED_SOURCE,None).readlines(),f);exec(compile(UNPACKED_SOURCE,f,"exec"))\n')
 
 
 @dataclasses.dataclass(frozen=True)

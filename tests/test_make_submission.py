@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_ENV, run_trainer
+import conftest
+import train_gpt
+from conftest import REPO_ROOT, TINY_ENV, TRAIN_GPT, run_trainer
 
 TOOL = REPO_ROOT / "tools" / "make_submission.py"
 sys.path.insert(0, str(TOOL.parent))
@@ -26,17 +29,24 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory, tiny_data, tiny_tokenizer) -> dict[str, Path]:
     """Real logs, trained once for this module: seeds 1-3 of one config, an ablation (another
-    MATRIX_LR, SEED=1 again) and two EVAL_ONLY runs on its artifact (SEED=5, and SEED=1 as its own)."""
+    MATRIX_LR, SEED=1 again) and two EVAL_ONLY runs on its artifact (SEED=5, and SEED=1 as its own).
+    They run a copy of train_gpt.py taken now ("program"), so that all of them run one code."""
     cwd = tmp_path_factory.mktemp("submission_runs")
+    program = tmp_path_factory.mktemp("program") / "train_gpt.py"
+    shutil.copyfile(TRAIN_GPT, program)
     env = dict(RUN_ENV, DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64")
     runs = {f"seed{s}": dict(SEED=str(s)) for s in (1, 2, 3)}
     runs.update(ablation=dict(SEED="1", MATRIX_LR="0.05"), eval_only=dict(SEED="5", EVAL_ONLY="1"),
                 ablation_eval=dict(SEED="1", EVAL_ONLY="1"))  # the ablation's artifact scored again, as a second job
-    out = {}
-    for run_id, extra in runs.items():
-        result = run_trainer(dict(env, RUN_ID=run_id, **extra), cwd)
-        assert result.returncode == 0, result.output[-3000:]
-        out[run_id] = result.log_path
+    out = dict(program=program)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conftest, "TRAIN_GPT", program)  # what run_trainer runs
+        for run_id, extra in runs.items():
+            if extra.get("EVAL_ONLY"):  # the artifact the ablation's log names
+                extra = dict(extra, ARTIFACT_PATH=re.search(r"^artifact:(\S+) ", out["ablation"].read_text(), re.M)[1])
+            result = run_trainer(dict(env, RUN_ID=run_id, **extra), cwd)
+            assert result.returncode == 0, result.output[-3000:]
+            out[run_id] = result.log_path
     return out
 
 
@@ -73,7 +83,8 @@ def grab(text: str, pattern: str, group=1, cast=float, last=True):
 def expected_seed(path: Path) -> dict:
     text = path.read_text()
     last_train = re.findall(r"^step:(\d+)/(\d+) train_loss:\S+ .*elapsed:([\d.]+)s step_avg:([\d.]+)ms", text, re.M)[-1]
-    header = re.search(r"^run_id:(\S+) torch:(\S+) device:(.+) world_size:(\d+) attention:\S+ code_bytes:(\d+)$", text, re.M)
+    header = re.search(r"^run_id:(\S+) torch:(\S+) device:(.+) world_size:(\d+) attention:\S+ code_bytes:(\d+)"
+                       r"(?: source_bytes:\d+)?$", text, re.M)
     artifact = re.search(r"^artifact:\S+ compressed_bytes:(\d+) code_bytes:(\d+) total_bytes:(\d+)$", text, re.M)
     return dict(
         seed=grab(text, r"^hyperparameter SEED=(\d+)$", cast=int),
@@ -156,8 +167,65 @@ def test_different_settings_allowed_on_request(logs, tmp_path, capsys):
     assert code == 0, err
 
 
-DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h200_*.txt"))  # session 1: all cut short
-FINISHED_DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h100_session[27]_*.txt"))
+# ----------------------------------------------------------------------------- --code: the file submitted
+
+@pytest.fixture
+def packed(logs, tmp_path) -> Path:
+    """The packed train_gpt.py the runs counted and hashed."""
+    path = tmp_path / "packed" / "train_gpt.py"
+    path.parent.mkdir()
+    path.write_bytes(train_gpt.pack_source(logs["program"].read_bytes()))
+    return path
+
+
+def test_code_is_the_packed_file_the_runs_hashed(logs, three, packed, tmp_path, capsys):
+    out = tmp_path / "submission.json"  # two trainings and one scored by an EVAL_ONLY job: all ran the packed file's code
+    code, _, err = make([logs["seed2"], logs["seed3"], logs["ablation_eval"], killed_in_eval(logs["ablation"], tmp_path / "t.txt"),
+                         "-o", out, "--code", packed, "--ignore-setting", "MATRIX_LR"], capsys)
+    assert code == 0, err
+    sub = json.loads(out.read_text())
+    data = packed.read_bytes()
+    assert (sub["code_file"], sub["code_sha256"], sub["code_bytes"]) == (str(packed), hashlib.sha256(data).hexdigest(), len(data))
+    assert sub["bytes_code"] == len(data) and "code_differs_from_logs" not in sub
+    assert [s["bytes_source"] for s in sub["seeds"]] == [len(logs["program"].read_bytes())] * 3
+    code, _, err = make([*three, "-o", out], capsys)  # without --code: no code fields
+    assert code == 0 and not {"code_file", "code_sha256", "code_bytes"} & set(json.loads(out.read_text()))
+
+
+def test_code_refusals(logs, three, packed, tmp_path, capsys):
+    out = tmp_path / "submission.json"
+    # the plain source is not what the runs hashed (nor counted)
+    code, _, err = make([*three, "-o", out, "--code", logs["program"]], capsys)
+    assert code == 2 and not out.exists()
+    assert f"{three[0]} ran other code: its code_sha256 is" in err and "(+2 more)" in err
+    # an EVAL_ONLY log is checked too (joined by code_bytes to a training log without code_sha256)
+    ev = edited(logs["ablation_eval"], tmp_path / "e.txt", sub_line(r"^code_sha256:\S+", "code_sha256:" + "0" * 64))
+    train = edited(killed_in_eval(logs["ablation"], tmp_path / "t.txt"), tmp_path / "t.txt", sub_line(r"^code_sha256:.*\n", ""))
+    code, _, err = make([ev, train, "-o", out, "--code", packed], capsys)
+    assert code == 2 and f"{ev} ran other code" in err
+    # a log without code_sha256 (older logs): its code_bytes must be the file's size
+    no_sha = edited(three[0], tmp_path / "no_sha.txt", sub_line(r"^code_sha256:.*\n", ""))
+    assert make([no_sha, "-o", out, "--code", packed], capsys)[0] == 0
+    bigger = tmp_path / "bigger.py"
+    bigger.write_bytes(packed.read_bytes() + b"\n")
+    code, _, err = make([no_sha, "-o", tmp_path / "b.json", "--code", bigger], capsys)
+    assert code == 2 and f"counted code_bytes:{len(packed.read_bytes()):,} but {bigger} has" in err
+    code, _, err = make([*three, "-o", tmp_path / "c.json", "--code", tmp_path / "missing.py"], capsys)
+    assert code == 2 and "cannot read --code" in err
+
+
+def test_header_source_bytes_is_optional(logs, tmp_path):
+    new = ms.parse_log(logs["seed1"])
+    assert new.header["source_bytes"] == len(logs["program"].read_bytes())
+    assert new.header["code_bytes"] == len(train_gpt.pack_source(logs["program"].read_bytes()))
+    old = edited(logs["seed1"], tmp_path / "old_header.txt", sub_line(r" source_bytes:\d+$", ""))
+    parsed = ms.parse_log(old)
+    assert parsed.header["source_bytes"] is None and parsed.header["code_bytes"] == new.header["code_bytes"]
+    assert "bytes_source" not in ms.seed_result(parsed) and ms.seed_result(new)["bytes_source"] == new.header["source_bytes"]
+
+
+DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h200_*.txt"))  # 2026-11-27: all cut short
+FINISHED_DEV_LOGS = sorted((REPO_ROOT / "logs" / "dev").glob("*_h100_finished_*.txt"))
 
 
 @pytest.mark.skipif(not DEV_LOGS, reason="no logs/dev/*.txt")

@@ -48,7 +48,9 @@ refusals (exit code 2, one line on stderr; nothing is written):
   * the same log twice, or the same SEED twice;
   * settings that differ between logs other than SEED and RUN_ID (every "hyperparameter" line,
     plus code_bytes, world_size and val_tokens); the message names them. --allow-different-settings
-    accepts them (and records them under settings_differ), --ignore-setting NAME ignores one."""
+    accepts them (and records them under settings_differ), --ignore-setting NAME ignores one;
+  * with --code PATH: a log whose code_sha256 is not PATH's sha256 (it ran other code; a run hashes
+    the packed train_gpt.py it counts), or whose code_bytes is not PATH's size."""
 
 SIGNIFICANCE_HELP = """\
 significance test (--baseline-mean X --baseline-std S [--baseline-n N] [--delta D]):
@@ -169,7 +171,7 @@ class RunLog:
     path: Path
     sha256: str
     n_runs: int                      # run_id: lines in the file (train_gpt.py appends when a RUN_ID is reused)
-    header: dict                     # run_id, torch, device, world_size, attention, code_bytes (of the last run)
+    header: dict                     # run_id, torch, device, world_size, attention, code_bytes, source_bytes (of the last run)
     settings: dict                   # NAME -> value, exactly as logged ("True", "0.025", "(9, 10)")
     warnings: list
     errors: list                     # text after "ERROR: "
@@ -187,7 +189,7 @@ class RunLog:
     stopped_early: bool
     peak_memory_mib: int | None
     int5_matrices: int | None
-    code_sha256: str | None = None   # header's second line
+    code_sha256: str | None = None   # header's second line: of the packed program (of the plain source before 2026-12)
     eval_log: "RunLog | None" = None  # the EVAL_ONLY log that scored this training's artifact (pair_split_runs)
 
     @property
@@ -197,7 +199,7 @@ class RunLog:
 
 
 _HEADER = re.compile(r"^run_id:(?P<run_id>\S*) torch:(?P<torch>\S+) device:(?P<device>.*?) world_size:(?P<world_size>\d+)"
-                     r"(?: attention:(?P<attention>\S+))?(?: code_bytes:(?P<code_bytes>\d+))?")
+                     r"(?: attention:(?P<attention>\S+))?(?: code_bytes:(?P<code_bytes>\d+))?(?: source_bytes:(?P<source_bytes>\d+))?")
 _SETTING = re.compile(r"^hyperparameter (?P<name>[A-Za-z0-9_]+)=(?P<value>.*)$")
 _TRAIN = re.compile(r"^step:(?P<step>\d+)/(?P<iterations>\d+) train_loss:(?P<loss>\S+)(?P<rest>.*)$")
 _VAL = re.compile(r"^step:(?P<step>\d+) val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+)")
@@ -238,7 +240,8 @@ def parse_log(path: str | Path) -> RunLog:
         raise Refusal(f"{path}: not a train_gpt.py log (no 'run_id:... torch:... device:... world_size:...' line)")
     header = _HEADER.match(lines[starts[-1]]).groupdict()
     header["world_size"] = int(header["world_size"])
-    header["code_bytes"] = int(header["code_bytes"]) if header["code_bytes"] is not None else None
+    for key in ("code_bytes", "source_bytes"):  # source_bytes: logs since the packed train_gpt.py (2026-12)
+        header[key] = int(header[key]) if header[key] is not None else None
     log = RunLog(path=path, sha256=hashlib.sha256(raw).hexdigest(), n_runs=len(starts), header=header, settings={},
                  warnings=[], errors=[], over_limit_text="ARTIFACT OVER LIMIT" in text, val_tokens=None, train=[], val=[],
                  finals={}, artifact=None, total_bytes=None, audit=None, eval_phases=[], training_done=None,
@@ -436,6 +439,26 @@ def check_distinct(logs: list[RunLog], allow_different: bool, ignored: set[str])
     return diffs
 
 
+def check_code(logs: list[RunLog], code: bytes, name: str, allow_mismatch: bool = False) -> dict:
+    """The submitted program `code` (the file named `name`) against every run that counted it (a training
+    and its EVAL_ONLY log): the header's code_sha256 (a run hashes what it counts: since 2026-12 the packed
+    train_gpt.py, before that the plain source) and code_bytes (else the artifact line's). Returns the
+    json's code fields; a mismatch is a Refusal, or with allow_mismatch is listed in code_differs_from_logs."""
+    sha, size, problems = hashlib.sha256(code).hexdigest(), len(code), []
+    for run in (r for log in logs for r in (log, log.eval_log) if r):
+        counted = run.header.get("code_bytes") or (run.artifact and run.artifact["code_bytes"])
+        if run.code_sha256 is None and counted is None:
+            problems.append(f"{run.path}: no code_sha256 or code_bytes to check {name} against")
+        elif run.code_sha256 is not None and run.code_sha256 != sha:
+            problems.append(f"{run.path} ran other code: its code_sha256 is {run.code_sha256[:16]}… but {name} "
+                            f"({size:,} bytes) has {sha[:16]}…")
+        elif counted is not None and counted != size:
+            problems.append(f"{run.path} counted code_bytes:{counted:,} but {name} has {size:,} bytes")
+    if problems and not allow_mismatch:
+        raise Refusal(problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return dict(code_file=name, code_sha256=sha, code_bytes=size, **({"code_differs_from_logs": problems} if problems else {}))
+
+
 # ----------------------------------------------------------------------------- the json
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -477,6 +500,7 @@ def seed_result(log: RunLog) -> dict:
         result["ngram_audit"] = dict(log.audit)
     result.update(
         bytes_total=log.total_bytes, bytes_compressed=log.artifact["compressed_bytes"], bytes_code=log.artifact["code_bytes"],
+        **({"bytes_source": log.header["source_bytes"]} if log.header.get("source_bytes") is not None else {}),
         int5_matrices=log.int5_matrices,
         steps=log.training_done["steps"], iterations=last["iterations"], stopped_early_wallclock=log.stopped_early,
         step_avg_ms=last["step_avg_ms"],
@@ -489,7 +513,8 @@ def seed_result(log: RunLog) -> dict:
     return result
 
 
-def build_submission(logs: list[RunLog], args, diffs: dict) -> dict:
+def build_submission(logs: list[RunLog], args, diffs: dict, code: dict | None = None) -> dict:
+    """The json. `code`: check_code's fields of the submitted program (--code), placed after bytes_code."""
     seeds = [seed_result(log) for log in logs]
     bpb = [s["val_bpb"] for s in seeds]
     mean, std = _mean_std(bpb)
@@ -509,6 +534,7 @@ def build_submission(logs: list[RunLog], args, diffs: dict) -> dict:
         val_bpb=_r(mean), val_bpb_std=_r(std), n_seeds=len(seeds),
         bytes_total=max(s["bytes_total"] for s in seeds),
         bytes_code=max(s["bytes_code"] for s in seeds),
+        **(code or {}),
         metric="val_bpb of final_ngram_ttt (the full legal eval stack; flags in eval_stack), mean over seeds; "
                "val_bpb_std is the sample std (ddof=1)",
         summary=summary,
@@ -677,8 +703,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "comes from the logs; each log's path and sha256 are recorded. val_bpb is the mean over seeds "
                     "of 'final_ngram_ttt val_bpb' (the full legal stack), val_bpb_std the sample std (ddof=1).",
         epilog=REFUSALS + "\n\n" + SIGNIFICANCE_HELP)
-    parser.add_argument("logs", nargs="+", type=Path, help="logs/<RUN_ID>.txt of the runs (one per seed)")
     parser.add_argument("--output", "-o", type=Path, default=Path("submission.json"), help="default: submission.json")
+    add_submission_options(parser)
+    parser.add_argument("--code", type=Path, metavar="PATH",
+                        help="the train_gpt.py submitted (the packed one): record its code_sha256 and code_bytes; "
+                             "refused unless every log's code_sha256 and code_bytes are this file's")
+    table = parser.add_argument_group("results table (Markdown, for the README)")
+    table.add_argument("--table", type=Path, metavar="OUT.md", help="seed rows with mean +- std, then the ablation")
+    table.add_argument("--ablation", type=Path, action="append", default=[], metavar="LOG",
+                       help="an ablation log (a training, or an EVAL_ONLY eval) for --table; repeatable")
+    plot = parser.add_argument_group("plot (needs matplotlib)")
+    plot.add_argument("--plot", type=Path, metavar="OUT.png",
+                      help="2x2 PNG: train_loss and val_bpb vs step and vs training seconds, one line per log")
+    plot.add_argument("--plot-only", action="store_true",
+                      help="only draw --plot: no checks, no json (for ablations that differ in settings)")
+    return parser
+
+
+def add_submission_options(parser: argparse.ArgumentParser) -> None:
+    """The logs and the options of the json and its checks (also tools/pack_submission.py's)."""
+    parser.add_argument("logs", nargs="+", type=Path, help="logs/<RUN_ID>.txt of the runs (one per seed)")
     parser.add_argument("--name", default="", help="submission name (placeholder: empty)")
     parser.add_argument("--blurb", default="", help="one-paragraph description (placeholder: empty)")
     parser.add_argument("--author", default="", help="author name (placeholder: empty)")
@@ -694,16 +738,33 @@ def build_parser() -> argparse.ArgumentParser:
     sig.add_argument("--baseline-n", type=int, help="baseline number of runs N (default: our number of seeds)")
     sig.add_argument("--delta", type=float, default=0.005,
                      help="required improvement D, in val_bpb units (default 0.005; NOT converted from nats)")
-    table = parser.add_argument_group("results table (Markdown, for the README)")
-    table.add_argument("--table", type=Path, metavar="OUT.md", help="seed rows with mean +- std, then the ablation")
-    table.add_argument("--ablation", type=Path, action="append", default=[], metavar="LOG",
-                       help="an ablation log (a training, or an EVAL_ONLY eval) for --table; repeatable")
-    plot = parser.add_argument_group("plot (needs matplotlib)")
-    plot.add_argument("--plot", type=Path, metavar="OUT.png",
-                      help="2x2 PNG: train_loss and val_bpb vs step and vs training seconds, one line per log")
-    plot.add_argument("--plot-only", action="store_true",
-                      help="only draw --plot: no checks, no json (for ablations that differ in settings)")
-    return parser
+
+
+def check_option_pairs(parser: argparse.ArgumentParser, args) -> None:
+    if (args.baseline_mean is None) != (args.baseline_std is None):
+        parser.error("--baseline-mean and --baseline-std go together")
+
+
+def checked_logs(args) -> tuple[list[RunLog], dict]:
+    """Parse args.logs, join each EVAL_ONLY log to its training, refuse anything that is not distinct, complete
+    trainings of one configuration (Refusal). Returns the seed logs and the settings that differ."""
+    logs = pair_split_runs([parse_log(p) for p in args.logs])
+    for log in logs:
+        check_training(log)
+    ignored = set(ALWAYS_DIFFERENT) | set(args.ignore_setting)
+    diffs = check_distinct(logs, args.allow_different_settings, ignored)
+    for key in ("device", "torch"):
+        values = {r.header[key] for log in logs for r in (log, log.eval_log) if r}
+        if len(values) > 1:
+            print(f"make_submission: warning: the logs ran on different {key}: {sorted(values)}", file=sys.stderr)
+    return logs, diffs
+
+
+def checked_ablations(paths: list[Path]) -> list[RunLog]:
+    ablations = pair_split_runs([parse_log(p) for p in paths], unpaired_ok=True)
+    for log in ablations:
+        check_ablation(log)
+    return ablations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -713,8 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--plot-only needs --plot OUT.png")
     if args.ablation and args.table is None:
         parser.error("--ablation goes with --table OUT.md")
-    if (args.baseline_mean is None) != (args.baseline_std is None):
-        parser.error("--baseline-mean and --baseline-std go together")
+    check_option_pairs(parser, args)
     try:
         logs = [parse_log(p) for p in args.logs]
         if args.plot_only:
@@ -729,19 +789,15 @@ def main(argv: list[str] | None = None) -> int:
             plot_logs(logs, args.plot)
             print(f"wrote {args.plot} ({len(logs)} logs)")
             return 0
-        logs = pair_split_runs(logs)
-        for log in logs:
-            check_training(log)
-        ignored = set(ALWAYS_DIFFERENT) | set(args.ignore_setting)
-        diffs = check_distinct(logs, args.allow_different_settings, ignored)
-        for key in ("device", "torch"):
-            values = {r.header[key] for log in logs for r in (log, log.eval_log) if r}
-            if len(values) > 1:
-                print(f"make_submission: warning: the logs ran on different {key}: {sorted(values)}", file=sys.stderr)
-        submission = build_submission(logs, args, diffs)
-        ablations = pair_split_runs([parse_log(p) for p in args.ablation], unpaired_ok=True)
-        for log in ablations:
-            check_ablation(log)
+        logs, diffs = checked_logs(args)
+        code = None
+        if args.code is not None:
+            try:
+                code = check_code(logs, args.code.read_bytes(), str(args.code))
+            except OSError as e:
+                raise Refusal(f"{args.code}: cannot read --code ({e.strerror or e})") from None
+        submission = build_submission(logs, args, diffs, code)
+        ablations = checked_ablations(args.ablation)
         if args.table is not None:
             args.table.parent.mkdir(parents=True, exist_ok=True)
             args.table.write_text(results_table(logs, ablations))
