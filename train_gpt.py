@@ -49,6 +49,8 @@ SETTINGS = dict(
     MATRIX_LR=0.025, SCALAR_LR=0.025, TIED_EMBED_LR=0.035, ADAM_WD=0.04, GRAD_CLIP_NORM=0.3,
     MUON_MOMENTUM=0.99, MUON_MOMENTUM_WARMUP_START=0.92, MUON_MOMENTUM_WARMUP_STEPS=1500,
     MUON_BACKEND_STEPS=5, MUON_WD=0.04, EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
+    # export
+    QUANT_METHOD="rtn", QUANT_CLIP_SIGMAS="13,12", GPTQ_CALIBRATION_BATCHES=16, GPTQ_RESERVE_SECONDS=10.0,
     # evaluation
     EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32, EVAL_DUMP_NLL="",
     NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_DISCOUNT=0.75, NGRAM_AUDIT_POSITIONS=256,
@@ -100,6 +102,10 @@ class Hyperparameters:
             self.ve_layers = tuple(int(s) for s in self.ve_layers.split(",") if s.strip()) if self.ve_enabled else ()
         except ValueError:
             raise UserError(f"VE_LAYERS={self.ve_layers!r} must be comma-separated layer indices, e.g. 9,10") from None
+        try:
+            self.quant_clip_sigmas = tuple(float(s) for s in self.quant_clip_sigmas.split(","))
+        except ValueError:
+            raise UserError(f"QUANT_CLIP_SIGMAS={self.quant_clip_sigmas!r} must be two numbers, attention and MLP, e.g. 13,12") from None
         self.eval_seq_len = self.eval_seq_len or self.train_seq_len
         self.warnings = [w for w in map(self._unknown_var_warning, sorted(environ)) if w]
         self._validate()
@@ -140,6 +146,12 @@ class Hyperparameters:
             (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0,
              f"TTT_FREEZE_BLOCKS={self.ttt_freeze_blocks} must be in 0..NUM_LAYERS={self.num_layers} and TTT_EPOCHS >= 0"),
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
+            (self.quant_method in ("gptq", "rtn"), f"QUANT_METHOD={self.quant_method} must be gptq or rtn"),
+            (len(self.quant_clip_sigmas) == 2 and min(self.quant_clip_sigmas) > 0,
+             f"QUANT_CLIP_SIGMAS must be two numbers > 0 (attention, MLP), not {self.quant_clip_sigmas}"),
+            (self.gptq_calibration_batches > 0 and 0 <= self.gptq_reserve_seconds
+             and (self.quant_method != "gptq" or self.max_wallclock_seconds <= 0 or self.gptq_reserve_seconds < self.max_wallclock_seconds),
+             "GPTQ_CALIBRATION_BATCHES must be > 0 and GPTQ_RESERVE_SECONDS in [0, MAX_WALLCLOCK_SECONDS)"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -293,11 +305,12 @@ class CastedLinear(nn.Linear):
     """fp32 master weight used in the activation dtype. With `qat` set (late training), the weight
     goes through soft rounding onto the int6 grid the export uses, so training sees its error.
     `out_scale` (one number or one per output) multiplies the weight's rows instead of the output:
-    a few KB instead of a pass over the activations, forward and backward."""
+    a few KB instead of a pass over the activations, forward and backward. While GPTQ calibrates
+    (export), `hessian` sums X^T X of the layer's inputs X; otherwise it is None."""
 
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
-        self.zero_init, self.qat = zero_init, False
+        self.zero_init, self.qat, self.hessian = zero_init, False, None
         self.register_buffer("qat_temperature", torch.ones(()), persistent=False)
 
     def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
@@ -314,6 +327,15 @@ class CastedLinear(nn.Linear):
         if out_scale is not None:
             w = w * out_scale.reshape(-1, 1)
         return w
+
+
+def add_to_hessians(x: Tensor, *linears: CastedLinear):
+    """While GPTQ calibrates: add X^T X of x (..., fan_in), the input these linears share, to theirs."""
+    if linears[0].hessian is not None:
+        x = x.reshape(-1, x.size(-1)).float()
+        xtx = x.T @ x
+        for m in linears:
+            m.hessian += xtx
 
 
 SMALL_TENSOR = 65536  # tensors this small (and all non-float ones) are stored as they are, in fp16
@@ -445,6 +467,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor, last: int = 0) -> tuple[Tensor, Tensor]:
         """last > 0: queries (and the output) only for the last `last` positions."""
         B, T, _ = x.shape
+        add_to_hessians(x, self.q, self.k, self.v)
         # q, k and v from one GEMM (cuBLAS runs the narrow k and v products slowly on their own); the
         # norm + rotary kernel reads q and k in place in its output
         w = torch.cat([m.applied_weight() for m in (self.q, self.k, self.v)]).to(x.dtype)
@@ -458,7 +481,9 @@ class Attention(nn.Module):
             y = y.view(B, n, self.kv_heads, -1, self.head_dim)
             unit_v = F.normalize(v[:, T - n:], dim=-1).unsqueeze(3)
             y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
-        return self.proj(y.reshape(B, n, -1), out_scale), own_v
+        y = y.reshape(B, n, -1)
+        add_to_hessians(y, self.proj)
+        return self.proj(y, out_scale), own_v
 
 
 # Compiled by inductor, the MLP's activation h = leaky_relu(u)^2 of fc's output u was a pass of its own
@@ -573,9 +598,12 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, out_scale: Tensor) -> Tensor:
         w_fc, w_proj = self.fc.applied_weight().to(x.dtype), self.proj.applied_weight(out_scale).to(x.dtype)
-        if x.is_cuda and x.dtype == torch.bfloat16 and self.fusable:
+        if x.is_cuda and x.dtype == torch.bfloat16 and self.fusable and self.fc.hessian is None:
             return mlp_kernels(x, w_fc, w_proj, self.negative_slope)
-        return F.linear(F.leaky_relu(F.linear(x, w_fc), self.negative_slope).square(), w_proj)
+        add_to_hessians(x, self.fc)
+        h = F.leaky_relu(F.linear(x, w_fc), self.negative_slope).square()
+        add_to_hessians(h, self.proj)
+        return F.linear(h, w_proj)
 
 
 class Block(nn.Module):
@@ -758,6 +786,13 @@ def build_optimizers(model: GPT, args) -> list[torch.optim.Optimizer]:
     return optimizers
 
 
+def training_seconds(args) -> float:
+    """The wallclock the training loop may use (0 = no cap): MAX_WALLCLOCK_SECONDS, less
+    GPTQ_RESERVE_SECONDS where GPTQ collects its Hessians inside the cap."""
+    reserve = args.gptq_reserve_seconds if args.quant_method == "gptq" and args.max_wallclock_seconds > 0 else 0.0
+    return args.max_wallclock_seconds - reserve
+
+
 def lr_multiplier(args, step: int, elapsed_ms: float) -> float:
     """1 until the warmdown, then linear to 0 at whichever comes first: ITERATIONS or the cap.
     The wallclock warmdown starts when the remaining time is WARMDOWN_ITERS average steps."""
@@ -766,7 +801,7 @@ def lr_multiplier(args, step: int, elapsed_ms: float) -> float:
     by_steps = (args.iterations - step) / args.warmdown_iters
     if args.max_wallclock_seconds <= 0 or step == 0:
         return min(1.0, by_steps)
-    remaining_ms = max(args.max_wallclock_seconds * 1000 - elapsed_ms, 0.0)
+    remaining_ms = max(training_seconds(args) * 1000 - elapsed_ms, 0.0)
     return min(1.0, by_steps, remaining_ms / (args.warmdown_iters * elapsed_ms / step))
 
 
@@ -879,7 +914,7 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
 
     stream = TrainStream(train_files)
     ema = [p.detach().float().clone() for p in params]
-    cap_ms = args.max_wallclock_seconds * 1000
+    cap_ms = training_seconds(args) * 1000
     train_ms, step, qat_on = 0.0, 0, False
     synchronize(device)
     t0 = time.perf_counter()
@@ -929,10 +964,40 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
     return step
 
 
+def collect_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
+    """GPTQ's calibration: X^T X of every int6 matrix's inputs over GPTQ_CALIBRATION_BATCHES training
+    micro-batches (never val), split over ranks and summed by one all-reduce, so every rank holds the
+    same Hessians. Runs the model eagerly (the compiled graphs have no Hessian hooks)."""
+    grad_accum = args.grad_accum_steps or max(1, 8 // run.world)
+    micro_tokens = args.train_batch_tokens // (run.world * grad_accum)
+    files = find_shards(args.data_path, "train")
+    assert all(f.name.startswith("fineweb_train_") for f in files)  # calibration never reads val
+    linears = {name + ".weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear) and int6_matrix(name + ".weight", m.weight)}
+    for m in linears.values():
+        m.hessian = torch.zeros(m.in_features, m.in_features, device=run.device)
+    stream = TrainStream(files)
+    autocast = torch.autocast("cuda", torch.bfloat16) if run.device.type == "cuda" else contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast:
+        for _ in range(-(-args.gptq_calibration_batches // run.world)):  # each call gives every rank its own span
+            model.hidden(next_batch(stream, micro_tokens, args.train_seq_len, run.rank, run.world, run.device)[0])
+    model.train(was_training)
+    hessians = [m.hessian for m in linears.values()]
+    for m in linears.values():
+        m.hessian = None
+    if run.world > 1:
+        hessians = all_reduce_flat(hessians)
+    return dict(zip(linears, hessians))
+
+
 # ----------------------------------------------------------------------------- EXPORT
-# Attention/MLP matrices: int6 per row (int5 where needed to fit the cap), the clip percentile
-# chosen per tensor by reconstruction error. Embeddings: int8 per row. Small tensors: fp16. The
-# whole dict is lzma-compressed. What counts against the 16 MB cap is the compressed blob plus the
+# Attention/MLP matrices: int6 per row (int5 where needed to fit the cap). QUANT_METHOD=rtn rounds
+# each weight to the nearest step, the clip percentile chosen per tensor by reconstruction error;
+# QUANT_METHOD=gptq clips each row at QUANT_CLIP_SIGMAS standard deviations and rounds column by
+# column, moving each column's error onto the columns not yet rounded so as to keep the layer's
+# outputs on its calibration inputs (GPTQ, Frantar et al. 2022). Embeddings: int8 per row. Small
+# tensors: fp16. The whole dict is lzma-compressed. What counts against the 16 MB cap is the compressed blob plus the
 # packed program's bytes (below).
 
 INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
@@ -944,8 +1009,47 @@ def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
-def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset()) -> dict[str, Tensor]:
-    out = {}
+def quantize_gptq(w: Tensor, hessian: Tensor, qmax: int, clip_sigmas: float, block: int = 128, damping: float = 0.01) -> tuple[Tensor, Tensor]:
+    """GPTQ of w (rows, cols) given its inputs' hessian = X^T X (cols, cols): columns in order of
+    falling diag(H) (act-order), H damped by `damping` x its mean diagonal, the inverse's upper
+    Cholesky factor U carrying each column's rounding error to the later ones, in blocks of `block`
+    columns. Each row's step is clip_sigmas * std(row) / qmax. Returns (q int8, scale fp16)."""
+    W, H = w.float().clone(), hessian.float().clone()
+    dead = H.diagonal() == 0  # inputs that were always 0: any value works, 0 costs least
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    scale = (clip_sigmas * w.float().std(1) / qmax).clamp_min(1e-8).half()
+    step = scale.float()
+    order = torch.argsort(H.diagonal(), descending=True)
+    W, H = W[:, order], H[order][:, order]
+    H.diagonal().add_(damping * H.diagonal().mean())
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    q = torch.zeros_like(W)
+    for start in range(0, W.size(1), block):
+        end = min(start + block, W.size(1))
+        Wb, Ub, errors = W[:, start:end].clone(), U[start:end, start:end], torch.zeros_like(W[:, start:end])
+        for i in range(end - start):
+            q[:, start + i] = torch.clamp(torch.round(Wb[:, i] / step), -qmax, qmax)
+            errors[:, i] = (Wb[:, i] - q[:, start + i] * step) / Ub[i, i]
+            Wb[:, i:] -= errors[:, i, None] * Ub[i, i:]
+        W[:, end:] -= errors @ U[start:end, end:]
+    return q[:, torch.argsort(order)].to(torch.int8).contiguous(), scale
+
+
+def quantize_matrix(name: str, w: Tensor, qmax: int, hessian: Tensor | None, clip_sigmas: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """An attention/MLP matrix: GPTQ where its hessian is given, else rounding (rtn) at the clip
+    percentile that reconstructs it best."""
+    if hessian is not None:
+        return quantize_gptq(w, hessian, qmax, clip_sigmas[0] if ".attn." in name else clip_sigmas[1])
+    candidates = [quantize_rows(w, torch.quantile(w.abs(), p, dim=1) if p < 1 else w.abs().amax(1), qmax) for p in INT6_PERCENTILES]
+    return min(candidates, key=lambda qs: (qs[0].float() * qs[1].float()[:, None] - w).square().mean().item())
+
+
+def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset(), hessians: dict[str, Tensor] | None = None,
+                   clip_sigmas: tuple[float, float] = (13.0, 12.0), done: dict | None = None) -> dict[str, Tensor]:
+    """The artifact's tensors. `done` keeps each matrix's (q, scale) by (name, qmax) across calls,
+    so fitting the cap quantizes no matrix twice at the same width."""
+    out, done = {}, {} if done is None else done
     for name, t in state.items():
         t = t.detach()
         if not t.is_floating_point() or t.numel() <= SMALL_TENSOR:
@@ -954,8 +1058,9 @@ def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset())
         w = t.float()
         if int6_matrix(name, t):
             qmax = INT5_MAX if name in int5 else INT6_MAX
-            candidates = [quantize_rows(w, torch.quantile(w.abs(), p, dim=1) if p < 1 else w.abs().amax(1), qmax) for p in INT6_PERCENTILES]
-            q, scale = min(candidates, key=lambda qs: (qs[0].float() * qs[1].float()[:, None] - w).square().mean().item())
+            if (name, qmax) not in done:
+                done[name, qmax] = quantize_matrix(name, w, qmax, (hessians or {}).get(name), clip_sigmas)
+            q, scale = done[name, qmax]
         else:
             q, scale = quantize_rows(w, torch.quantile(w.abs(), 0.9999984, dim=1), INT8_MAX)
         out[name + ".q"], out[name + ".scale"] = q.contiguous(), scale
@@ -977,10 +1082,10 @@ def dequantize_state(blob: dict[str, Tensor], reference: dict[str, Tensor]) -> d
     return state
 
 
-def compress_state(state: dict[str, Tensor], int5: frozenset[str]) -> bytes:
+def compress_state(quantized: dict[str, Tensor]) -> bytes:
     """torch.save + lzma, in 4 MB blocks compressed on all cores (concatenated .xz streams)."""
     buf = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in quantize_state(state, int5).items()}, buf)
+    torch.save({k: v.cpu() for k, v in quantized.items()}, buf)
     raw = buf.getvalue()
     with ThreadPoolExecutor() as pool:
         return b"".join(pool.map(lambda i: lzma.compress(raw[i:i + (1 << 22)], preset=6), range(0, len(raw), 1 << 22)))
@@ -995,14 +1100,17 @@ def int5_saving(w: Tensor) -> float:
     return w.numel() * (entropy_bits(INT6_MAX) - entropy_bits(INT5_MAX)) / 8
 
 
-def save_artifact(model: GPT, path: Path, code_bytes: int, log) -> int:
-    """Write the artifact; returns its bytes. If int6 would break the cap (weights of short runs
-    are near-Gaussian and compress worse than trained ones), matrices drop to int5, MLP first,
-    until code + artifact fit."""
+def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[str, Tensor] | None = None,
+                  clip_sigmas: tuple[float, float] = (13.0, 12.0)) -> int:
+    """Write the artifact (GPTQ for the matrices in `hessians`); returns its bytes. If int6 would
+    break the cap (weights of short runs are near-Gaussian and compress worse than trained ones),
+    matrices drop to int5, MLP first, until code + artifact fit."""
     state = model.state_dict()
     matrices = sorted((n for n in state if int6_matrix(n, state[n])), key=lambda n: ".attn." in n)
     int5: frozenset[str] = frozenset()
-    data = compress_state(state, int5)
+    done: dict = {}
+    t0 = time.perf_counter()
+    data = compress_state(quantize_state(state, int5, hessians, clip_sigmas, done))
     while len(data) + code_bytes > SIZE_LIMIT_BYTES and len(int5) < len(matrices):
         excess, saved, more = len(data) + code_bytes - SIZE_LIMIT_BYTES, 0.0, []
         for name in (n for n in matrices if n not in int5):
@@ -1012,11 +1120,12 @@ def save_artifact(model: GPT, path: Path, code_bytes: int, log) -> int:
             saved += int5_saving(state[name])
         int5 = int5 | set(more)
         log(f"export: {len(data) + code_bytes} bytes is over the cap; storing {len(int5)}/{len(matrices)} matrices as int5")
-        data = compress_state(state, int5)
+        data = compress_state(quantize_state(state, int5, hessians, clip_sigmas, done))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
-    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)}")
+    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)} quant_method:{'gptq' if hessians else 'rtn'} "
+        f"seconds:{time.perf_counter() - t0:.1f}")
     return len(data)
 
 
@@ -1485,12 +1594,20 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
         steps = train(args, model, run, val)
         log(f"training_done steps:{steps} wall_seconds:{time.perf_counter() - t0:.1f}" + (
             f" (compile_warmup included) peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
+        hessians = None
+        if args.quant_method == "gptq":  # inside the cap: the training loop stopped GPTQ_RESERVE_SECONDS early
+            synchronize(device)
+            t1 = time.perf_counter()
+            hessians = collect_hessians(model, args, run)
+            synchronize(device)
+            log(f"gptq_hessians: batches:{args.gptq_calibration_batches} seconds:{time.perf_counter() - t1:.1f} "
+                f"(of GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} kept from the cap; training data only)")
         result = evaluate(model, args, run, val, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
         if run.rank == 0:
             torch.save(model.state_dict(), raw_weights)
             log(f"raw_weights:{raw_weights} (EMA weights before quantization; not part of a submission)")
-            save_artifact(model, artifact, code_bytes, log)
+            save_artifact(model, artifact, code_bytes, log, hessians, args.quant_clip_sigmas)
         if run.world > 1:
             dist.barrier()
         artifact_bytes = artifact.stat().st_size

@@ -1,0 +1,146 @@
+"""GPTQ (QUANT_METHOD=gptq): the quantizer against rounding, the Hessians it is calibrated with
+(what they sum, from which data, on 1 and 2 processes) and the time kept for them inside the cap."""
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_gpt
+from conftest import REPO_ROOT, TINY_MODEL, _clean_environ, cpu_run, log_line, randomize_, run_trainer, tiny_args
+
+GPTQ_MODEL = dict(MODEL_DIM=256, NUM_HEADS=4, NUM_KV_HEADS=2, NUM_LAYERS=2)  # matrices above SMALL_TENSOR: int6, so GPTQ'd
+
+
+def correlated_layer(rows=64, cols=128, n=4096, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(cols, cols, generator=g) / cols ** 0.5
+    x = torch.randn(n, cols, generator=g) @ (torch.eye(cols) + 2 * mix)  # inputs with correlated features
+    return torch.randn(rows, cols, generator=g) * 0.05, x
+
+
+def output_error(w, q, scale, x):
+    return ((w - q.float() * scale.float()[:, None]) @ x.T).square().sum().item()
+
+
+@pytest.mark.parametrize("qmax", [train_gpt.INT6_MAX, train_gpt.INT5_MAX])
+def test_gptq_keeps_the_layer_output_better_than_rounding(qmax):
+    """On correlated inputs GPTQ's ||(W - Q) X|| is well below rounding's on the same grid, and below
+    the rtn export's (rounding at its best clip percentile) with a clip of 3.5 standard deviations.
+    (The clip matters: GPTQ corrects rounding errors, not clipping errors.)"""
+    for seed in range(3):
+        w, x = correlated_layer(seed=seed)
+        q, scale = train_gpt.quantize_gptq(w, x.T @ x, qmax, 3.5)
+        rounded = torch.clamp(torch.round(w / scale.float()[:, None]), -qmax, qmax)
+        rtn = train_gpt.quantize_matrix("blocks.0.mlp.fc.weight", w, qmax, None, (3.5, 3.5))
+        assert output_error(w, q, scale, x) < 0.7 * output_error(w, rounded, scale, x)
+        assert output_error(w, q, scale, x) < 0.9 * output_error(w, *rtn, x)
+
+
+def test_gptq_codes_are_on_the_grid_and_dead_inputs_cost_nothing():
+    w, x = correlated_layer(rows=32, cols=64)
+    x[:, 5] = 0  # an input that never fires: its column is stored as 0
+    q, scale = train_gpt.quantize_gptq(w, x.T @ x, train_gpt.INT6_MAX, 12.0, block=16)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float16 and q.shape == w.shape
+    assert int(q.abs().max()) <= train_gpt.INT6_MAX and (q[:, 5] == 0).all()
+    torch.testing.assert_close(scale.float(), (12.0 * w.std(1) / train_gpt.INT6_MAX).half().float())
+    # the block size only changes the order of the float sums, not the result beyond rounding noise
+    q_one_block = train_gpt.quantize_gptq(w, x.T @ x, train_gpt.INT6_MAX, 12.0, block=64)[0]
+    assert (q != q_one_block).float().mean() < 0.01
+
+
+def test_hessians_sum_the_inputs_of_every_int6_matrix(tiny_data, tiny_tokenizer, monkeypatch):
+    """Each matrix's Hessian is X^T X of exactly the input it multiplies: q, k and v share the
+    attention's input, proj gets the attention output, fc the MLP's input, the MLP's proj its
+    activation. Inputs are read with hooks on the blocks, independently of add_to_hessians."""
+    args = tiny_args(**GPTQ_MODEL, DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                     GPTQ_CALIBRATION_BATCHES=2, QUANT_METHOD="gptq")
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args), std=0.05)
+    seen = {}
+    for i, block in enumerate(model.blocks):
+        block.attn.register_forward_pre_hook(lambda m, inp, i=i: seen.setdefault(f"attn{i}", []).append(inp[0].reshape(-1, inp[0].size(-1))))
+        block.attn.proj.register_forward_pre_hook(lambda m, inp, i=i: seen.setdefault(f"proj{i}", []).append(inp[0].reshape(-1, inp[0].size(-1))))
+        block.mlp.register_forward_pre_hook(lambda m, inp, i=i: seen.setdefault(f"mlp{i}", []).append(inp[0].reshape(-1, inp[0].size(-1))))
+    hessians = train_gpt.collect_hessians(model, args, cpu_run())
+    assert sorted(hessians) == sorted(n for n, p in model.named_parameters() if train_gpt.int6_matrix(n, p))
+    assert all(m.hessian is None for m in model.modules() if isinstance(m, train_gpt.CastedLinear))  # calibration is over
+    for i, block in enumerate(model.blocks):
+        x, y, m = (torch.cat(seen[k + str(i)]) for k in ("attn", "proj", "mlp"))
+        h = F.leaky_relu(m @ block.mlp.fc.weight.T, 0.5).square()
+        expected = {"attn.q": x, "attn.k": x, "attn.v": x, "attn.proj": y, "mlp.fc": m, "mlp.proj": h}
+        for name, inputs in expected.items():
+            if f"blocks.{i}.{name}.weight" in hessians:
+                torch.testing.assert_close(hessians[f"blocks.{i}.{name}.weight"], inputs.T @ inputs, rtol=1e-4, atol=1e-3)
+    assert x.size(0) == 2 * 1024 // 8  # GPTQ_CALIBRATION_BATCHES micro-batches of the training's shape
+
+
+def test_calibration_reads_training_shards_only(tiny_data, tiny_tokenizer, monkeypatch):
+    read = []
+    original = train_gpt.read_shard
+    monkeypatch.setattr(train_gpt, "read_shard", lambda path: read.append(path.name) or original(path))
+    args = tiny_args(**GPTQ_MODEL, DATA_PATH=tiny_data, TOKENIZER_PATH=tiny_tokenizer, VOCAB_SIZE=64, TRAIN_BATCH_TOKENS=1024,
+                     GPTQ_CALIBRATION_BATCHES=3)
+    train_gpt.collect_hessians(train_gpt.GPT(args), args, cpu_run())
+    assert read and all(name.startswith("fineweb_train_") for name in read)
+
+
+HESSIAN_DUMP = """import sys, torch
+sys.path[:0] = [{repo!r}, {tests!r}]
+import train_gpt
+from conftest import randomize_
+
+def job(args, run, log_path):
+    torch.manual_seed(0)
+    hessians = train_gpt.collect_hessians(randomize_(train_gpt.GPT(args), std=0.05), args, run)
+    if run.rank == 0:
+        torch.save(hessians, "hessians.pt")
+
+train_gpt.launch(job)
+"""
+
+
+def test_hessians_of_two_processes_equal_those_of_one(tmp_path, tiny_data, tiny_tokenizer):
+    """Each rank calibrates on its own micro-batches and the sums are all-reduced: 2 gloo processes
+    hold the Hessians of 1 process (the same token windows, split)."""
+    script = tmp_path / "dump_hessians.py"
+    script.write_text(HESSIAN_DUMP.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests")))
+    env = {**_clean_environ(), **TINY_MODEL, **{k: str(v) for k, v in GPTQ_MODEL.items()},
+           **dict(DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64", TRAIN_BATCH_TOKENS="1024",
+                  GPTQ_CALIBRATION_BATCHES="4", OMP_NUM_THREADS="1")}
+    found = []
+    for n in (1, 2):
+        cwd = tmp_path / f"world{n}"
+        cwd.mkdir()
+        launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        done = subprocess.run(launcher + [str(script)], cwd=cwd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        found.append(torch.load(cwd / "hessians.pt"))
+    assert sorted(found[0]) == sorted(found[1]) and len(found[0]) == 4  # the MLP matrices of 2 layers
+    for name in found[0]:
+        torch.testing.assert_close(found[1][name], found[0][name], rtol=1e-5, atol=1e-3)
+
+
+def test_gptq_keeps_its_reserve_out_of_the_training_cap():
+    gptq = tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8)
+    assert train_gpt.training_seconds(gptq) == 592
+    assert train_gpt.training_seconds(tiny_args(MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8)) == 600  # rtn: no reserve
+    assert train_gpt.training_seconds(tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=0)) == 0  # no cap stays no cap
+    # the warmdown ends at the reduced cap: at 296 s of 592 with 1 s steps and 300 warmdown steps, the LR is at 296/300
+    assert train_gpt.lr_multiplier(tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8,
+                                             WARMDOWN_ITERS=300, ITERATIONS=10**6), 296, 296_000) == pytest.approx(296 / 300)
+    with pytest.raises(train_gpt.UserError, match="GPTQ_RESERVE_SECONDS in"):
+        tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=10, GPTQ_RESERVE_SECONDS=10)
+    with pytest.raises(train_gpt.UserError, match="QUANT_METHOD=awq must be gptq or rtn"):
+        tiny_args(QUANT_METHOD="awq")
+
+
+def test_a_gptq_run_calibrates_and_exports_with_gptq(tiny_data_env, tmp_path):
+    env = dict(tiny_data_env, **{k: str(v) for k, v in GPTQ_MODEL.items()}, QUANT_METHOD="gptq", GPTQ_CALIBRATION_BATCHES="2",
+               ITERATIONS="2", TTT_ENABLED="0", NGRAM_ENABLED="0")
+    result = run_trainer(env, tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert "gptq_hessians: batches:2 " in result.log and " quant_method:gptq " in result.log
+    pre, rt = log_line(result.log, "pre_quant"), log_line(result.log, "final_int6_roundtrip")
+    assert abs(float(pre["val_bpb"]) - float(rt["val_bpb"])) < 0.01
