@@ -339,7 +339,6 @@ def add_to_hessians(x: Tensor, *linears: CastedLinear):
 
 
 SMALL_TENSOR = 65536  # tensors this small (and all non-float ones) are stored as they are, in fp16
-INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 
 
 def int6_matrix(name: str, t: Tensor) -> bool:
