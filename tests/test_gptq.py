@@ -125,7 +125,7 @@ def test_hessians_of_two_processes_equal_those_of_one(tmp_path, tiny_data, tiny_
 def test_gptq_keeps_its_reserve_out_of_the_training_cap():
     gptq = tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8)
     assert train_gpt.training_seconds(gptq) == 592
-    assert train_gpt.training_seconds(tiny_args(MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8)) == 600  # rtn: no reserve
+    assert train_gpt.training_seconds(tiny_args(QUANT_METHOD="rtn", MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8)) == 600  # no reserve
     assert train_gpt.training_seconds(tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=0)) == 0  # no cap stays no cap
     # the warmdown ends at the reduced cap: at 296 s of 592 with 1 s steps and 300 warmdown steps, the LR is at 296/300
     assert train_gpt.lr_multiplier(tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8,
@@ -141,6 +141,6 @@ def test_a_gptq_run_calibrates_and_exports_with_gptq(tiny_data_env, tmp_path):
                ITERATIONS="2", TTT_ENABLED="0", NGRAM_ENABLED="0")
     result = run_trainer(env, tmp_path)
     assert result.returncode == 0, result.output[-3000:]
-    assert "gptq_hessians: batches:2 " in result.log and " quant_method:gptq " in result.log
+    assert "gptq_hessians: matrices:4 batches:2 " in result.log and " quant_method:gptq " in result.log
     pre, rt = log_line(result.log, "pre_quant"), log_line(result.log, "final_int6_roundtrip")
     assert abs(float(pre["val_bpb"]) - float(rt["val_bpb"])) < 0.01

@@ -140,3 +140,15 @@ def test_logs_readme_names_exactly_the_files_in_logs():
     named = {name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
     present = {p.relative_to(LOGS).as_posix() for p in LOGS.rglob("*") if p.is_file()} - {"README.md"}
     assert named == present, (sorted(present - named), sorted(named - present))
+
+
+def test_the_gptq_logs_ran_the_commit_the_table_names():
+    """The four GPTQ logs ran one program: the training log's code_sha256 is the packed form of
+    train_gpt.py at pt.QUANT_COMMIT."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+    source = git("show", f"{pt.QUANT_COMMIT}:train_gpt.py")
+    if source is None:
+        pytest.skip(f"{pt.QUANT_COMMIT} is not in this clone")
+    logged = re.search(r"^code_sha256:(\S+)", (REPO_ROOT / pt.QUANT_LOGS["train"]).read_text(), re.M)[1]
+    assert hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest() == logged
