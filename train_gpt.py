@@ -1126,7 +1126,7 @@ def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[s
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
-    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)} quant_method:{'gptq' if hessians else 'rtn'} "
+    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)} quant_method:{'rtn' if hessians is None else 'gptq'} "
         f"seconds:{time.perf_counter() - t0:.1f}")
     return len(data)
 
@@ -1602,8 +1602,13 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
             t1 = time.perf_counter()
             hessians = collect_hessians(model, args, run)
             synchronize(device)
-            log(f"gptq_hessians: matrices:{len(hessians)} batches:{args.gptq_calibration_batches} seconds:{time.perf_counter() - t1:.1f} "
-                f"(of GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} kept from the cap; training data only)")
+            seconds = time.perf_counter() - t1
+            capped = args.max_wallclock_seconds > 0
+            log(f"gptq_hessians: matrices:{len(hessians)} batches:{args.gptq_calibration_batches} seconds:{seconds:.1f} (training data"
+                + (f"; inside the cap, which the training loop left GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} early)" if capped else ")"))
+            if capped and seconds > args.gptq_reserve_seconds:
+                log(f"WARNING: the Hessians took {seconds:.1f} s, more than GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds}: "
+                    "training + calibration overran the cap; raise GPTQ_RESERVE_SECONDS")
         result = evaluate(model, args, run, val, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
         if run.rank == 0:

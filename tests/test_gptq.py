@@ -144,3 +144,14 @@ def test_a_gptq_run_calibrates_and_exports_with_gptq(tiny_data_env, tmp_path):
     assert "gptq_hessians: matrices:4 batches:2 " in result.log and " quant_method:gptq " in result.log
     pre, rt = log_line(result.log, "pre_quant"), log_line(result.log, "final_int6_roundtrip")
     assert abs(float(pre["val_bpb"]) - float(rt["val_bpb"])) < 0.01
+
+
+def test_hessians_longer_than_the_reserve_are_reported(run_main, tiny_data_env):
+    """With a cap, the Hessians must fit the time the loop left for them; if they do not, the log says
+    so and names the setting to raise."""
+    env = dict(tiny_data_env, **{k: str(v) for k, v in GPTQ_MODEL.items()}, GPTQ_CALIBRATION_BATCHES="2", ITERATIONS="1",
+               MAX_WALLCLOCK_SECONDS="1000", GPTQ_RESERVE_SECONDS="0", TTT_ENABLED="0", NGRAM_ENABLED="0")
+    result = run_main(env)
+    assert result.returncode == 0, result.log[-2000:]
+    assert "inside the cap, which the training loop left GPTQ_RESERVE_SECONDS=0.0 early)" in result.log
+    assert "WARNING: the Hessians took " in result.log and "raise GPTQ_RESERVE_SECONDS" in result.log
