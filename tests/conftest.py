@@ -195,6 +195,35 @@ def run_main(monkeypatch, tmp_path):
     return _run
 
 
+JOB_SCRIPT = """import sys, torch
+sys.path[:0] = [{repo!r}, {tests!r}]
+import train_gpt
+from conftest import randomize_
+
+def job(args, run, log_path):
+{body}
+
+train_gpt.launch(job)
+"""
+
+
+def saved_by_1_and_2_processes(body: str, env: dict[str, str], tmp_path: Path, saved: str) -> list:
+    """Run a train_gpt.launch() job whose `body` (indented; it has args and run, and saves the file
+    `saved` on rank 0) as 1 process and as 2 gloo processes; returns what each run saved."""
+    script = tmp_path / "job.py"
+    script.write_text(JOB_SCRIPT.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), body=body))
+    found = []
+    for n in (1, 2):
+        cwd = tmp_path / f"world{n}"
+        cwd.mkdir()
+        launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        done = subprocess.run(launcher + [str(script)], cwd=cwd, env={**_clean_environ(), **env, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        found.append(torch.load(cwd / saved))
+    return found
+
+
 # ----------------------------------------------------------------------------- log parsing
 
 FINAL_LINE_PATTERNS = {

@@ -210,7 +210,7 @@ def test_run_reports_total_bytes_as_artifact_plus_code(e2e_run):
 
 def test_run_artifact_is_the_quantized_final_model(e2e_run):
     """The saved artifact dequantizes to the raw weights saved beside it (the EMA weights) within the export bounds."""
-    env, cwd, result = e2e_run.env, e2e_run.cwd, e2e_run.result
+    env, result = e2e_run.env, e2e_run.result
     assert result.returncode == 0, result.output[-3000:]
     final_state = torch.load(e2e_run.raw_weights, map_location="cpu")
     blob = torch.load(io.BytesIO(lzma.decompress(e2e_run.artifact.read_bytes())), map_location="cpu")

@@ -1,14 +1,11 @@
 """GPTQ (QUANT_METHOD=gptq): the quantizer against rounding, the Hessians it is calibrated with
 (what they sum, from which data, on 1 and 2 processes) and the time kept for them inside the cap."""
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import REPO_ROOT, TINY_MODEL, _clean_environ, cpu_run, log_line, randomize_, run_trainer, tiny_args
+from conftest import TINY_MODEL, cpu_run, log_line, randomize_, run_trainer, saved_by_1_and_2_processes, tiny_args
 
 GPTQ_MODEL = dict(MODEL_DIM=256, NUM_HEADS=4, NUM_KV_HEADS=2, NUM_LAYERS=2)  # matrices above SMALL_TENSOR: int6, so GPTQ'd
 
@@ -86,37 +83,16 @@ def test_calibration_reads_training_shards_only(tiny_data, tiny_tokenizer, monke
     assert read and all(name.startswith("fineweb_train_") for name in read)
 
 
-HESSIAN_DUMP = """import sys, torch
-sys.path[:0] = [{repo!r}, {tests!r}]
-import train_gpt
-from conftest import randomize_
-
-def job(args, run, log_path):
-    torch.manual_seed(0)
-    hessians = train_gpt.collect_hessians(randomize_(train_gpt.GPT(args), std=0.05), args, run)
-    if run.rank == 0:
-        torch.save(hessians, "hessians.pt")
-
-train_gpt.launch(job)
-"""
-
-
 def test_hessians_of_two_processes_equal_those_of_one(tmp_path, tiny_data, tiny_tokenizer):
     """Each rank calibrates on its own micro-batches and the sums are all-reduced: 2 gloo processes
     hold the Hessians of 1 process (the same token windows, split)."""
-    script = tmp_path / "dump_hessians.py"
-    script.write_text(HESSIAN_DUMP.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests")))
-    env = {**_clean_environ(), **TINY_MODEL, **{k: str(v) for k, v in GPTQ_MODEL.items()},
-           **dict(DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64", TRAIN_BATCH_TOKENS="1024",
-                  GPTQ_CALIBRATION_BATCHES="4", OMP_NUM_THREADS="1")}
-    found = []
-    for n in (1, 2):
-        cwd = tmp_path / f"world{n}"
-        cwd.mkdir()
-        launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-        done = subprocess.run(launcher + [str(script)], cwd=cwd, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        found.append(torch.load(cwd / "hessians.pt"))
+    body = ("    torch.manual_seed(0)\n"
+            "    hessians = train_gpt.collect_hessians(randomize_(train_gpt.GPT(args), std=0.05), args, run)\n"
+            "    if run.rank == 0:\n"
+            "        torch.save(hessians, 'hessians.pt')")
+    env = {**TINY_MODEL, **{k: str(v) for k, v in GPTQ_MODEL.items()}, **dict(DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer),
+           VOCAB_SIZE="64", TRAIN_BATCH_TOKENS="1024", GPTQ_CALIBRATION_BATCHES="4")}
+    found = saved_by_1_and_2_processes(body, env, tmp_path, "hessians.pt")
     assert sorted(found[0]) == sorted(found[1]) and len(found[0]) == 4  # the MLP matrices of 2 layers
     for name in found[0]:
         torch.testing.assert_close(found[1][name], found[0][name], rtol=1e-5, atol=1e-3)

@@ -4,8 +4,6 @@ stream split over ranks and the LR schedule."""
 import copy
 import math
 import re
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,8 +11,8 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import (LN2, REPO_ROOT, SAMPLE_DATA, TINY_ENV, TINY_MODEL, _clean_environ, cpu_run, error_lines, log_line, randomize_,
-                      read_shard_tokens, rel_diff, run_trainer, tiny_args, train_losses, write_shard)
+from conftest import (LN2, SAMPLE_DATA, TINY_ENV, TINY_MODEL, cpu_run, error_lines, log_line, randomize_, read_shard_tokens, rel_diff,
+                      run_trainer, saved_by_1_and_2_processes, tiny_args, train_losses, write_shard)
 
 FINAL_KINDS = ("pre_quant", "artifact", "final_int6_roundtrip", "final_int6_sliding_window", "total", "peak_memory")
 
@@ -22,7 +20,7 @@ FINAL_KINDS = ("pre_quant", "artifact", "final_int6_roundtrip", "final_int6_slid
 # ----------------------------------------------------------------------------- end to end on the sample data
 
 def test_tiny_run_on_sample_data_completes(e2e_run):
-    result, cwd = e2e_run.result, e2e_run.cwd
+    result = e2e_run.result
     assert result.returncode == 0, result.output[-4000:]
     assert error_lines(result.log) == []
     for kind in FINAL_KINDS:
@@ -134,39 +132,19 @@ def test_multi_process_run_logs_same_train_loss(world_runs, world):
         assert rel_diff(a[step], b[step]) < 1e-4, (step, a[step], b[step])
 
 
-GRADIENT_DUMP = """import sys, torch
-sys.path[:0] = [{repo!r}, {tests!r}]
-import train_gpt
-from conftest import randomize_
-
-def job(args, run, log_path):
-    torch.manual_seed(0)
-    model = randomize_(train_gpt.GPT(args))
-    train_gpt.train(args, model, run)
-    if run.rank == 0:
-        torch.save([p.grad for p in model.parameters()], "grads.pt")
-
-train_gpt.launch(job)
-"""
-
-
 def test_ranks_average_their_gradients(tmp_path, tiny_data, tiny_tokenizer):
     """The gradients a step hands the optimizers are the same on 1 process and on 2 (gloo): the mean
     over ranks of each rank's sum over its micro-steps. Losses cannot show this: Muon and AdamW barely
     change when every gradient is scaled, so a sum instead of a mean would train almost the same."""
-    script = tmp_path / "dump_grads.py"
-    script.write_text(GRADIENT_DUMP.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests")))
-    env = {**_clean_environ(), **TINY_MODEL, **dict(DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64",
+    body = ("    torch.manual_seed(0)\n"
+            "    model = randomize_(train_gpt.GPT(args))\n"
+            "    train_gpt.train(args, model, run)\n"
+            "    if run.rank == 0:\n"
+            "        torch.save([p.grad for p in model.parameters()], 'grads.pt')")
+    env = {**TINY_MODEL, **dict(DATA_PATH=str(tiny_data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64",
            TRAIN_BATCH_TOKENS="1024", ITERATIONS="1", WARMUP_STEPS="0", WARMDOWN_ITERS="0", MAX_WALLCLOCK_SECONDS="0",
-           COMPLEMENT_ALPHA="0", GRAD_CLIP_NORM="0", OMP_NUM_THREADS="1")}
-    grads = []
-    for n in (1, 2):
-        cwd = tmp_path / f"world{n}"
-        cwd.mkdir()
-        launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-        done = subprocess.run(launcher + [str(script)], cwd=cwd, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        grads.append(torch.load(cwd / "grads.pt"))
+           COMPLEMENT_ALPHA="0", GRAD_CLIP_NORM="0")}
+    grads = saved_by_1_and_2_processes(body, env, tmp_path, "grads.pt")
     assert len(grads[0]) == len(grads[1]) > 10
     for one, two in zip(*grads):
         assert one.abs().sum() > 0
@@ -380,7 +358,7 @@ def test_smoke_preset_runs_from_any_folder_on_the_shipped_sample(tmp_path):
     assert result.returncode == 0, result.output[-3000:]
     log = result.log
     assert "preset:smoke " in log and f"hyperparameter DATA_PATH={SAMPLE_DATA}" in log
-    assert f"hyperparameter GRAD_ACCUM_STEPS=1" in log and "hyperparameter MAX_WALLCLOCK_SECONDS=0.0" in log
+    assert "hyperparameter GRAD_ACCUM_STEPS=1" in log and "hyperparameter MAX_WALLCLOCK_SECONDS=0.0" in log
     assert sorted(train_losses(log)) == [1, 2, 3, 4] and "compile_warmup" not in log
     assert "WARNING" not in log  # the shipped tokenizer is the official one
     assert log_line(log, "ngram_audit") is not None and log_line(log, "final_ngram_ttt") is not None
