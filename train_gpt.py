@@ -1047,6 +1047,14 @@ def quantize_matrix(name: str, w: Tensor, qmax: int, hessian: Tensor | None, cli
     return min(candidates, key=lambda qs: (qs[0].float() * qs[1].float()[:, None] - w).square().mean().item())
 
 
+def quantized_matrix(done: dict, name: str, w: Tensor, qmax: int, hessians: dict[str, Tensor] | None,
+                     clip_sigmas: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """quantize_matrix, once per (name, qmax): `done` keeps the results."""
+    if (name, qmax) not in done:
+        done[name, qmax] = quantize_matrix(name, w.float(), qmax, (hessians or {}).get(name), clip_sigmas)
+    return done[name, qmax]
+
+
 def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset(), hessians: dict[str, Tensor] | None = None,
                    clip_sigmas: tuple[float, float] = (7.0, 7.0), done: dict | None = None) -> dict[str, Tensor]:
     """The artifact's tensors. `done` keeps each matrix's (q, scale) by (name, qmax) across calls,
@@ -1059,10 +1067,7 @@ def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset(),
             continue
         w = t.float()
         if int6_matrix(name, t):
-            qmax = INT5_MAX if name in int5 else INT6_MAX
-            if (name, qmax) not in done:
-                done[name, qmax] = quantize_matrix(name, w, qmax, (hessians or {}).get(name), clip_sigmas)
-            q, scale = done[name, qmax]
+            q, scale = quantized_matrix(done, name, w, INT5_MAX if name in int5 else INT6_MAX, hessians, clip_sigmas)
         else:
             q, scale = quantize_rows(w, torch.quantile(w.abs(), 0.9999984, dim=1), INT8_MAX)
         out[name + ".q"], out[name + ".scale"] = q.contiguous(), scale
@@ -1093,33 +1098,53 @@ def compress_state(quantized: dict[str, Tensor]) -> bytes:
         return b"".join(pool.map(lambda i: lzma.compress(raw[i:i + (1 << 22)], preset=6), range(0, len(raw), 1 << 22)))
 
 
-def int5_saving(w: Tensor) -> float:
-    """Estimated bytes saved by int5 over int6: the drop in per-weight entropy of the codes."""
-    def entropy_bits(qmax):
-        q, _ = quantize_rows(w.float(), w.float().abs().amax(1), qmax)
-        p = torch.bincount((q.flatten().long() + qmax)).float() / q.numel()
-        return -(p[p > 0] * p[p > 0].log2()).sum().item()
-    return w.numel() * (entropy_bits(INT6_MAX) - entropy_bits(INT5_MAX)) / 8
+def code_bytes_estimate(q: Tensor) -> float:
+    """What a compressor needs at least for these codes: their entropy (bits per code) x count / 8."""
+    p = torch.bincount(q.flatten().long() - int(q.min())).float() / q.numel()
+    return -(p[p > 0] * p[p > 0].log2()).sum().item() * q.numel() / 8
+
+
+def int5_order(state: dict[str, Tensor], matrices: list[str], hessians: dict[str, Tensor] | None, clip_sigmas, done: dict) -> list[str]:
+    """The order in which matrices drop to int5 to fit the cap. With GPTQ's Hessians: by the increase
+    of the layer's output error on its calibration inputs, tr(dW H dW^T), per byte saved, cheapest
+    first. Rounding has no such measure: MLP matrices first."""
+    if not hessians:
+        return sorted(matrices, key=lambda n: ".attn." in n)
+
+    def output_error(name, qmax):
+        q, scale = quantized_matrix(done, name, state[name], qmax, hessians, clip_sigmas)
+        delta = state[name].float() - q.float() * scale.float()[:, None]
+        return ((delta @ hessians[name].float()) * delta).sum().item()
+    cost = {n: (output_error(n, INT5_MAX) - output_error(n, INT6_MAX)) / max(int5_saving(state, n, hessians, clip_sigmas, done), 1.0)
+            for n in matrices}
+    return sorted(matrices, key=cost.__getitem__)
+
+
+def int5_saving(state: dict[str, Tensor], name: str, hessians, clip_sigmas, done: dict) -> float:
+    """Estimated bytes saved by storing matrix `name` at int5 instead of int6 (the codes' entropies)."""
+    return (code_bytes_estimate(quantized_matrix(done, name, state[name], INT6_MAX, hessians, clip_sigmas)[0])
+            - code_bytes_estimate(quantized_matrix(done, name, state[name], INT5_MAX, hessians, clip_sigmas)[0]))
 
 
 def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[str, Tensor] | None = None,
                   clip_sigmas: tuple[float, float] = (7.0, 7.0)) -> int:
     """Write the artifact (GPTQ for the matrices in `hessians`); returns its bytes. If int6 would
     break the cap (weights of short runs are near-Gaussian and compress worse than trained ones),
-    matrices drop to int5, MLP first, until code + artifact fit."""
+    matrices drop to int5 in int5_order until code + artifact fit."""
     state = model.state_dict()
-    matrices = sorted((n for n in state if int6_matrix(n, state[n])), key=lambda n: ".attn." in n)
+    matrices = [n for n in state if int6_matrix(n, state[n])]
     int5: frozenset[str] = frozenset()
     done: dict = {}
     t0 = time.perf_counter()
     data = compress_state(quantize_state(state, int5, hessians, clip_sigmas, done))
+    order = int5_order(state, matrices, hessians, clip_sigmas, done) if len(data) + code_bytes > SIZE_LIMIT_BYTES else []
     while len(data) + code_bytes > SIZE_LIMIT_BYTES and len(int5) < len(matrices):
         excess, saved, more = len(data) + code_bytes - SIZE_LIMIT_BYTES, 0.0, []
-        for name in (n for n in matrices if n not in int5):
+        for name in (n for n in order if n not in int5):
             if saved > 1.05 * excess:
                 break
             more.append(name)
-            saved += int5_saving(state[name])
+            saved += int5_saving(state, name, hessians, clip_sigmas, done)
         int5 = int5 | set(more)
         log(f"export: {len(data) + code_bytes} bytes is over the cap; storing {len(int5)}/{len(matrices)} matrices as int5")
         data = compress_state(quantize_state(state, int5, hessians, clip_sigmas, done))

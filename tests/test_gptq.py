@@ -131,3 +131,28 @@ def test_hessians_longer_than_the_reserve_are_reported(run_main, tiny_data_env):
     assert result.returncode == 0, result.log[-2000:]
     assert "inside the cap, which the training loop left GPTQ_RESERVE_SECONDS=0.0 early)" in result.log
     assert "WARNING: the Hessians took " in result.log and "raise GPTQ_RESERVE_SECONDS" in result.log
+
+
+def test_fitting_the_cap_drops_to_int5_where_the_layer_output_suffers_least(tmp_path, monkeypatch):
+    """Over the cap, GPTQ's export stores at int5 first the matrices whose output error on their
+    calibration inputs grows least per byte saved: here the one whose inputs are tiny (its Hessian
+    scaled by 1e-6), though the MLP-first order of rounding would have taken another."""
+    import io
+    import lzma
+    args = tiny_args(**GPTQ_MODEL)
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args), std=0.05)
+    state = model.state_dict()
+    matrices = [n for n in state if train_gpt.int6_matrix(n, state[n])]
+    hessians = {n: torch.eye(state[n].size(1)) + 0.5 for n in matrices}
+    cheap = "blocks.0.mlp.proj.weight"
+    hessians[cheap] = hessians[cheap] * 1e-6
+    order = train_gpt.int5_order(state, matrices, hessians, (7.0, 7.0), {})
+    assert order[0] == cheap and train_gpt.int5_order(state, matrices, None, (7.0, 7.0), {})[0] != cheap
+    all_int6 = train_gpt.save_artifact(model, tmp_path / "int6.ptz", 0, lambda m: None, hessians)
+    monkeypatch.setattr(train_gpt, "SIZE_LIMIT_BYTES", all_int6 - 2000)  # one matrix at int5 is enough
+    lines = []
+    size = train_gpt.save_artifact(model, tmp_path / "fitted.ptz", 0, lines.append, hessians)
+    assert size <= all_int6 - 2000 and any("int5_matrices:1 quant_method:gptq" in line for line in lines)
+    blob = torch.load(io.BytesIO(lzma.decompress((tmp_path / "fitted.ptz").read_bytes())))
+    assert [n for n in matrices if int(blob[n + ".q"].abs().max()) <= train_gpt.INT5_MAX] == [cheap]
