@@ -1013,9 +1013,10 @@ def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
 
 def quantize_gptq(w: Tensor, hessian: Tensor, qmax: int, clip_sigmas: float, block: int = 128, damping: float = 0.01) -> tuple[Tensor, Tensor]:
     """GPTQ of w (rows, cols) given its inputs' hessian = X^T X (cols, cols): columns in order of
-    falling diag(H) (act-order), H damped by `damping` x its mean diagonal, the inverse's upper
-    Cholesky factor U carrying each column's rounding error to the later ones, in blocks of `block`
-    columns. Each row's step is clip_sigmas * std(row) / qmax. Returns (q int8, scale fp16)."""
+    falling diag(H) (act-order), H damped by `damping` x its mean diagonal (10x more, up to 4 times,
+    where float error leaves it not positive definite), the inverse's upper Cholesky factor U
+    carrying each column's rounding error to the later ones, in blocks of `block` columns. Each
+    row's step is clip_sigmas * std(row) / qmax. Returns (q int8, scale fp16)."""
     W, H = w.float().clone(), hessian.float().clone()
     dead = H.diagonal() == 0  # inputs that were always 0: any value works, 0 costs least
     H[dead, dead] = 1
@@ -1024,8 +1025,14 @@ def quantize_gptq(w: Tensor, hessian: Tensor, qmax: int, clip_sigmas: float, blo
     step = scale.float()
     order = torch.argsort(H.diagonal(), descending=True)
     W, H = W[:, order], H[order][:, order]
-    H.diagonal().add_(damping * H.diagonal().mean())
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    for tries in range(5):
+        try:
+            damped = H + damping * 10**tries * H.diagonal().mean() * torch.eye(len(H), device=H.device)
+            U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
+            break
+        except torch.linalg.LinAlgError:
+            if tries == 4:
+                raise
     q = torch.zeros_like(W)
     for start in range(0, W.size(1), block):
         end = min(start + block, W.size(1))
@@ -1133,6 +1140,10 @@ def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[s
     matrices drop to int5 in int5_order until code + artifact fit."""
     state = model.state_dict()
     matrices = [n for n in state if int6_matrix(n, state[n])]
+    unusable = sorted(n for n, h in (hessians or {}).items() if not torch.isfinite(h).all())
+    if unusable:  # activations overflowed on the calibration batches: these matrices are rounded instead
+        log(f"WARNING: export: {len(unusable)} Hessians are not finite ({', '.join(unusable[:3])}...); those matrices are rounded (rtn)")
+        hessians = {n: h for n, h in hessians.items() if n not in unusable}
     int5: frozenset[str] = frozenset()
     done: dict = {}
     t0 = time.perf_counter()

@@ -156,3 +156,32 @@ def test_fitting_the_cap_drops_to_int5_where_the_layer_output_suffers_least(tmp_
     assert size <= all_int6 - 2000 and any("int5_matrices:1 quant_method:gptq" in line for line in lines)
     blob = torch.load(io.BytesIO(lzma.decompress((tmp_path / "fitted.ptz").read_bytes())))
     assert [n for n in matrices if int(blob[n + ".q"].abs().max()) <= train_gpt.INT5_MAX] == [cheap]
+
+
+def test_gptq_survives_hessians_that_float_error_leaves_indefinite():
+    """A Hessian a little below positive definite (as float sums over many rows can leave one) gets
+    more damping until it factors, and GPTQ still beats rounding on the same grid."""
+    w, x = correlated_layer()
+    h = x.T @ x
+    eigenvalues, vectors = torch.linalg.eigh(h)
+    indefinite = h - (eigenvalues[0] + 0.02 * eigenvalues.mean()) * torch.outer(vectors[:, 0], vectors[:, 0]) * 2
+    assert torch.linalg.eigvalsh(indefinite)[0] < -0.01 * h.diagonal().mean()  # 1% damping alone does not fix it
+    q, scale = train_gpt.quantize_gptq(w, indefinite, train_gpt.INT6_MAX, 3.5)
+    rounded = torch.clamp(torch.round(w / scale.float()[:, None]), -train_gpt.INT6_MAX, train_gpt.INT6_MAX)
+    assert output_error(w, q, scale, x) < output_error(w, rounded, scale, x)
+
+
+def test_matrices_with_non_finite_hessians_are_rounded_and_reported(tmp_path):
+    args = tiny_args(**GPTQ_MODEL)
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args), std=0.05)
+    state = model.state_dict()
+    matrices = [n for n in state if train_gpt.int6_matrix(n, state[n])]
+    hessians = {n: torch.eye(state[n].size(1)) for n in matrices}
+    hessians[matrices[0]][3, 3] = float("nan")
+    lines = []
+    train_gpt.save_artifact(model, tmp_path / "a.ptz", 0, lines.append, hessians)
+    assert any(line.startswith("WARNING: export: 1 Hessians are not finite") and matrices[0] in line for line in lines)
+    loaded = train_gpt.GPT(args)
+    train_gpt.load_artifact(tmp_path / "a.ptz", loaded)
+    assert all(torch.isfinite(p).all() for p in loaded.parameters())
