@@ -58,7 +58,7 @@ SETTINGS = dict(
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
 )
-# SMOKE=1: a model of 0.27M parameters on the sample shipped in data/sample, every part of the stack
+# SMOKE=1: a model of 0.26M parameters on the sample shipped in data/sample, every part of the stack
 # on, no compile warm-up and no cap: about a minute on 2 CPU cores. Any setting still overrides it.
 SAMPLE_DATA = Path(__file__).resolve().parent / "data" / "sample"
 SMOKE_PRESET = dict(
@@ -967,7 +967,23 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
 def collect_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
     """GPTQ's calibration: X^T X of every int6 matrix's inputs over GPTQ_CALIBRATION_BATCHES training
     micro-batches (never val), split over ranks and summed by one all-reduce, so every rank holds the
-    same Hessians. Runs the model eagerly (the compiled graphs have no Hessian hooks)."""
+    same Hessians. Runs the model eagerly (the compiled graphs have no Hessian hooks). Timed and
+    logged: with a cap, it runs in the GPTQ_RESERVE_SECONDS the training loop left."""
+    synchronize(run.device)
+    t0 = time.perf_counter()
+    hessians = input_hessians(model, args, run)
+    synchronize(run.device)
+    seconds, capped = time.perf_counter() - t0, args.max_wallclock_seconds > 0
+    run.log(f"gptq_hessians: matrices:{len(hessians)} batches:{args.gptq_calibration_batches} seconds:{seconds:.1f} (training data"
+            + (f"; inside the cap, which the training loop left GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} early)" if capped else ")"))
+    if capped and seconds > args.gptq_reserve_seconds:
+        run.log(f"WARNING: the Hessians took {seconds:.1f} s, more than GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds}: "
+                "training + calibration overran the cap; raise GPTQ_RESERVE_SECONDS")
+    return hessians
+
+
+def input_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
+    """The sums themselves (collect_hessians times and logs them)."""
     grad_accum = args.grad_accum_steps or max(1, 8 // run.world)
     micro_tokens = args.train_batch_tokens // (run.world * grad_accum)
     files = find_shards(args.data_path, "train")
@@ -1632,19 +1648,7 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
         steps = train(args, model, run, val)
         log(f"training_done steps:{steps} wall_seconds:{time.perf_counter() - t0:.1f}" + (
             f" (compile_warmup included) peak_memory_allocated_mib:{torch.cuda.max_memory_allocated(device) // 2**20}" if device.type == "cuda" else ""))
-        hessians = None
-        if args.quant_method == "gptq":  # inside the cap: the training loop stopped GPTQ_RESERVE_SECONDS early
-            synchronize(device)
-            t1 = time.perf_counter()
-            hessians = collect_hessians(model, args, run)
-            synchronize(device)
-            seconds = time.perf_counter() - t1
-            capped = args.max_wallclock_seconds > 0
-            log(f"gptq_hessians: matrices:{len(hessians)} batches:{args.gptq_calibration_batches} seconds:{seconds:.1f} (training data"
-                + (f"; inside the cap, which the training loop left GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} early)" if capped else ")"))
-            if capped and seconds > args.gptq_reserve_seconds:
-                log(f"WARNING: the Hessians took {seconds:.1f} s, more than GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds}: "
-                    "training + calibration overran the cap; raise GPTQ_RESERVE_SECONDS")
+        hessians = collect_hessians(model, args, run) if args.quant_method == "gptq" else None  # inside the cap
         result = evaluate(model, args, run, val, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
         if run.rank == 0:
