@@ -846,15 +846,21 @@ def state_restored(model: GPT, optimizers: list[torch.optim.Optimizer]):
         opt.load_state_dict(state)
 
 
-def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
-    """Train until ITERATIONS or the wallclock cap; leaves the EMA weights in `model`. `val` is
-    scored every VAL_LOSS_EVERY steps."""
-    device, rank, world, log = run.device, run.rank, run.world, run.log
+def micro_batching(args, world: int) -> tuple[int, int]:
+    """(micro-batches per step, tokens per micro-batch and rank): GRAD_ACCUM_STEPS, by default
+    8 / world, so the micro-batch is the same for any world size that divides 8."""
     grad_accum = args.grad_accum_steps or max(1, 8 // world)
     if args.train_batch_tokens % (world * grad_accum * args.train_seq_len):
         raise UserError(f"TRAIN_BATCH_TOKENS={args.train_batch_tokens} must be divisible by world_size*GRAD_ACCUM_STEPS*TRAIN_SEQ_LEN"
                         f" = {world}*{grad_accum}*{args.train_seq_len}")
-    micro_tokens = args.train_batch_tokens // (world * grad_accum)
+    return grad_accum, args.train_batch_tokens // (world * grad_accum)
+
+
+def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
+    """Train until ITERATIONS or the wallclock cap; leaves the EMA weights in `model`. `val` is
+    scored every VAL_LOSS_EVERY steps."""
+    device, rank, world, log = run.device, run.rank, run.world, run.log
+    grad_accum, micro_tokens = micro_batching(args, world)
     log(f"world_size:{world} grad_accum:{grad_accum} micro_batch_seqs:{micro_tokens // args.train_seq_len}")
     train_files = find_shards(args.data_path, "train")
     log(f"train_shards:{len(train_files)} train_tokens:{sum(map(read_shard_header, train_files))}")
@@ -984,8 +990,7 @@ def collect_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
 
 def input_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
     """The sums themselves (collect_hessians times and logs them)."""
-    grad_accum = args.grad_accum_steps or max(1, 8 // run.world)
-    micro_tokens = args.train_batch_tokens // (run.world * grad_accum)
+    micro_tokens = micro_batching(args, run.world)[1]
     files = find_shards(args.data_path, "train")
     assert all(f.name.startswith("fineweb_train_") for f in files)  # calibration never reads val
     linears = {name + ".weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear) and int6_matrix(name + ".weight", m.weight)}
