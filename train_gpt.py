@@ -38,18 +38,20 @@ except ImportError:
 SETTINGS = dict(
     # data and run
     DATA_PATH="./data/datasets/fineweb10B_sp1024", TOKENIZER_PATH="./data/tokenizers/fineweb_1024_bpe.model",
-    RUN_ID="", SEED=42, VAL_MAX_TOKENS=0, EVAL_ONLY=False, ARTIFACT_PATH="", OVERWRITE=False, SMOKE=False,
+    RUN_ID="", SEED=42, VAL_MAX_TOKENS=0, EVAL_ONLY=False, ARTIFACT_PATH="", OVERWRITE=False, SMOKE=False, RECIPE="pr803",
     # model
     VOCAB_SIZE=1024, NUM_LAYERS=11, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=3.0,
     LEAKY_RELU=True, ROPE_DIMS=16, ROPE_BASE=10000.0, QK_GAIN_INIT=1.5, LOGIT_SOFTCAP=30.0,
     TIED_EMBED_INIT_STD=0.005, LN_SCALE=True, XSA_LAST_N=4, VRL_ENABLED=True,
     BIGRAM_VOCAB_SIZE=2048, BIGRAM_DIM=128, VE_ENABLED=True, VE_DIM=128, VE_LAYERS="9,10",
+    LOOP_LAYERS="", LOOP_START_FRAC=0.35, PARALLEL_RESIDUAL_FROM=-1, SKIP_GATES=False,
     # training
     TRAIN_BATCH_TOKENS=786432, TRAIN_SEQ_LEN=2048, GRAD_ACCUM_STEPS=0, ITERATIONS=20000, MAX_WALLCLOCK_SECONDS=600.0,
-    WARMUP_STEPS=20, WARMDOWN_ITERS=3500, TRAIN_LOG_EVERY=500, VAL_LOSS_EVERY=4000,
+    WARMUP_STEPS=20, WARMDOWN_ITERS=3500, WARMDOWN_FRAC=0.0, MIN_LR_FRAC=0.0, TRAIN_LOG_EVERY=500, VAL_LOSS_EVERY=4000,
     MATRIX_LR=0.025, SCALAR_LR=0.025, TIED_EMBED_LR=0.035, ADAM_WD=0.04, GRAD_CLIP_NORM=0.3,
     MUON_MOMENTUM=0.99, MUON_MOMENTUM_WARMUP_START=0.92, MUON_MOMENTUM_WARMUP_STEPS=1500,
-    MUON_BACKEND_STEPS=5, MUON_WD=0.04, EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
+    MUON_BACKEND_STEPS=5, MUON_NS_COEFFS="quintic", MUON_ROW_NORM=False, MUON_WD=0.04,
+    EMA_DECAY=0.997, LATE_QAT_THRESHOLD=0.15, COMPLEMENT_ALPHA=0.5,
     # export
     QUANT_METHOD="gptq", QUANT_CLIP_SIGMAS="7,7", GPTQ_CALIBRATION_BATCHES=16, GPTQ_RESERVE_SECONDS=5.0,
     # evaluation
@@ -57,6 +59,17 @@ SETTINGS = dict(
     NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_DISCOUNT=0.75, NGRAM_AUDIT_POSITIONS=256,
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
+)
+# RECIPE=pr803 (the default) is #803's record configuration. RECIPE=modern is what the best sp1024
+# stacks since then share (README, "Recipes"): MLP 4x, XSA on every layer, QK gain 5, layers 4-5 run
+# twice from 35% of the run on, parallel attention/MLP lanes from layer 7, gated U-Net skips, Muon with
+# row-normalized updates and Polar-Express coefficients, weight decay 0.09, warmdown over the last 85%
+# of the run to 0.1x the LR, EMA 0.9965, no QAT. A setting given in the environment overrides both.
+RECIPES = dict(
+    pr803={},
+    modern=dict(MLP_MULT=4.0, XSA_LAST_N=11, QK_GAIN_INIT=5.0, LOOP_LAYERS="4,5", LOOP_START_FRAC=0.35, PARALLEL_RESIDUAL_FROM=7,
+                SKIP_GATES=True, MUON_NS_COEFFS="polar", MUON_ROW_NORM=True, MUON_WD=0.09, MUON_MOMENTUM=0.97,
+                WARMDOWN_FRAC=0.85, MIN_LR_FRAC=0.1, EMA_DECAY=0.9965, LATE_QAT_THRESHOLD=0.0),
 )
 # SMOKE=1: a model of 0.26M parameters on the sample shipped in data/sample, every part of the stack
 # on, no compile warm-up and no cap: about a minute on 2 CPU cores. Any setting still overrides it.
@@ -68,11 +81,20 @@ SMOKE_PRESET = dict(
     MAX_WALLCLOCK_SECONDS=0.0, WARMUP_STEPS=0, WARMDOWN_ITERS=25, TRAIN_LOG_EVERY=10, VAL_LOSS_EVERY=0,
     MUON_MOMENTUM_WARMUP_STEPS=25, EVAL_STRIDE=32, TTT_CHUNK_TOKENS=2048, TTT_EPOCHS=1,
 )
+SMOKE_RECIPE_PRESET = dict(modern=dict(XSA_LAST_N=4, LOOP_LAYERS="1,2", PARALLEL_RESIDUAL_FROM=3))  # the recipe's layer indices, for 4 layers
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 SIZE_LIMIT_BYTES = 16_000_000
 AUDIT_TOLERANCE = 1e-6  # max |sum_v p(v) - 1| allowed for a mixed distribution
 # Largest code of each integer grid the export stores (and late QAT rounds onto): codes -max..max
 INT5_MAX, INT6_MAX, INT8_MAX = 15, 31, 127
+# Muon's Newton-Schulz iterations (a, b, c), one per iteration: the quintic of modded-nanogpt, or the
+# Polar Express sequence (Amsel et al. 2025), which converges in fewer iterations
+NEWTON_SCHULZ_COEFFS = dict(
+    quintic=((3.4445, -4.7750, 2.0315),),
+    polar=((8.156554524902461, -22.48329292557795, 15.878769915207462), (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+           (3.8916678022926607, -2.772484153217685, 0.5060648178503393), (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+           (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)),
+)
 # A tiny model whose every part is on, for the message that reports conflicting settings
 TINY_EXAMPLE = "NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 ROPE_DIMS=16 XSA_LAST_N=1 VE_LAYERS=1 (or SMOKE=1)"
 
@@ -95,7 +117,10 @@ def _parse(name: str, raw: str, default):
 class Hyperparameters:
     def __init__(self, environ=os.environ):
         smoke = _parse("SMOKE", environ.get("SMOKE", "0"), False)
-        self.defaults = {**SETTINGS, **(SMOKE_PRESET if smoke else {})}
+        recipe = environ.get("RECIPE", SETTINGS["RECIPE"])
+        if recipe not in RECIPES:
+            raise UserError(f"RECIPE={recipe!r} must be one of {', '.join(RECIPES)}")
+        self.defaults = {**SETTINGS, **RECIPES[recipe], **({**SMOKE_PRESET, **SMOKE_RECIPE_PRESET.get(recipe, {})} if smoke else {})}
         for name, default in self.defaults.items():
             raw = environ.get(name)
             setattr(self, name.lower(), default if raw is None else _parse(name, raw, SETTINGS[name]))
@@ -103,6 +128,10 @@ class Hyperparameters:
             self.ve_layers = tuple(int(s) for s in self.ve_layers.split(",") if s.strip()) if self.ve_enabled else ()
         except ValueError:
             raise UserError(f"VE_LAYERS={self.ve_layers!r} must be comma-separated layer indices, e.g. 9,10") from None
+        try:
+            self.loop_layers = tuple(int(s) for s in self.loop_layers.split(",") if s.strip())
+        except ValueError:
+            raise UserError(f"LOOP_LAYERS={self.loop_layers!r} must be comma-separated consecutive layer indices, e.g. 4,5 (empty: off)") from None
         try:
             self.quant_clip_sigmas = tuple(float(s) for s in self.quant_clip_sigmas.split(","))
         except ValueError:
@@ -147,6 +176,13 @@ class Hyperparameters:
             (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0,
              f"TTT_FREEZE_BLOCKS={self.ttt_freeze_blocks} must be in 0..NUM_LAYERS={self.num_layers} and TTT_EPOCHS >= 0"),
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
+            (not self.loop_layers or (list(self.loop_layers) == list(range(self.loop_layers[0], self.loop_layers[-1] + 1))
+                                      and 0 <= self.loop_layers[0] and self.loop_layers[-1] < self.num_layers),
+             f"LOOP_LAYERS={','.join(map(str, self.loop_layers))} must be consecutive layer indices in 0..{self.num_layers - 1} (NUM_LAYERS-1)"),
+            (0 <= self.loop_start_frac < 1, "LOOP_START_FRAC must be in [0, 1): evaluation always runs the loop"),
+            (-1 <= self.parallel_residual_from < self.num_layers, f"PARALLEL_RESIDUAL_FROM must be -1 (off) or a layer index in 0..{self.num_layers - 1}"),
+            (0 <= self.warmdown_frac <= 1 and 0 <= self.min_lr_frac < 1, "WARMDOWN_FRAC must be in [0, 1] and MIN_LR_FRAC in [0, 1)"),
+            (self.muon_ns_coeffs in NEWTON_SCHULZ_COEFFS, f"MUON_NS_COEFFS={self.muon_ns_coeffs} must be one of {', '.join(NEWTON_SCHULZ_COEFFS)}"),
             (self.quant_method in ("gptq", "rtn"), f"QUANT_METHOD={self.quant_method} must be gptq or rtn"),
             (len(self.quant_clip_sigmas) == 2 and min(self.quant_clip_sigmas) > 0,
              f"QUANT_CLIP_SIGMAS must be two numbers > 0 (attention, MLP), not {self.quant_clip_sigmas}"),
@@ -607,6 +643,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Attention then MLP, each adding to the residual stream; `parallel` (PARALLEL_RESIDUAL_FROM):
+    both read the same normed input and add their outputs together."""
+
     def __init__(self, args, index: int):
         super().__init__()
         self.attn = Attention(args, exclusive=index >= args.num_layers - args.xsa_last_n)
@@ -614,12 +653,17 @@ class Block(nn.Module):
         self.attn_scale, self.mlp_scale = nn.Parameter(torch.ones(args.model_dim)), nn.Parameter(torch.ones(args.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(args.model_dim), torch.zeros(args.model_dim))))
         self.ln_scale = 1 / math.sqrt(index + 1) if args.ln_scale else 1.0
+        self.parallel = 0 <= args.parallel_residual_from <= index
 
     def forward(self, x, x0, extra_v, rotary, last: int = 0):
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        attn_out, v = self.attn(rms_norm(x) * self.ln_scale, extra_v, rotary, self.attn_scale, last)
-        x = (x[:, -last:] if last else x) + attn_out
+        normed = rms_norm(x) * self.ln_scale
+        attn_out, v = self.attn(normed, extra_v, rotary, self.attn_scale, last)
+        x = (x[:, -last:] if last else x)
+        if self.parallel:
+            return x + attn_out + self.mlp(normed[:, -last:] if last else normed, self.mlp_scale), v
+        x = x + attn_out
         return x + self.mlp(rms_norm(x) * self.ln_scale, self.mlp_scale), v
 
 
@@ -647,8 +691,15 @@ class GPT(nn.Module):
         self.bigram = BigramHash(args.bigram_vocab_size, args.bigram_dim, args.model_dim) if args.bigram_vocab_size else None
         self.smear_gate = nn.Parameter(torch.zeros(args.model_dim))
         self.blocks = nn.ModuleList(Block(args, i) for i in range(args.num_layers))
-        self.encoder_layers = args.num_layers // 2
-        self.skip_weights = nn.Parameter(torch.ones(min(self.encoder_layers, args.num_layers - self.encoder_layers), args.model_dim))
+        # Depth recurrence: once `looping` is set (LOOP_START_FRAC into training, and always at eval),
+        # the LOOP_LAYERS run a second time right after their first pass, with the same weights.
+        plain = list(range(args.num_layers))
+        looped = plain[:args.loop_layers[-1] + 1] + list(args.loop_layers) + plain[args.loop_layers[-1] + 1:] if args.loop_layers else plain
+        self.layer_orders, self.looping = {False: plain, True: looped}, bool(args.loop_layers)
+        skips = max(min(len(order) // 2, len(order) - len(order) // 2) for order in self.layer_orders.values())
+        self.skip_weights = nn.Parameter(torch.ones(skips, args.model_dim))
+        # SKIP_GATES: a decoder layer's input becomes lerp(weighted skip, x, sigmoid(gate)), per channel, 1/2 each at init
+        self.skip_gates = nn.Parameter(torch.zeros(skips, args.model_dim)) if args.skip_gates else None
         # Rotary cos/sin computed once (not saved in the artifact): inside the compiled graph they would be
         # recomputed in every kernel that reads them, forward and backward.
         for name, table in zip(("rope_cos", "rope_sin"), rotary_tables(max(args.train_seq_len, args.eval_seq_len), args.rope_dims, args.rope_base)):
@@ -688,18 +739,23 @@ class GPT(nn.Module):
         x = x0 = x.to(torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype)
         rotary = [t[:, :idx.size(1)] for t in (self.rope_cos, self.rope_sin)]
         value_emb = self.ve_proj(self.ve_embed(idx), self.ve_scale) if self.ve_layers else None
-        skips, v0 = [], None
-        for i, block in enumerate(self.blocks):
-            if i >= self.encoder_layers and skips:
-                x = x + self.skip_weights[i - self.encoder_layers].to(x.dtype) * skips.pop()
-            extra_v = self.vrl_scales[i - 1] * v0 if v0 is not None and self.vrl_scales is not None else None
+        # U-Net: the first half of the layers run (the encoder) keeps its outputs, which the second half
+        # adds back in reverse order, the last kept first
+        order = self.layer_orders[self.looping]
+        encoder_layers, skips, v0 = len(order) // 2, [], None
+        for position, i in enumerate(order):
+            if position >= encoder_layers and skips:
+                j = position - encoder_layers
+                skip = self.skip_weights[j].to(x.dtype) * skips.pop()
+                x = x + skip if self.skip_gates is None else torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
+            extra_v = self.vrl_scales[i - 1] * v0 if v0 is not None and i > 0 and self.vrl_scales is not None else None
             if i in self.ve_layers:
                 ve = value_emb * self.ve_layer_scales[self.ve_layers.index(i)]
                 extra_v = ve if extra_v is None else extra_v + ve
-            x, v = block(x, x0, extra_v, rotary, last if i == len(self.blocks) - 1 else 0)
-            if i == 0:
+            x, v = self.blocks[i](x, x0, extra_v, rotary, last if position == len(order) - 1 else 0)
+            if position == 0:
                 v0 = v
-            if i < self.encoder_layers:
+            if position < encoder_layers:
                 skips.append(x)
         return rms_norm(x)
 
@@ -726,25 +782,29 @@ def all_reduce_flat(tensors: list[Tensor]) -> list[Tensor]:
     return [f.view_as(t) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
-def newton_schulz(g: Tensor, steps: int) -> Tensor:
-    """Orthogonalize each matrix of a (n, rows, cols) stack (quintic Newton-Schulz, in bf16)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+def newton_schulz(g: Tensor, steps: int, coeffs: tuple[tuple[float, float, float], ...]) -> Tensor:
+    """Orthogonalize each matrix of a (n, rows, cols) stack: `steps` quintic Newton-Schulz iterations
+    in bf16, iteration k with coeffs[k] (the last one repeated past their end)."""
     x = g.bfloat16()
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT
-    for _ in range(steps):
+    for k in range(steps):
+        a, b, c = coeffs[min(k, len(coeffs) - 1)]
         gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.mT if tall else x
 
 
 class Muon(torch.optim.Optimizer):
-    """Matrices of one shape are orthogonalized together, as one stack (few, large kernels)."""
+    """Matrices of one shape are orthogonalized together, as one stack (few, large kernels).
+    `row_norm` (MUON_ROW_NORM): each row of the Nesterov momentum is scaled to unit norm first."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float):
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float,
+                 coeffs: tuple[tuple[float, float, float], ...], row_norm: bool):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
+        self.coeffs, self.row_norm = coeffs, row_norm
         self.orthogonalize = torch.compile(newton_schulz) if torch.cuda.is_available() else newton_schulz
 
     @torch.no_grad()
@@ -762,7 +822,10 @@ class Muon(torch.optim.Optimizer):
                 by_shape.setdefault(g.shape, []).append((i, g))
             updates = [torch.zeros_like(p) for p in params] if world > 1 else [None] * len(params)
             for shape, items in by_shape.items():
-                orthogonal = self.orthogonalize(torch.stack([g for _, g in items]), group["backend_steps"])
+                stack = torch.stack([g for _, g in items])
+                if self.row_norm:
+                    stack = stack / stack.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+                orthogonal = self.orthogonalize(stack, group["backend_steps"], self.coeffs)
                 for (i, _), u in zip(items, orthogonal.float() * max(1, shape[0] / shape[1]) ** 0.5):
                     updates[i] = u
             if world > 1:
@@ -778,7 +841,8 @@ def build_optimizers(model: GPT, args) -> list[torch.optim.Optimizer]:
     scalars = [p for p in model.parameters() if id(p) not in taken]
     adam = torch.optim.AdamW([dict(params=embeddings, lr=args.tied_embed_lr), dict(params=scalars, lr=args.scalar_lr)],
                              betas=(0.9, 0.95), eps=1e-8, weight_decay=args.adam_wd, fused=torch.cuda.is_available())
-    muon = Muon(matrices, lr=args.matrix_lr, momentum=args.muon_momentum, backend_steps=args.muon_backend_steps, weight_decay=args.muon_wd)
+    muon = Muon(matrices, lr=args.matrix_lr, momentum=args.muon_momentum, backend_steps=args.muon_backend_steps, weight_decay=args.muon_wd,
+                coeffs=NEWTON_SCHULZ_COEFFS[args.muon_ns_coeffs], row_norm=args.muon_row_norm)
     optimizers = [adam, muon]
     for opt in optimizers:
         for group in opt.param_groups:
@@ -793,16 +857,26 @@ def training_seconds(args) -> float:
     return args.max_wallclock_seconds - reserve
 
 
+def run_fraction(args, step: int, elapsed_ms: float) -> float:
+    """How much of the run is done: of ITERATIONS or of the cap's time, whichever is further on."""
+    cap_ms = training_seconds(args) * 1000 if args.max_wallclock_seconds > 0 else 0.0
+    return min(1.0, max(step / args.iterations, elapsed_ms / cap_ms if cap_ms else 0.0))
+
+
 def lr_multiplier(args, step: int, elapsed_ms: float) -> float:
-    """1 until the warmdown, then linear to 0 at whichever comes first: ITERATIONS or the cap.
-    The wallclock warmdown starts when the remaining time is WARMDOWN_ITERS average steps."""
-    if args.warmdown_iters == 0:
-        return 1.0
-    by_steps = (args.iterations - step) / args.warmdown_iters
-    if args.max_wallclock_seconds <= 0 or step == 0:
-        return min(1.0, by_steps)
-    remaining_ms = max(training_seconds(args) * 1000 - elapsed_ms, 0.0)
-    return min(1.0, by_steps, remaining_ms / (args.warmdown_iters * elapsed_ms / step))
+    """1, then a linear warmdown towards 0 at the end of the run, never below MIN_LR_FRAC.
+    WARMDOWN_FRAC > 0: over that last fraction of the run. Else #803's: over the last WARMDOWN_ITERS
+    steps of ITERATIONS or, with a cap, from when the remaining time is WARMDOWN_ITERS average steps."""
+    if args.warmdown_frac > 0:
+        left = min(1.0, (1 - run_fraction(args, step, elapsed_ms)) / args.warmdown_frac)
+    elif args.warmdown_iters == 0:
+        left = 1.0
+    else:
+        left = min(1.0, (args.iterations - step) / args.warmdown_iters)
+        if args.max_wallclock_seconds > 0 and step > 0:
+            remaining_ms = max(training_seconds(args) * 1000 - elapsed_ms, 0.0)
+            left = min(left, remaining_ms / (args.warmdown_iters * elapsed_ms / step))
+    return max(left, args.min_lr_frac)
 
 
 # ----------------------------------------------------------------------------- TRAINING
@@ -906,13 +980,16 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
             opt.step()
         return total, pairs
 
-    # Compile warmup: real steps (including the late-QAT graph) whose effects are then undone. On CPU
-    # nothing is compiled, so there is nothing to warm up.
+    # Compile warmup: real steps whose effects are then undone, so that every graph the run will use is
+    # compiled before the clock starts: the looped one (second half of the steps) and the late-QAT one
+    # (last step). On CPU nothing is compiled, so there is nothing to warm up.
+    loop_from = args.loop_start_frac if args.loop_layers else None  # run fraction where the loop switches on
     if args.warmup_steps and device.type == "cuda":
         log(f"compile_warmup: {args.warmup_steps} steps (torch.compile: about 2-3 minutes on one H100/H200)")
         stream, t0 = TrainStream(train_files), time.perf_counter()
         with state_restored(model, optimizers):
             for i in range(args.warmup_steps):
+                model.looping = loop_from is not None and (loop_from == 0 or i >= args.warmup_steps // 2)
                 set_qat(model, i == args.warmup_steps - 1 and args.late_qat_threshold > 0)
                 train_step(stream, 0, 1.0)
             set_qat(model, False)
@@ -922,6 +999,7 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
     ema = [p.detach().float().clone() for p in params]
     cap_ms = training_seconds(args) * 1000
     train_ms, step, qat_on = 0.0, 0, False
+    model.looping, loop_switch = loop_from == 0, None  # (step, elapsed ms) where the loop came on
     synchronize(device)
     t0 = time.perf_counter()
     while step < args.iterations:
@@ -933,6 +1011,10 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
             t0 = time.perf_counter()
         elapsed_ms = train_ms + 1000 * (time.perf_counter() - t0)
         lr_mul = lr_multiplier(args, step, elapsed_ms)
+        if loop_from is not None and not model.looping and run_fraction(args, step, elapsed_ms) >= loop_from:
+            model.looping, loop_switch = True, (step, elapsed_ms)
+            log(f"loop: on at step:{step} ({loop_from:.0%} of the run): layers {','.join(map(str, args.loop_layers))} run twice, "
+                f"{len(model.layer_orders[True])} layers deep; step_avg so far:{elapsed_ms / max(step, 1):.1f}ms")
         if args.late_qat_threshold > 0 and lr_mul < args.late_qat_threshold:
             set_qat(model, True, 0.05 ** (1 - lr_mul / args.late_qat_threshold))  # 1.0 -> 0.05 as the LR reaches 0
             if not qat_on:
@@ -964,6 +1046,10 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
             log(f"stopping_early: wallclock cap reached at step:{step}/{args.iterations} elapsed:{elapsed_ms / 1000:.1f}s")
             break
     set_qat(model, False)
+    if loop_switch and step > loop_switch[0]:
+        log(f"loop: step_avg before:{loop_switch[1] / max(loop_switch[0], 1):.1f}ms "
+            f"after:{(elapsed_ms - loop_switch[1]) / (step - loop_switch[0]):.1f}ms (the loop's cost per step)")
+    model.looping = bool(args.loop_layers)  # evaluation always runs the loop
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)

@@ -20,7 +20,8 @@ def expected_param_count(a) -> int:
         n += a.bigram_vocab_size * a.bigram_dim + a.bigram_dim * D + 1  # table, projection, scale
     per_block = 2 * D * D + 2 * D * kv + a.num_heads + 2 * D * hidden + 2 * D + 2 * D  # q,proj,k,v,q_gain,mlp,scales,resid_mix
     n += L * per_block
-    n += min(L // 2, L - L // 2) * D                                # U-Net skip weights
+    depth = L + len(a.loop_layers)                                  # layers run, the loop's second pass included
+    n += min(depth // 2, depth - depth // 2) * D * (2 if a.skip_gates else 1)  # U-Net skip weights (and gates)
     if a.vrl_enabled:
         n += L - 1
     if a.ve_layers:
@@ -40,8 +41,17 @@ def test_default_config_param_count():
     assert expected_param_count(args) == 26_993_766
 
 
+def test_modern_recipe_param_count():
+    """MLP 4x (+5.77M), one more U-Net skip for the 13 layers run, and its gates."""
+    args = train_gpt.Hyperparameters(environ={"RECIPE": "modern"})
+    with torch.device("meta"):
+        model = train_gpt.GPT(args)
+    assert count(model) == expected_param_count(args) == 26_993_766 + 11 * 2 * 512 * 512 + 512 + 6 * 512
+
+
 @pytest.mark.parametrize("overrides", [{}, dict(VRL_ENABLED="0", VE_ENABLED="0", BIGRAM_VOCAB_SIZE="0"),
-                                       dict(NUM_LAYERS="3", VE_LAYERS="0,2", MLP_MULT="2.5")])
+                                       dict(NUM_LAYERS="3", VE_LAYERS="0,2", MLP_MULT="2.5"),
+                                       dict(NUM_LAYERS="4", VE_LAYERS="3", LOOP_LAYERS="1,2", SKIP_GATES="1", PARALLEL_RESIDUAL_FROM="2")])
 def test_tiny_param_count_matches_architecture(overrides):
     args = tiny_args(**overrides)
     assert count(train_gpt.GPT(args)) == expected_param_count(args)
@@ -200,6 +210,83 @@ def test_block_applies_its_residual_scales_to_the_branch_outputs():
     assert block.attn_scale.std() > 0.05 and block.mlp_scale.std() > 0.05
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(v, own_v)
+
+
+def test_parallel_block_adds_attention_and_mlp_of_the_same_input():
+    """PARALLEL_RESIDUAL_FROM=1: block 1 is x + attn_scale * attention(n) + mlp_scale * mlp(n), n the
+    normed mixed input of both; block 0 stays sequential."""
+    args = tiny_args(PARALLEL_RESIDUAL_FROM=1)
+    model = randomize_(train_gpt.GPT(args))
+    assert [b.parallel for b in model.blocks] == [False, True]
+    block, D = model.blocks[1], args.model_dim
+    g = torch.Generator().manual_seed(2)
+    x, x0, extra_v = torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D // 2, generator=g)
+    rotary = [t[:, :16] for t in (model.rope_cos, model.rope_sin)]
+    with torch.no_grad():
+        out, _ = block(x, x0, extra_v, rotary)
+        tail, _ = block(x, x0, extra_v, rotary, last=5)
+        mixed = block.resid_mix[0] * x + block.resid_mix[1] * x0
+        n = train_gpt.rms_norm(mixed) * block.ln_scale
+        expected = (mixed + block.attn_scale * block.attn(n, extra_v, rotary, torch.ones(D))[0]
+                    + block.mlp_scale * block.mlp(n, torch.ones(D)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tail, expected[:, -5:], atol=1e-5, rtol=1e-5)
+
+
+def test_loop_runs_its_layers_a_second_time_with_the_same_weights():
+    """LOOP_LAYERS=1,2 on 4 layers: 0,1,2,1,2,3 once `looping` is set (and by default, as at eval),
+    0,1,2,3 before; the U-Net pairs the first 3 layers run with the last 3 (3 skips)."""
+    args = tiny_args(NUM_LAYERS=4, VE_LAYERS="3", LOOP_LAYERS="1,2")
+    model = randomize_(train_gpt.GPT(args)).eval()
+    assert model.looping and model.skip_weights.shape == (3, args.model_dim)
+    ran = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_pre_hook(lambda m, inp, i=i: ran.append(i))
+    idx = torch.randint(0, args.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        looped = model.hidden(idx)
+        assert ran == [0, 1, 2, 1, 2, 3]
+        ran.clear()
+        model.looping = False
+        plain = model.hidden(idx)
+        assert ran == [0, 1, 2, 3]
+        # the last position's hidden state, as the eval computes it, also runs the loop
+        model.looping = True
+        torch.testing.assert_close(model.hidden(idx, last=4), looped[:, -4:], atol=1e-5, rtol=1e-5)
+    assert (looped - plain).abs().max() > 1e-3
+
+
+def test_skip_gates_blend_the_skip_into_the_decoder_input():
+    """SKIP_GATES=1: the decoder input is lerp(skip_weight * skip, x, sigmoid(gate)). A gate of +30
+    keeps x alone, which is the model without skips (skip weights 0, no gates)."""
+    gated = randomize_(train_gpt.GPT(tiny_args(NUM_LAYERS=4, VE_LAYERS="3", SKIP_GATES=1))).eval()
+    plain = randomize_(train_gpt.GPT(tiny_args(NUM_LAYERS=4, VE_LAYERS="3")))
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if k != "skip_gates"})
+    assert torch.equal(train_gpt.GPT(tiny_args(SKIP_GATES=1)).skip_gates, torch.zeros(1, 64))  # sigmoid(0) = 1/2 at init
+    idx = torch.randint(0, 1024, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        gated.skip_gates.fill_(30.0)
+        plain.skip_weights.zero_()
+        torch.testing.assert_close(gated.hidden(idx), plain.hidden(idx), atol=1e-5, rtol=1e-5)
+        # a gate of 0: the input is the mean of x and the weighted skip, (x + skip_weight * skip) / 2
+        gated.skip_gates.zero_()
+        plain.load_state_dict({k: v for k, v in gated.state_dict().items() if k != "skip_gates"})
+        for block in plain.blocks[2:]:  # halve the decoder layers' inputs, skips added
+            block.register_forward_pre_hook(lambda m, inp: (inp[0] / 2, *inp[1:]))
+        torch.testing.assert_close(gated.hidden(idx), plain.hidden(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_recipes_set_their_values_and_any_setting_overrides_them():
+    modern, default = train_gpt.Hyperparameters(environ={"RECIPE": "modern"}), train_gpt.Hyperparameters(environ={})
+    for name, value in train_gpt.RECIPES["modern"].items():
+        parsed = getattr(modern, name.lower())
+        assert parsed == (tuple(int(s) for s in value.split(",")) if name == "LOOP_LAYERS" else value), name
+    assert default.recipe == "pr803" and all(
+        getattr(default, n.lower()) == v for n, v in train_gpt.SETTINGS.items() if n not in ("LOOP_LAYERS", "VE_LAYERS", "QUANT_CLIP_SIGMAS", "EVAL_SEQ_LEN"))
+    assert train_gpt.Hyperparameters(environ={"RECIPE": "modern", "MLP_MULT": "3"}).mlp_mult == 3.0
+    assert train_gpt.Hyperparameters(environ={"RECIPE": "modern", "SMOKE": "1"}).loop_layers == (1, 2)  # valid on SMOKE's 4 layers
+    with pytest.raises(train_gpt.UserError, match="RECIPE='newest' must be one of pr803, modern"):
+        train_gpt.Hyperparameters(environ={"RECIPE": "newest"})
 
 
 @pytest.mark.parametrize("qat", [False, True])
@@ -376,17 +463,20 @@ def test_architecture_switch(switch):
         assert {b.mlp.negative_slope for b in off.blocks} == {0.0}
 
 
-def _reference_muon_step(params, grads, buffers, lr, mu, wd, steps):
+def _reference_muon_step(params, grads, buffers, lr, mu, wd, steps, coeffs, row_norm):
     """Muon as first written: one matrix at a time (2-D Newton-Schulz on each)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
     for p, g, buf in zip(params, grads, buffers):
         buf.mul_(mu).add_(g)
-        x = (g + mu * buf).bfloat16()
+        u = torch.add(g, buf, alpha=mu)  # as torch._foreach_add rounds it
+        if row_norm:
+            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-7)
+        x = u.bfloat16()
         x = x / (x.norm() + 1e-7)
         tall = x.size(0) > x.size(1)
         if tall:
             x = x.T
-        for _ in range(steps):
+        for k in range(steps):
+            a, b, c = coeffs[min(k, len(coeffs) - 1)]
             gram = x @ x.T
             x = a * x + (b * gram + c * gram @ gram) @ x
         x = x.T if tall else x
@@ -394,27 +484,41 @@ def _reference_muon_step(params, grads, buffers, lr, mu, wd, steps):
         p.add_(x.float() * max(1, p.size(0) / p.size(1)) ** 0.5, alpha=-lr)
 
 
-def test_muon_orthogonalizes_same_shape_matrices_as_one_stack_with_the_same_result():
+@pytest.mark.parametrize("coeffs,row_norm", [("quintic", False), ("polar", True)])
+def test_muon_orthogonalizes_same_shape_matrices_as_one_stack_with_the_same_result(coeffs, row_norm):
     g = torch.Generator().manual_seed(0)
     shapes = [(64, 64), (96, 32), (64, 64), (32, 96), (96, 32), (64, 64), (16, 64)]
     params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in shapes]
     reference = [p.detach().clone() for p in params]
     buffers = [torch.zeros_like(p) for p in reference]
-    opt = train_gpt.Muon(params, lr=0.02, momentum=0.9, backend_steps=5, weight_decay=0.04)
+    opt = train_gpt.Muon(params, lr=0.02, momentum=0.9, backend_steps=5, weight_decay=0.04,
+                         coeffs=train_gpt.NEWTON_SCHULZ_COEFFS[coeffs], row_norm=row_norm)
     calls = []
     orthogonalize = opt.orthogonalize
-    opt.orthogonalize = lambda stack, steps: (calls.append(tuple(stack.shape)), orthogonalize(stack, steps))[1]
+    opt.orthogonalize = lambda stack, steps, abc: (calls.append(tuple(stack.shape)), orthogonalize(stack, steps, abc))[1]
     for _ in range(3):
         grads = [torch.randn(s, generator=g) for s in shapes]
         for p, grad in zip(params, grads):
             p.grad = grad.clone()
         opt.step()
         with torch.no_grad():
-            _reference_muon_step(reference, grads, buffers, 0.02, 0.9, 0.04, 5)
+            _reference_muon_step(reference, grads, buffers, 0.02, 0.9, 0.04, 5, train_gpt.NEWTON_SCHULZ_COEFFS[coeffs], row_norm)
     for p, r in zip(params, reference):
         assert torch.equal(p.detach(), r)  # bit for bit on CPU
     # one stack per shape and step: 4 shapes, not 7 matrices
     assert sorted(calls[:4]) == sorted([(3, 64, 64), (2, 96, 32), (1, 32, 96), (1, 16, 64)]) and len(calls) == 12
+
+
+@pytest.mark.parametrize("coeffs", ["quintic", "polar"])
+def test_newton_schulz_coefficients_orthogonalize(coeffs):
+    """Five iterations bring every singular value of a random matrix near 1 (the quintic, by design,
+    only to about 0.7-1.2; Polar Express closer)."""
+    g = torch.randn(4, 128, 64, generator=torch.Generator().manual_seed(1))
+    singular = torch.linalg.svdvals(train_gpt.newton_schulz(g, 5, train_gpt.NEWTON_SCHULZ_COEFFS[coeffs]).float())
+    assert singular.min() > 0.6 and singular.max() < 1.25
+    if coeffs == "polar":
+        assert (singular - 1).abs().max() < 0.15
+
 
 
 

@@ -78,8 +78,8 @@ def test_eval_only_reproduces_roundtrip_score(e2e_run):
 @pytest.fixture(scope="module")
 def world_runs(tmp_path_factory, tiny_data, tiny_tokenizer):
     """The same tiny config on self-made data with 1 process (8 micro-steps of accumulation), 2 gloo
-    processes (4 each) and 4 (2 each). Late QAT and a periodic validation are switched on so that
-    they are compared too.
+    processes (4 each) and 4 (2 each). Late QAT, a periodic validation and the modern recipe's parts
+    are switched on so that they are compared too.
 
     The train shard alternates, micro-batch by micro-batch, between text and uniformly random
     tokens. With 2 or 4 processes the even ranks read text and the odd ones noise, so any mix-up
@@ -93,7 +93,10 @@ def world_runs(tmp_path_factory, tiny_data, tiny_tokenizer):
     chunks = [text[k * span:(k + 1) * span] if k % 2 == 0 else noise[k // 2 * span:(k // 2 + 1) * span] for k in range(64)]
     write_shard(data / "fineweb_train_000000.bin", np.concatenate(chunks))
     env = dict(TINY_ENV, DATA_PATH=str(data), TOKENIZER_PATH=str(tiny_tokenizer), VOCAB_SIZE="64",
-               LATE_QAT_THRESHOLD="0.6", VAL_LOSS_EVERY="3", RUN_ID="world")
+               LATE_QAT_THRESHOLD="0.6", VAL_LOSS_EVERY="3", RUN_ID="world",
+               # the modern recipe's parts (layer 1 looped from step 3 on) run on every process count too
+               LOOP_LAYERS="1", LOOP_START_FRAC="0.5", PARALLEL_RESIDUAL_FROM="1", SKIP_GATES="1", MUON_ROW_NORM="1",
+               MUON_NS_COEFFS="polar")
     return {n: run_trainer(env, tmp_path_factory.mktemp(f"world{n}"), nproc=n) for n in (1, 2, 4)}
 
 
@@ -102,6 +105,8 @@ def test_multi_process_runs_complete(world_runs):
         assert r.returncode == 0, r.output[-4000:]
         assert error_lines(r.log) == []
         assert "late_qat: enabled at step:5 lr_mul:0.500" in r.log
+        assert "loop: on at step:3 (50% of the run): layers 1 run twice, 3 layers deep" in r.log
+        assert re.search(r"^loop: step_avg before:\S+ms after:\S+ms", r.log, re.M)
         # the self-made tokenizer is not the official one: a warning, and the run goes on
         assert "not the official sp1024 model (sha256 differs)" in r.log
         assert re.search(r"^step:3 val_loss:\S+ val_bpb:\S+$", r.log, re.M)
@@ -204,6 +209,26 @@ def test_lr_multiplier_wallclock_warmdown():
     assert train_gpt.lr_multiplier(args, 10, 8000.0) == pytest.approx(0.625)
     assert train_gpt.lr_multiplier(args, 5, 1000.0) == 1.0
     assert train_gpt.lr_multiplier(args, 20, 12000.0) == 0.0  # past the cap
+
+
+def test_lr_multiplier_warmdown_fraction_to_a_floor():
+    # by steps: warmdown over the last half of 10 steps, towards 0, never below 0.1
+    args = tiny_args(ITERATIONS=10, WARMDOWN_FRAC=0.5, MIN_LR_FRAC=0.1, MAX_WALLCLOCK_SECONDS=0)
+    got = [train_gpt.lr_multiplier(args, step, elapsed_ms=0.0) for step in range(11)]
+    assert got == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2, 0.1])
+    # by time: 10 s cap, 7.5 s spent -> halfway through the warmdown of the last half
+    args = tiny_args(ITERATIONS=1000, WARMDOWN_FRAC=0.5, MIN_LR_FRAC=0.1, MAX_WALLCLOCK_SECONDS=10, QUANT_METHOD="rtn")
+    assert train_gpt.lr_multiplier(args, 3, 7500.0) == pytest.approx(0.5)
+    assert train_gpt.lr_multiplier(args, 3, 20000.0) == pytest.approx(0.1)  # past the cap: the floor
+    # the floor applies to #803's warmdown too
+    assert train_gpt.lr_multiplier(tiny_args(ITERATIONS=10, WARMDOWN_ITERS=4, MIN_LR_FRAC=0.3, MAX_WALLCLOCK_SECONDS=0), 9, 0.0) == pytest.approx(0.3)
+
+
+def test_run_fraction_takes_steps_or_time_whichever_is_further():
+    args = tiny_args(ITERATIONS=100, MAX_WALLCLOCK_SECONDS=10, QUANT_METHOD="rtn")
+    assert train_gpt.run_fraction(args, 10, 5000.0) == pytest.approx(0.5)
+    assert train_gpt.run_fraction(args, 80, 5000.0) == pytest.approx(0.8)
+    assert train_gpt.run_fraction(tiny_args(ITERATIONS=100, MAX_WALLCLOCK_SECONDS=0), 25, 1e9) == pytest.approx(0.25)
 
 
 def test_step_lines_time_each_step_to_its_end(tiny_data, tiny_tokenizer, monkeypatch):
