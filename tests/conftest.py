@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import train_gpt  # noqa: E402
 
 # Tiny model settings (~0.3M params with vocab 1024); every architecture switch stays on.
-TINY_MODEL = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", VE_LAYERS="1",
+# #803's recipe: the modern recipe's parts are switched on by the tests that check them
+TINY_MODEL = dict(RECIPE="pr803", NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", VE_LAYERS="1",
                   XSA_LAST_N="1", BIGRAM_VOCAB_SIZE="256", TRAIN_SEQ_LEN="64")
 # A tiny run. MAX_WALLCLOCK_SECONDS=0 turns off the wallclock-based LR warmdown, whose value depends
 # on measured step times: with it on, two runs of the same config would not train identically.

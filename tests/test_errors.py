@@ -162,6 +162,11 @@ BAD_SETTINGS = [
     (dict(EVAL_STRIDE="128"), "EVAL_STRIDE=128 must be in 1..EVAL_SEQ_LEN=64"),
     (dict(COMPLEMENT_ALPHA="2"), "COMPLEMENT_ALPHA must be in [0, 1]"),
     (dict(ITERATIONS="0"), "ITERATIONS must be > 0"),
+    (dict(RECIPE="newest"), "RECIPE='newest' must be one of pr803, modern"),
+    (dict(LOOP_LAYERS="0,2"), "LOOP_LAYERS=0,2 must be consecutive layer indices in 0..1 (NUM_LAYERS-1)"),
+    (dict(LOOP_START_FRAC="1"), "LOOP_START_FRAC must be in [0, 1): evaluation always runs the loop"),
+    (dict(PARALLEL_RESIDUAL_FROM="2"), "PARALLEL_RESIDUAL_FROM must be -1 (off) or a layer index in 0..1"),
+    (dict(MUON_NS_COEFFS="cubic"), "MUON_NS_COEFFS=cubic must be one of quintic, polar"),
 ]
 
 
@@ -183,6 +188,14 @@ def test_every_conflicting_setting_is_named_in_one_line(run_main, capsys, tiny_d
                              "XSA_LAST_N=4 must be in 0..NUM_LAYERS=2", "VE_LAYERS=9,10 must be layer indices in 0..1",
                              f"A tiny model that works: {train_gpt.TINY_EXAMPLE}")
     assert line.count(" must ") == 3
+
+
+def test_a_small_model_under_the_default_recipe_is_told_which_layer_settings_to_change(run_main, capsys, tiny_data_env):
+    """RECIPE=modern (the default) names layers 4-5 and 7: a 2-layer model must move them too."""
+    env = {k: v for k, v in tiny_data_env.items() if k != "RECIPE"}
+    result = run_main(env)
+    assert_user_error(result, capsys, "LOOP_LAYERS=4,5 must be consecutive layer indices in 0..1",
+                      "PARALLEL_RESIDUAL_FROM must be -1 (off) or a layer index in 0..1")
 
 
 def test_the_tiny_example_in_the_conflict_message_works():

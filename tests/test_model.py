@@ -33,17 +33,18 @@ def count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_default_config_param_count():
-    args = train_gpt.Hyperparameters(environ={})
+def test_pr803_config_param_count():
+    args = train_gpt.Hyperparameters(environ={"RECIPE": "pr803"})
     with torch.device("meta"):
         model = train_gpt.GPT(args)
     assert count(model) == 26_993_766
     assert expected_param_count(args) == 26_993_766
 
 
-def test_modern_recipe_param_count():
+def test_default_modern_recipe_param_count():
     """MLP 4x (+5.77M), one more U-Net skip for the 13 layers run, and its gates."""
-    args = train_gpt.Hyperparameters(environ={"RECIPE": "modern"})
+    args = train_gpt.Hyperparameters(environ={})
+    assert args.recipe == "modern"
     with torch.device("meta"):
         model = train_gpt.GPT(args)
     assert count(model) == expected_param_count(args) == 26_993_766 + 11 * 2 * 512 * 512 + 512 + 6 * 512
@@ -277,12 +278,12 @@ def test_skip_gates_blend_the_skip_into_the_decoder_input():
 
 
 def test_recipes_set_their_values_and_any_setting_overrides_them():
-    modern, default = train_gpt.Hyperparameters(environ={"RECIPE": "modern"}), train_gpt.Hyperparameters(environ={})
+    modern, pr803 = train_gpt.Hyperparameters(environ={}), train_gpt.Hyperparameters(environ={"RECIPE": "pr803"})
     for name, value in train_gpt.RECIPES["modern"].items():
         parsed = getattr(modern, name.lower())
         assert parsed == (tuple(int(s) for s in value.split(",")) if name == "LOOP_LAYERS" else value), name
-    assert default.recipe == "pr803" and all(
-        getattr(default, n.lower()) == v for n, v in train_gpt.SETTINGS.items() if n not in ("LOOP_LAYERS", "VE_LAYERS", "QUANT_CLIP_SIGMAS", "EVAL_SEQ_LEN"))
+    assert all(getattr(pr803, n.lower()) == v for n, v in train_gpt.SETTINGS.items()
+               if n not in ("RECIPE", "LOOP_LAYERS", "VE_LAYERS", "QUANT_CLIP_SIGMAS", "EVAL_SEQ_LEN"))
     assert train_gpt.Hyperparameters(environ={"RECIPE": "modern", "MLP_MULT": "3"}).mlp_mult == 3.0
     assert train_gpt.Hyperparameters(environ={"RECIPE": "modern", "SMOKE": "1"}).loop_layers == (1, 2)  # valid on SMOKE's 4 layers
     with pytest.raises(train_gpt.UserError, match="RECIPE='newest' must be one of pr803, modern"):

@@ -152,3 +152,16 @@ def test_the_gptq_logs_ran_the_commit_the_table_names():
         pytest.skip(f"{pt.QUANT_COMMIT} is not in this clone")
     logged = re.search(r"^code_sha256:(\S+)", (REPO_ROOT / pt.QUANT_LOGS["train"]).read_text(), re.M)[1]
     assert hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest() == logged
+
+
+def test_the_recipe_logs_ran_the_commit_the_table_names():
+    """The four recipe logs ran one program: each code_sha256 is the packed form of train_gpt.py at
+    pt.RECIPE_COMMIT."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+    source = git("show", f"{pt.RECIPE_COMMIT}:train_gpt.py")
+    if source is None:
+        pytest.skip(f"{pt.RECIPE_COMMIT} is not in this clone")
+    expected = hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest()
+    for path in pt.RECIPE_LOGS.values():
+        assert re.search(r"^code_sha256:(\S+)", (REPO_ROOT / path).read_text(), re.M)[1] == expected, path
