@@ -1170,6 +1170,36 @@ def quantized_matrix(done: dict, name: str, w: Tensor, qmax: int, hessians: dict
     return done[name, qmax]
 
 
+def finite_hessians(hessians: dict[str, Tensor] | None) -> tuple[dict[str, Tensor] | None, list[str]]:
+    """The Hessians GPTQ can use, and the names of those it cannot (activations overflowed on the
+    calibration batches: not finite); those matrices are rounded (rtn) instead."""
+    if hessians is None:
+        return None, []
+    unusable = sorted(n for n, h in hessians.items() if not torch.isfinite(h).all())
+    return {n: h for n, h in hessians.items() if n not in unusable}, unusable
+
+
+def quantize_across_ranks(state: dict[str, Tensor], hessians: dict[str, Tensor] | None, clip_sigmas: tuple[float, float], run) -> dict:
+    """With several ranks: every int6 matrix at int6 and at int5, matrix i on rank i % world, then
+    broadcast from there, so that every rank holds all of them at 1/world of the time. Returns the
+    `done` cache that save_artifact (rank 0) takes, which then quantizes nothing itself."""
+    matrices, (hessians, _) = [n for n in state if int6_matrix(n, state[n])], finite_hessians(hessians)
+    done = {}
+    for i, name in enumerate(matrices):
+        if i % run.world == run.rank:
+            for qmax in (INT6_MAX, INT5_MAX):
+                quantized_matrix(done, name, state[name], qmax, hessians, clip_sigmas)
+    for i, name in enumerate(matrices):
+        for qmax in (INT6_MAX, INT5_MAX):
+            rows = state[name].size(0)
+            q, scale = done.get((name, qmax)) or (torch.empty(state[name].shape, dtype=torch.int8, device=run.device),
+                                                  torch.empty(rows, dtype=torch.float16, device=run.device))
+            dist.broadcast(q, src=i % run.world)
+            dist.broadcast(scale, src=i % run.world)
+            done[name, qmax] = (q, scale)
+    return done
+
+
 def quantize_state(state: dict[str, Tensor], int5: frozenset[str] = frozenset(), hessians: dict[str, Tensor] | None = None,
                    clip_sigmas: tuple[float, float] = (7.0, 7.0), done: dict | None = None) -> dict[str, Tensor]:
     """The artifact's tensors. `done` keeps each matrix's (q, scale) by (name, qmax) across calls,
@@ -1242,18 +1272,18 @@ def int5_saving(state: dict[str, Tensor], name: str, hessians, clip_sigmas, done
 
 
 def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[str, Tensor] | None = None,
-                  clip_sigmas: tuple[float, float] = (7.0, 7.0)) -> int:
+                  clip_sigmas: tuple[float, float] = (7.0, 7.0), done: dict | None = None) -> int:
     """Write the artifact (GPTQ for the matrices in `hessians`); returns its bytes. If int6 would
     break the cap (weights of short runs are near-Gaussian and compress worse than trained ones),
-    matrices drop to int5 in int5_order until code + artifact fit."""
+    matrices drop to int5 in int5_order until code + artifact fit. `done`: matrices already
+    quantized (quantize_across_ranks)."""
     state = model.state_dict()
     matrices = [n for n in state if int6_matrix(n, state[n])]
-    unusable = sorted(n for n, h in (hessians or {}).items() if not torch.isfinite(h).all())
-    if unusable:  # activations overflowed on the calibration batches: these matrices are rounded instead
+    hessians, unusable = finite_hessians(hessians)
+    if unusable:
         log(f"WARNING: export: {len(unusable)} Hessians are not finite ({', '.join(unusable[:3])}...); those matrices are rounded (rtn)")
-        hessians = {n: h for n, h in hessians.items() if n not in unusable}
     int5: frozenset[str] = frozenset()
-    done: dict = {}
+    done = {} if done is None else done
     t0 = time.perf_counter()
     data = compress_state(quantize_state(state, int5, hessians, clip_sigmas, done))
     order = int5_order(state, matrices, hessians, clip_sigmas, done) if len(data) + code_bytes > SIZE_LIMIT_BYTES else []
@@ -1743,10 +1773,15 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
         hessians = collect_hessians(model, args, run) if args.quant_method == "gptq" else None  # inside the cap
         result = evaluate(model, args, run, val, args.eval_seq_len, "pre_quant")
         log(f"pre_quant val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} (EMA weights, before quantization)")
+        done = {}
+        if run.world > 1:  # the ranks share the quantization; rank 0 compresses and fits the cap
+            t0 = time.perf_counter()
+            done = quantize_across_ranks(model.state_dict(), hessians, args.quant_clip_sigmas, run)
+            log(f"export: {len(done) // 2} matrices quantized at int6 and int5 on {run.world} ranks, seconds:{time.perf_counter() - t0:.1f}")
         if run.rank == 0:
             torch.save(model.state_dict(), raw_weights)
             log(f"raw_weights:{raw_weights} (EMA weights before quantization; not part of a submission)")
-            save_artifact(model, artifact, code_bytes, log, hessians, args.quant_clip_sigmas)
+            save_artifact(model, artifact, code_bytes, log, hessians, args.quant_clip_sigmas, done)
         if run.world > 1:
             dist.barrier()
         artifact_bytes = artifact.stat().st_size

@@ -297,7 +297,7 @@ def test_compare_same_function_and_changed_function(bench_env, tmp_path):
     Schulz coefficient differs does not. Each run's own train log is kept and named in the log."""
     same = variant(tmp_path, "same", lambda s: s + "\n# only a comment differs\n")
     assert same.read_bytes() != (REPO_ROOT / "train_gpt.py").read_bytes()
-    changed = variant(tmp_path, "changed", lambda s: s.replace("a, b, c = 3.4445,", "a, b, c = 3.0,", 1))
+    changed = variant(tmp_path, "changed", lambda s: s.replace("quintic=((3.4445,", "quintic=((3.0,", 1))
     assert changed.read_text() != (REPO_ROOT / "train_gpt.py").read_text()
     results = {}
     for name, against in (("same", same), ("changed", changed)):

@@ -98,6 +98,37 @@ def test_hessians_of_two_processes_equal_those_of_one(tmp_path, tiny_data, tiny_
         torch.testing.assert_close(found[1][name], found[0][name], rtol=1e-5, atol=1e-3)
 
 
+def test_quantizing_across_two_ranks_writes_the_artifact_of_one(tmp_path):
+    """quantize_across_ranks: 2 gloo processes quantize half the matrices each (int6 and int5) and
+    share them; rank 0's artifact is byte for byte the one a single process writes, also when the
+    cap forces int5 (taken from the shared results)."""
+    body = ("    from pathlib import Path\n"
+            "    torch.manual_seed(0)\n"
+            "    model = randomize_(train_gpt.GPT(args), std=0.05)\n"
+            "    state = model.state_dict()\n"
+            "    g = torch.Generator().manual_seed(1)\n"
+            "    hessians = {}\n"
+            "    for n, t in state.items():\n"
+            "        if train_gpt.int6_matrix(n, t):\n"
+            "            x = torch.randn(512, t.size(1), generator=g) @ torch.randn(t.size(1), t.size(1), generator=g)\n"
+            "            hessians[n] = x.T @ x\n"
+            "    done = train_gpt.quantize_across_ranks(state, hessians, (7.0, 7.0), run) if run.world > 1 else {}\n"
+            "    shared = len(done)\n"
+            "    if run.rank == 0:\n"
+            "        lines = []\n"
+            "        int6 = train_gpt.save_artifact(model, Path('int6.ptz'), 0, lines.append, hessians, done=done)\n"
+            "        train_gpt.SIZE_LIMIT_BYTES = int6 - 3000\n"
+            "        train_gpt.save_artifact(model, Path('fitted.ptz'), 0, lines.append, hessians, done=done)\n"
+            "        blobs = [torch.frombuffer(bytearray(open(f, 'rb').read()), dtype=torch.uint8) for f in ('int6.ptz', 'fitted.ptz')]\n"
+            "        torch.save(dict(blobs=blobs, lines=lines, shared=shared), 'artifacts.pt')")
+    env = {**TINY_MODEL, **{k: str(v) for k, v in GPTQ_MODEL.items()}}
+    one, two = saved_by_1_and_2_processes(body, env, tmp_path, "artifacts.pt")
+    assert one["shared"] == 0 and two["shared"] == 8  # 4 MLP matrices, each at int6 and int5
+    assert any("int5_matrices:0 " in line for line in one["lines"]) and not any("int5_matrices:0 " in line for line in one["lines"][1:])
+    for a, b in zip(one["blobs"], two["blobs"]):
+        assert torch.equal(a, b)
+
+
 def test_gptq_keeps_its_reserve_out_of_the_training_cap():
     gptq = tiny_args(QUANT_METHOD="gptq", MAX_WALLCLOCK_SECONDS=600, GPTQ_RESERVE_SECONDS=8)
     assert train_gpt.training_seconds(gptq) == 592
