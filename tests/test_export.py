@@ -112,9 +112,9 @@ def test_save_and_load_artifact_roundtrip(tmp_path):
     path = tmp_path / "model.int6.ptz"
     save_artifact(model, path)
     raw = path.read_bytes()
-    assert raw.startswith(b"\xfd7zXZ\x00")  # an xz/lzma container
+    assert raw.startswith(train_gpt.BROTLI_MAGIC)
     assert not path.with_name(path.name + ".tmp").exists()
-    blob = torch.load(io.BytesIO(lzma.decompress(raw)), map_location="cpu")
+    blob = torch.load(io.BytesIO(train_gpt.decompress_artifact(raw)), map_location="cpu")
     state = model.state_dict()
     quantized = {n for n in state if n + ".q" in blob}
     int6 = {f"blocks.{i}.mlp.{m}.weight" for i in range(2) for m in ("fc", "proj")}
@@ -159,7 +159,7 @@ def test_save_artifact_falls_back_to_int5_to_fit_the_cap(tmp_path, monkeypatch):
     returned = save_artifact(model, fitted_path, code_bytes, logs.append)
     size = fitted_path.stat().st_size
     assert returned == size and size + code_bytes <= train_gpt.SIZE_LIMIT_BYTES
-    blob = torch.load(io.BytesIO(lzma.decompress(fitted_path.read_bytes())), map_location="cpu")
+    blob = torch.load(io.BytesIO(train_gpt.decompress_artifact(fitted_path.read_bytes())), map_location="cpu")
     int5 = {n[:-2] for n, t in blob.items() if n.endswith(".q") and int(t.abs().max()) <= train_gpt.INT5_MAX}
     assert int5 and all(".mlp." in n for n in int5)  # MLP matrices go first
     assert any("int5" in line for line in logs)
@@ -188,6 +188,33 @@ def test_load_artifact_errors(tmp_path):
         train_gpt.load_artifact(smaller, model)
 
 
+def test_compressed_artifact_roundtrips_byte_for_byte_and_older_xz_artifacts_load(tmp_path):
+    """compress_state: brotli blocks that give back torch.save's bytes exactly (several blocks: the
+    tensors are larger than a block). An artifact of an older commit (.xz) still loads."""
+    g = torch.Generator().manual_seed(0)
+    quantized = {"a.q": torch.randint(-31, 32, (3000, 1000), generator=g, dtype=torch.int8), "b": torch.randn(700, 1000, generator=g).half()}
+    raw = io.BytesIO()
+    torch.save(quantized, raw)
+    data = train_gpt.compress_state(quantized)
+    assert int.from_bytes(data[4:8], "little") == -(-len(raw.getvalue()) // train_gpt.BLOCK_BYTES) >= 2
+    assert train_gpt.decompress_artifact(data) == raw.getvalue()
+    with pytest.raises(ValueError, match="truncated"):
+        train_gpt.decompress_artifact(data[:-1])
+    model = randomize_(train_gpt.GPT(tiny_args()))
+    old = tmp_path / "old.ptz"
+    old.write_bytes(lzma.compress(train_gpt.decompress_artifact(train_gpt.compress_state(train_gpt.quantize_state(model.state_dict())))))
+    loaded = train_gpt.GPT(tiny_args())
+    train_gpt.load_artifact(old, loaded)
+    torch.testing.assert_close(loaded.state_dict()["tok_emb.weight"], model.state_dict()["tok_emb.weight"], atol=0.01, rtol=0)
+
+
+def test_a_run_without_brotli_stops_before_training(run_main, capsys, tiny_data_env, monkeypatch):
+    monkeypatch.setattr(train_gpt, "brotli", None)
+    result = run_main(tiny_data_env)
+    assert result.returncode == 2 and "ERROR: the export compresses with brotli, which is not installed: pip install brotli" in result.log
+    assert "step:" not in result.log
+
+
 def test_load_artifact_rejects_artifact_with_extra_tensors(tmp_path):
     path = tmp_path / "full.ptz"
     save_artifact(randomize_(train_gpt.GPT(tiny_args())), path)
@@ -213,7 +240,7 @@ def test_run_artifact_is_the_quantized_final_model(e2e_run):
     env, result = e2e_run.env, e2e_run.result
     assert result.returncode == 0, result.output[-3000:]
     final_state = torch.load(e2e_run.raw_weights, map_location="cpu")
-    blob = torch.load(io.BytesIO(lzma.decompress(e2e_run.artifact.read_bytes())), map_location="cpu")
+    blob = torch.load(io.BytesIO(train_gpt.decompress_artifact(e2e_run.artifact.read_bytes())), map_location="cpu")
     args = train_gpt.Hyperparameters(environ={k: v for k, v in env.items() if k in train_gpt.SETTINGS})
     assert set(final_state) == set(train_gpt.GPT(args).state_dict())
     back = train_gpt.dequantize_state(blob, final_state)

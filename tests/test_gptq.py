@@ -169,7 +169,6 @@ def test_fitting_the_cap_drops_to_int5_where_the_layer_output_suffers_least(tmp_
     calibration inputs grows least per byte saved: here the one whose inputs are tiny (its Hessian
     scaled by 1e-6), though the MLP-first order of rounding would have taken another."""
     import io
-    import lzma
     args = tiny_args(**GPTQ_MODEL)
     torch.manual_seed(0)
     model = randomize_(train_gpt.GPT(args), std=0.05)
@@ -185,7 +184,7 @@ def test_fitting_the_cap_drops_to_int5_where_the_layer_output_suffers_least(tmp_
     lines = []
     size = train_gpt.save_artifact(model, tmp_path / "fitted.ptz", 0, lines.append, hessians)
     assert size <= all_int6 - 2000 and any("int5_matrices:1 quant_method:gptq" in line for line in lines)
-    blob = torch.load(io.BytesIO(lzma.decompress((tmp_path / "fitted.ptz").read_bytes())))
+    blob = torch.load(io.BytesIO(train_gpt.decompress_artifact((tmp_path / "fitted.ptz").read_bytes())))
     assert [n for n in matrices if int(blob[n + ".q"].abs().max()) <= train_gpt.INT5_MAX] == [cheap]
 
 
