@@ -486,9 +486,19 @@ fused_norm_rotary.register_autograd(_norm_rotary_grads, setup_context=lambda ctx
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """(B, T, heads, D) inputs, q perhaps for only the last positions; GQA without repeating K/V."""
-    if flash_attn_func is not None and q.is_cuda:  # its causal mask is aligned to the last position
-        out = flash_attn_func(q, k, v, causal=True)
-        return out[0] if isinstance(out, tuple) else out
+    if flash_attn_func is not None and q.is_cuda:
+        return flash_attention(q, k, v)
+    return sdpa_attention(q, k, v)
+
+
+def flash_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """FlashAttention-3 (flash_attn_interface): the same (B, T, heads, D) layout, GQA by head count, a
+    causal mask aligned to the last position; some versions return (out, softmax_lse)."""
+    out = flash_attn_func(q, k, v, causal=True)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     n, T = q.size(1), k.size(1)
     mask = torch.ones(n, T, dtype=torch.bool, device=q.device).tril(T - n) if n < T else None
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=mask is None, enable_gqa=True)

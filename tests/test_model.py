@@ -128,6 +128,46 @@ def test_attention_of_the_last_queries_is_the_tail_of_causal_attention(device):
         torch.testing.assert_close(tail, full[:, -n:], atol=tol, rtol=tol)
 
 
+def fa3_stand_in(returns_tuple: bool):
+    """flash_attn_interface.flash_attn_func as FlashAttention-3 documents it, written out slowly: q
+    (B, Tq, H, D), k and v (B, Tk, Hkv, D) with H a multiple of Hkv (query head h reads KV head
+    h // (H / Hkv)), last dims contiguous, and with causal=True query i sees the keys up to
+    Tk - Tq + i (the mask aligned to the bottom right). Returns out (B, Tq, H, D), or (out, lse)."""
+    def flash_attn_func(q, k, v, causal=False):
+        (B, Tq, H, D), Tk, Hkv = q.shape, k.size(1), k.size(2)
+        assert causal and H % Hkv == 0 and k.shape == v.shape == (B, Tk, Hkv, D)
+        assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+        kv_head = torch.arange(H) // (H // Hkv)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()[:, :, kv_head]) / D ** 0.5
+        visible = torch.arange(Tk)[None, :] <= (Tk - Tq + torch.arange(Tq))[:, None]
+        scores = scores.masked_fill(~visible, float("-inf"))
+        out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v.float()[:, :, kv_head]).to(q.dtype)
+        return (out, scores.logsumexp(-1)) if returns_tuple else out
+    return flash_attn_func
+
+
+@pytest.mark.parametrize("returns_tuple", [True, False])
+def test_the_flash_attention_3_path_keeps_the_sdpa_paths_contract(monkeypatch, returns_tuple):
+    """The FA3 path (used where flash_attn_interface imports, on CUDA; never run on our machines)
+    against a stand-in of its documented contract: same layout, GQA, alignment of the causal mask
+    for queries of the last positions only, and either return type. Both paths agree."""
+    monkeypatch.setattr(train_gpt, "flash_attn_func", fa3_stand_in(returns_tuple))
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 40, h, 16) for h in (4, 2, 2))
+    for n in (40, 7, 1):
+        torch.testing.assert_close(train_gpt.flash_attention(q[:, -n:], k, v), train_gpt.sdpa_attention(q[:, -n:], k, v), atol=1e-5, rtol=1e-5)
+    # as the model calls it: q, k from the norm + rotary, v a view of the fused q/k/v projection's output
+    args = tiny_args()
+    attn = randomize_(train_gpt.GPT(args)).blocks[1].attn
+    captured = []
+    monkeypatch.setattr(train_gpt, "causal_attention", lambda q, k, v: captured.append((q, k, v)) or train_gpt.sdpa_attention(q, k, v))
+    rotary = [t[:, :24] for t in (train_gpt.GPT(args).rope_cos, train_gpt.GPT(args).rope_sin)]
+    with torch.no_grad():
+        attn(torch.randn(2, 24, args.model_dim), None, rotary, torch.ones(args.model_dim), last=5)
+    q, k, v = captured[0]
+    torch.testing.assert_close(train_gpt.flash_attention(q, k, v), train_gpt.sdpa_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
 def test_init_loss_is_uniform_and_backward_gives_finite_grads():
     args = tiny_args()
     torch.manual_seed(0)
