@@ -232,15 +232,20 @@ def test_out_scale_on_the_weight_equals_scaling_the_output(per_output, qat):
     assert scale.grad is None and grads_folded[2].abs().sum() > 0
 
 
+def block_inputs(model, D: int, T: int = 16):
+    """Seeded inputs of a block: the residual stream x, the embedding x0, an extra v, and the rotary tables."""
+    g = torch.Generator().manual_seed(2)
+    x, x0, extra_v = torch.randn(2, T, D, generator=g), torch.randn(2, T, D, generator=g), torch.randn(2, T, D // 2, generator=g)
+    return x, x0, extra_v, [t[:, :T] for t in (model.rope_cos, model.rope_sin)]
+
+
 def test_block_applies_its_residual_scales_to_the_branch_outputs():
     """A block is x + attn_scale * attention(...), then + mlp_scale * mlp(...): the scales reach the
     output projections' weights (see the test above) and nothing else."""
     args = tiny_args()
     model = randomize_(train_gpt.GPT(args))
     block, D = model.blocks[1], args.model_dim
-    g = torch.Generator().manual_seed(2)
-    x, x0, extra_v = torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D // 2, generator=g)
-    rotary = [t[:, :16] for t in (model.rope_cos, model.rope_sin)]
+    x, x0, extra_v, rotary = block_inputs(model, D)
     with torch.no_grad():
         out, v = block(x, x0, extra_v, rotary)
         mix = block.resid_mix
@@ -260,9 +265,7 @@ def test_parallel_block_adds_attention_and_mlp_of_the_same_input():
     model = randomize_(train_gpt.GPT(args))
     assert [b.parallel for b in model.blocks] == [False, True]
     block, D = model.blocks[1], args.model_dim
-    g = torch.Generator().manual_seed(2)
-    x, x0, extra_v = torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D, generator=g), torch.randn(2, 16, D // 2, generator=g)
-    rotary = [t[:, :16] for t in (model.rope_cos, model.rope_sin)]
+    x, x0, extra_v, rotary = block_inputs(model, D)
     with torch.no_grad():
         out, _ = block(x, x0, extra_v, rotary)
         tail, _ = block(x, x0, extra_v, rotary, last=5)
