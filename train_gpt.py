@@ -4,7 +4,7 @@ Every setting is an env var (see SETTINGS); the default RECIPE=modern is the sp1
 best stacks since PR #803, exported with GPTQ; RECIPE=pr803 is #803's record configuration. SMOKE=1 is a one-minute CPU run on the sample data shipped in data/sample."""
 from __future__ import annotations
 
-import contextlib, copy, dataclasses, difflib, gc, glob, hashlib, io, lzma, math, os, resource, sys, time
+import contextlib, copy, dataclasses, difflib, functools, gc, glob, hashlib, io, lzma, math, os, resource, sys, time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,7 +61,9 @@ SETTINGS = dict(
     EVAL_SEQ_LEN=0, EVAL_STRIDE=64, EVAL_BATCH_SEQS=32, EVAL_DUMP_NLL="",
     NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_DISCOUNT=0.75, NGRAM_AUDIT_POSITIONS=256,
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
-    TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998,
+    TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998, TTT_MODE="chunk",
+    TTT_LORA_RANK=80, TTT_LORA_CHUNK=48, TTT_LORA_LR=0.0001, TTT_LORA_TARGETS="q,v,o,mlp,head", TTT_LORA_BATCH_DOCS=64,
+    TTT_PHASE_DOCS=-1, TTT_PHASE_LR=0.001,
 )
 # RECIPE=pr803 is #803's record configuration (SETTINGS as they stand). RECIPE=modern, the default
 # (it scored 0.022 BPB better on the step-matched proxy, README "Recipes"), is what the best sp1024
@@ -89,6 +91,10 @@ SMOKE_RECIPE_PRESET = dict(modern=dict(XSA_LAST_N=4, LOOP_LAYERS="1,2", PARALLEL
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 SIZE_LIMIT_BYTES = 16_000_000
 AUDIT_TOLERANCE = 1e-6  # max |sum_v p(v) - 1| allowed for a mixed distribution
+# TTT_MODE=lora adds low-rank maps (per document, per layer run) to: attention's q, k and v and its
+# output (o), each read from the block's normed input; the MLP's output (mlp), read from its normed
+# input; and the logits (head), read from the final hidden state
+LORA_TARGETS = ("q", "k", "v", "o", "mlp", "head")
 # Largest code of each integer grid the export stores (and late QAT rounds onto): codes -max..max
 INT5_MAX, INT6_MAX, INT8_MAX = 15, 31, 127
 # Muon's Newton-Schulz iterations (a, b, c), one per iteration: the quintic of modded-nanogpt, or the
@@ -137,6 +143,7 @@ class Hyperparameters:
             self.loop_layers = tuple(int(s) for s in self.loop_layers.split(",") if s.strip())
         except ValueError:
             raise UserError(f"LOOP_LAYERS={self.loop_layers!r} must be comma-separated consecutive layer indices, e.g. 4,5 (empty: off)") from None
+        self.ttt_lora_targets = tuple(s.strip() for s in self.ttt_lora_targets.split(",") if s.strip())
         try:
             self.quant_clip_sigmas = tuple(float(s) for s in self.quant_clip_sigmas.split(","))
         except ValueError:
@@ -181,6 +188,14 @@ class Hyperparameters:
             (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0,
              f"TTT_FREEZE_BLOCKS={self.ttt_freeze_blocks} must be in 0..NUM_LAYERS={self.num_layers} and TTT_EPOCHS >= 0"),
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
+            (self.ttt_mode in ("chunk", "lora"), f"TTT_MODE={self.ttt_mode} must be chunk or lora"),
+            (min(self.ttt_lora_rank, self.ttt_lora_chunk, self.ttt_lora_batch_docs) > 0
+             and (self.ttt_mode != "lora" or self.ttt_lora_chunk <= self.eval_seq_len),
+             f"TTT_LORA_RANK, TTT_LORA_CHUNK and TTT_LORA_BATCH_DOCS must be > 0, TTT_LORA_CHUNK at most EVAL_SEQ_LEN={self.eval_seq_len}"),
+            (self.ttt_lora_targets and set(self.ttt_lora_targets) <= set(LORA_TARGETS),
+             f"TTT_LORA_TARGETS={','.join(self.ttt_lora_targets)} must name some of {','.join(LORA_TARGETS)}"),
+            (self.ttt_phase_docs >= -1 and self.ttt_lora_lr > 0 and self.ttt_phase_lr >= 0,
+             "TTT_PHASE_DOCS must be -1 (auto), 0 (no phase) or a document count; TTT_LORA_LR > 0 and TTT_PHASE_LR >= 0"),
             (not self.loop_layers or (list(self.loop_layers) == list(range(self.loop_layers[0], self.loop_layers[-1] + 1))
                                       and 0 <= self.loop_layers[0] and self.loop_layers[-1] < self.num_layers),
              f"LOOP_LAYERS={','.join(map(str, self.loop_layers))} must be consecutive layer indices in 0..{self.num_layers - 1} (NUM_LAYERS-1)"),
@@ -330,6 +345,7 @@ class ValSet:
     """What every evaluation scores: the val tokens and the byte tables of their tokenizer."""
     tokens: Tensor
     byte_tables: tuple[Tensor, Tensor, Tensor]
+    bos_id: int  # the token that starts each document
 
 
 # ----------------------------------------------------------------------------- MODEL
@@ -515,14 +531,16 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((self.heads,), args.qk_gain_init))
         self.exclusive = exclusive
 
-    def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor, last: int = 0) -> tuple[Tensor, Tensor]:
-        """last > 0: queries (and the output) only for the last `last` positions."""
+    def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor, last: int = 0, adapt=None) -> tuple[Tensor, Tensor]:
+        """last > 0: queries (and the output) only for the last `last` positions. adapt: see GPT.hidden."""
         B, T, _ = x.shape
         add_to_hessians(x, self.q, self.k, self.v)
         # q, k and v from one GEMM (cuBLAS runs the narrow k and v products slowly on their own); the
         # norm + rotary kernel reads q and k in place in its output
         w = torch.cat([m.applied_weight() for m in (self.q, self.k, self.v)]).to(x.dtype)
         q, k, own_v = F.linear(x, w).split((self.q.out_features, self.k.out_features, self.v.out_features), dim=-1)
+        if adapt:
+            q, k, own_v = adapt("q", x, q), adapt("k", x, k), adapt("v", x, own_v)
         v = (own_v if extra_v is None else own_v + extra_v).view(B, T, self.kv_heads, self.head_dim)
         k = norm_rotary(k.view(B, T, self.kv_heads, self.head_dim), *rotary)
         n = last or T
@@ -670,16 +688,19 @@ class Block(nn.Module):
         self.ln_scale = 1 / math.sqrt(index + 1) if args.ln_scale else 1.0
         self.parallel = 0 <= args.parallel_residual_from <= index
 
-    def forward(self, x, x0, extra_v, rotary, last: int = 0):
+    def forward(self, x, x0, extra_v, rotary, last: int = 0, adapt=None):
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         normed = rms_norm(x) * self.ln_scale
-        attn_out, v = self.attn(normed, extra_v, rotary, self.attn_scale, last)
-        x = (x[:, -last:] if last else x)
-        if self.parallel:
-            return x + attn_out + self.mlp(normed[:, -last:] if last else normed, self.mlp_scale), v
-        x = x + attn_out
-        return x + self.mlp(rms_norm(x) * self.ln_scale, self.mlp_scale), v
+        attn_out, v = self.attn(normed, extra_v, rotary, self.attn_scale, last, adapt)
+        x, normed = (x[:, -last:], normed[:, -last:]) if last else (x, normed)
+        if adapt:
+            attn_out = adapt("o", normed, attn_out)
+        mlp_in = normed if self.parallel else rms_norm(x + attn_out) * self.ln_scale
+        mlp_out = self.mlp(mlp_in, self.mlp_scale)
+        if adapt:
+            mlp_out = adapt("mlp", mlp_in, mlp_out)
+        return x + attn_out + mlp_out, v
 
 
 class BigramHash(nn.Module):
@@ -739,9 +760,11 @@ class GPT(nn.Module):
                     if name.endswith("proj"):
                         m.weight.data /= math.sqrt(2 * len(self.blocks))
 
-    def hidden(self, idx: Tensor, last: int = 0) -> Tensor:
+    def hidden(self, idx: Tensor, last: int = 0, adapters: DocumentAdapters | None = None) -> Tensor:
         """Final normed hidden states (B, T, model_dim); last > 0: of the last `last` positions only, which
-        the last block computes alone (its keys and values still cover all T)."""
+        the last block computes alone (its keys and values still cover all T). adapters (TTT_MODE=lora):
+        each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
+        for the block's place in the layer order (a looped layer has an adapter for each of its runs)."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx)
@@ -767,16 +790,20 @@ class GPT(nn.Module):
             if i in self.ve_layers:
                 ve = value_emb * self.ve_layer_scales[self.ve_layers.index(i)]
                 extra_v = ve if extra_v is None else extra_v + ve
-            x, v = self.blocks[i](x, x0, extra_v, rotary, last if position == len(order) - 1 else 0)
+            adapt = functools.partial(adapters.adapt, str(position)) if adapters is not None else None
+            x, v = self.blocks[i](x, x0, extra_v, rotary, last if position == len(order) - 1 else 0, adapt)
             if position == 0:
                 v0 = v
             if position < encoder_layers:
                 skips.append(x)
         return rms_norm(x)
 
-    def head(self, h: Tensor) -> Tensor:
+    def head(self, h: Tensor, adapters: DocumentAdapters | None = None) -> Tensor:
         cap = self.logit_softcap
-        return cap * torch.tanh(F.linear(h, self.tok_emb.weight.to(h.dtype)).float() / cap)
+        logits = F.linear(h, self.tok_emb.weight.to(h.dtype))
+        if adapters is not None:
+            logits = adapters.adapt("out", "head", h, logits)
+        return cap * torch.tanh(logits.float() / cap)
 
     def forward(self, idx: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
         """Mean (optionally per-token weighted) cross-entropy in nats."""
@@ -1438,11 +1465,19 @@ class Occurrences:
         return torch.searchsorted(self.sorted, base + chunks) - torch.searchsorted(self.sorted, base)
 
 
+def stream_chunks(n_targets: int, chunk_tokens: int, device=None) -> Tensor:
+    """The chunk of each target when the val stream is scored in order, chunk_tokens targets at a time."""
+    return torch.arange(n_targets, device=device) // chunk_tokens
+
+
 class NgramMixer:
     """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
 
-    Targets are scored in chunks of TTT_CHUNK_TOKENS; a target of chunk c sees the n-grams ending at
-    the targets of chunks 0..c-1, including those that start in an earlier chunk. Every n-gram of
+    Targets are scored in chunks, numbered in scoring order (`chunks`: TTT_CHUNK_TOKENS targets of
+    the stream each; in TTT_MODE=lora, each document's TTT_LORA_CHUNK chunks, documents in stream
+    order); a target of chunk c sees the n-grams ending at the targets of chunks 0..c-1, including
+    those that start in an earlier chunk, and no n-gram whose context starts before its target's
+    `context_floor` (its document's start in TTT_MODE=lora; by default the stream's). Every n-gram of
     length 1..NGRAM_ORDER gets an exact id by sorting (a k-gram's key is (id of its first k-1
     tokens) * V + its last token, so two different n-grams never share an id), and all counts are
     taken once, up front, as "occurrences in earlier chunks": nothing a position is scored with
@@ -1458,14 +1493,14 @@ class NgramMixer:
     ALPHAS = [i / 20 for i in range(20)]
     ENTROPY_BINS = 8
 
-    def __init__(self, args, tokens: Tensor, chunk_tokens: int):
-        self.vocab, self.discount, self.order, self.chunk_tokens = args.vocab_size, args.ngram_discount, args.ngram_order, chunk_tokens
+    def __init__(self, args, tokens: Tensor, chunks: Tensor, context_floor: Tensor | None = None):
+        self.vocab, self.discount, self.order = args.vocab_size, args.ngram_discount, args.ngram_order
         targets = torch.arange(1, len(tokens), device=tokens.device)
-        chunk = (targets - 1) // chunk_tokens
-        n_chunks = int(chunk[-1]) + 1
-        self.unigram_before = torch.zeros(n_chunks + 1, self.vocab, dtype=torch.long, device=tokens.device)
-        self.unigram_before.index_put_((chunk + 1, tokens[targets]), torch.ones_like(targets), accumulate=True)
-        self.unigram_before = self.unigram_before.cumsum(0)  # row c: counts over the targets of chunks < c
+        self.chunks = chunk = chunks  # chunk[t - 1]: the chunk of target t
+        self.floor = torch.zeros_like(targets) if context_floor is None else context_floor
+        n_chunks = int(chunk.max()) + 1
+        self.unigram = Occurrences(tokens[targets], chunk, n_chunks)
+        self.targets_before = F.pad(torch.bincount(chunk, minlength=n_chunks).cumsum(0), (1, 0))  # [c]: targets in chunks < c
         self.ids, self.keys = [None, tokens], [None, None]  # ids[k][a]: id of the k-gram starting at token a
         for k in range(2, self.order + 1):
             keys, ids = torch.unique(self.ids[k - 1][:-1] * self.vocab + tokens[k - 1:], return_inverse=True)
@@ -1473,13 +1508,14 @@ class NgramMixer:
             self.ids.append(ids)
         self.as_context, self.as_ngram, self.distinct = {}, {}, {}
         for m in range(1, self.order):  # the m tokens before target t start at t - m
-            later = targets >= m
+            later = targets - m >= self.floor
             start, c = targets[later] - m, chunk[later]
             self.as_context[m] = Occurrences(self.ids[m][start], c, n_chunks)
             followed = self.ids[m + 1][start]
             self.as_ngram[m + 1] = Occurrences(followed, c, n_chunks)
-            first = torch.full_like(self.keys[m + 1], n_chunks).scatter_reduce_(0, followed, c, "amin")  # each (context, token) once
-            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n_chunks)
+            # each (context, token) once, in the chunk it is first counted in (n_chunks: never, as it only crosses a context floor)
+            first = torch.full_like(self.keys[m + 1], n_chunks).scatter_reduce_(0, followed, c, "amin")
+            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n_chunks + 1)
         del self.ids[self.order]  # only contexts (up to NGRAM_ORDER-1 tokens) are looked up from here on
         self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=tokens.device)
         self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=tokens.device)
@@ -1487,11 +1523,11 @@ class NgramMixer:
     def cache_probabilities(self, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
         """q at the token ids `columns` (n, k) of each target position, and the longest context
         length seen (n,)."""
-        chunk = (positions - 1) // self.chunk_tokens
-        q = (self.unigram_before[chunk[:, None], columns].double() + 1) / (chunk * self.chunk_tokens + self.vocab)[:, None]
+        chunk, floor = self.chunks[positions - 1], self.floor[positions - 1]
+        q = (self.unigram.before(columns, chunk[:, None].expand_as(columns)).double() + 1) / (self.targets_before[chunk] + self.vocab)[:, None]
         longest = torch.zeros_like(positions)
         for m in range(1, self.order):  # every row, unseen contexts masked: no host sync per order
-            context = torch.where(positions >= m, self.ids[m][(positions - m).clamp_min(0)], -1)
+            context = torch.where(positions - m >= floor, self.ids[m][(positions - m).clamp_min(0)], -1)
             seen = self.as_context[m].before(context, chunk)
             keys, known = context[:, None] * self.vocab + columns, self.keys[m + 1]
             at = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
@@ -1509,8 +1545,11 @@ class NgramMixer:
         so what is audited is what is scored."""
         q, longest = self.cache_probabilities(tokens, positions, columns)
         bins = longest * self.ENTROPY_BINS + (entropy / math.log(2)).long().clamp(0, self.ENTROPY_BINS - 1)
+        return self.mix(model_p, q, bins), q, bins
+
+    def mix(self, model_p: Tensor, q: Tensor, bins: Tensor) -> Tensor:
         alpha = self.alphas[self.alpha_losses.argmin(1)][bins, None]  # no history yet: alpha = 0
-        return (1 - alpha) * model_p + alpha * q, q, bins
+        return (1 - alpha) * model_p + alpha * q
 
     def alpha_loss_table(self, model_p: Tensor, q: Tensor, bins: Tensor) -> Tensor:
         """Per bin, the NLL each candidate alpha would have given these scored targets."""
@@ -1619,7 +1658,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
         return event
     laps = [("", mark())]  # (part of the loop that ended here, mark)
     t0 = last_report = time.perf_counter()
-    mixer = NgramMixer(args, tokens, chunk_tokens) if use_mixer else None  # all counting happens here, by sorting
+    mixer = NgramMixer(args, tokens, stream_chunks(n_targets, chunk_tokens, device)) if use_mixer else None  # all counting happens here, by sorting
     if mixer:
         laps.append(("mixer", mark()))
     for c in range(n_chunks):
@@ -1698,6 +1737,247 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
     if mixer:
         result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(audited))
     return result
+
+
+# TTT_MODE=lora: document-level, score-first LoRA TTT. The val stream is cut into documents at BOS,
+# each scored on its own (attention and n-gram contexts never reach into another document), in
+# chunks of TTT_LORA_CHUNK targets. A document's adapters start fresh; after each chunk is scored,
+# they take one Adam step on that chunk, so every target is scored before anything learns from it.
+# Documents run TTT_LORA_BATCH_DOCS at a time, in stream order (batch b on rank b mod world). Phased:
+# once the first TTT_PHASE_DOCS documents are all scored, one pass of SGD over them updates the base
+# weights that every later document starts from. Every score is therefore a function of the tokens
+# before it in the stream: tests check that two val streams that agree up to P score the same there.
+
+def document_spans(tokens: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
+    """First input position and number of targets of each document (CPU). A document's inputs run
+    from its BOS up to the next one (the first document from token 0, whatever it is), and its
+    targets are the tokens after its inputs: its last target is the next document's BOS, and every
+    target of the stream belongs to exactly one document."""
+    n_inputs = len(tokens) - 1
+    starts = (tokens[:-1] == bos_id).nonzero().flatten().cpu()
+    if len(starts) == 0 or starts[0] != 0:
+        starts = torch.cat((torch.zeros(1, dtype=torch.long), starts))
+    return starts, torch.diff(starts, append=torch.tensor([n_inputs]))
+
+
+class DocumentAdapters(nn.Module):
+    """Low-rank adapters, one per document of a batch, for each target (TTT_LORA_TARGETS) of each layer
+    run and for the logits: an adapted map's output y becomes y + x A^T B^T, with the document's A
+    (rank x input; at the start uniform in +-1/sqrt(input), drawn from SEED, the same for every document) and B (output x rank; 0 at the start, so a
+    fresh adapter changes nothing). `rows`: the documents of the current step (None: all)."""
+
+    def __init__(self, model: GPT, targets: tuple[str, ...], rank: int, n_docs: int, seed: int):
+        super().__init__()
+        dim, attn = model.tok_emb.embedding_dim, model.blocks[0].attn
+        width = dict(q=attn.q.out_features, k=attn.k.out_features, v=attn.v.out_features, o=dim, mlp=dim, head=model.tok_emb.num_embeddings)
+        places = [(str(p), t) for p in range(len(model.layer_orders[model.looping])) for t in targets if t != "head"]
+        places += [("out", "head")] if "head" in targets else []
+        generator = torch.Generator().manual_seed(seed)  # every document starts from the same A: its scores do not depend on its batch
+        self.a = nn.ParameterDict({f"{p}_{t}": nn.Parameter(((torch.rand(rank, dim, generator=generator) * 2 - 1) / math.sqrt(dim)).expand(n_docs, -1, -1).clone())
+                                   for p, t in places})
+        self.b = nn.ParameterDict({f"{p}_{t}": nn.Parameter(torch.zeros(n_docs, width[t], rank)) for p, t in places})
+        self.rows = None
+
+    def adapt(self, place: str, target: str, x: Tensor, y: Tensor) -> Tensor:
+        key = f"{place}_{target}"
+        if key not in self.a:
+            return y
+        a, b = self.a[key], self.b[key]
+        if self.rows is not None:
+            a, b = a[self.rows], b[self.rows]
+        return y + (x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)
+
+
+def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, scores: Tensor, audit: list):
+    """Score a batch of documents chunk by chunk with their own adapters, training each adapter on a
+    chunk right after scoring it (not on a document's last chunk: nothing is scored after it).
+    Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column of
+    `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
+    the mixer's check."""
+    device, C, W = tokens.device, args.ttt_lora_chunk, args.eval_seq_len
+    adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed).to(device)
+    optimizer = torch.optim.Adam(adapters.parameters(), lr=args.ttt_lora_lr, betas=(0.0, 0.999), eps=1e-10, fused=device.type == "cuda")
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    starts_on, lengths_on, chunk_offsets = starts.to(device), lengths.to(device), torch.arange(C, device=device)
+    for c in range(-(-int(lengths.max()) // C)):
+        active = (lengths > c * C).nonzero().flatten()  # on the CPU: no wait for the GPU
+        adapters.rows = None if len(active) == len(starts) else active.to(device)
+        rows = adapters.rows if adapters.rows is not None else slice(None)
+        end = (c + 1) * C
+        window = torch.arange(max(0, end - W), end, device=device)  # inputs of this step: the chunk and up to W - C before it
+        length, first = lengths_on[rows, None], starts_on[rows, None]
+        ids = torch.where(window < length, tokens[(first + window).clamp_max(len(tokens) - 1)], 0)  # 0 after a document's end
+        offset = c * C + chunk_offsets
+        scored = offset < length
+        targets = first + offset + 1  # stream positions of the chunk's targets
+        target_ids = torch.where(scored, tokens[targets.clamp_max(len(tokens) - 1)], 0)
+        with autocast:
+            logits = model.head(model.hidden(ids, last=C, adapters=adapters), adapters)
+        with torch.no_grad():  # shapes that do not depend on values: the host never waits for the GPU here
+            log_probs = torch.log_softmax(logits.double() / args.ttt_temperature, dim=-1)
+            nll = -log_probs.gather(2, target_ids[..., None]).squeeze(2)
+            entropy = -(log_probs.exp() * log_probs).sum(2)
+            slot = torch.where(scored, targets - 1, scores.size(1) - 1)  # positions after a document's end: the spare last column
+            scores[:, slot.flatten()] = torch.stack((nll.flatten(), entropy.flatten()))
+            audit.append((targets[0, :1], log_probs[0, :1].exp(), entropy[0, :1]))  # the chunk's first target: always scored
+        learns = (lengths[active] > end).to(device)  # documents with a chunk after this one
+        if learns.any():
+            ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
+            loss = ((ce * scored).sum(1) / scored.sum(1) * learns).sum()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+
+def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, lengths: Tensor) -> int:
+    """One pass of SGD (momentum 0.9, cosine from TTT_PHASE_LR to 0, all weights) over documents that
+    are all scored: their inputs and targets, end to end, in rows of EVAL_SEQ_LEN (the last partial
+    row left out), EVAL_BATCH_SEQS rows a step split over ranks. Every rank ends with the same
+    weights. Returns the number of steps."""
+    W, per_step = args.eval_seq_len, args.eval_batch_seqs
+    spans = [torch.arange(int(s), int(s + n)) for s, n in zip(starts, lengths)]
+    inputs = torch.cat(spans).to(tokens.device)
+    n_rows = len(inputs) // W
+    x, y = (tokens[inputs[:n_rows * W] + shift].view(n_rows, W) for shift in (0, 1))
+    steps = -(-n_rows // per_step)
+    params = list(model.parameters())
+    model.requires_grad_(True)
+    optimizer = torch.optim.SGD(params, lr=args.ttt_phase_lr, momentum=0.9)
+    autocast = torch.autocast("cuda", torch.bfloat16) if tokens.is_cuda else contextlib.nullcontext()
+    for step in range(steps):
+        rows = slice(step * per_step, min(n_rows, (step + 1) * per_step))
+        mine = rank_slice(rows.stop - rows.start, run.rank, run.world)
+        mine = slice(rows.start + mine.start, rows.start + mine.stop)
+        if mine.stop > mine.start:
+            with autocast:  # the local mean, weighted to its share of the step's rows: the sum over ranks is the step's mean
+                loss = model(x[mine], y[mine]) * (mine.stop - mine.start) / (rows.stop - rows.start)
+            loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        for p, g in zip(params, all_reduce_flat(grads) if run.world > 1 else grads):
+            p.grad = g
+        torch.nn.utils.clip_grad_norm_(params, args.ttt_grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = args.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.requires_grad_(False)
+    return steps
+
+
+def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer: bool, dump_path: str = "") -> dict:
+    """TTT_MODE=lora over the whole val stream (see above), then the n-gram mixer over the scores,
+    one chunk per batch of documents. Returns what evaluate() does. Changes `model` (the phase)."""
+    device, log, rank, world = run.device, run.log, run.rank, run.world
+    tokens, n_targets = val.tokens, len(val.tokens) - 1
+    t0 = time.perf_counter()
+    starts, lengths = document_spans(tokens, val.bos_id)
+    per_batch = args.ttt_lora_batch_docs
+    n_docs = len(starts)
+    n_batches = -(-n_docs // per_batch)
+    phase_docs = n_docs // 20 if args.ttt_phase_docs < 0 else args.ttt_phase_docs
+    phase_batches = -(-phase_docs // per_batch) if args.ttt_phase_lr > 0 else 0  # whole batches; none if no document is left after them
+    phase_batches = phase_batches if phase_batches < n_batches else 0
+    log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
+        f"batches:{n_batches} of {per_batch} phase_documents:{phase_batches * per_batch}")
+    was_training = model.training
+    model.eval()
+    model.requires_grad_(False)
+    scores = torch.zeros(2, n_targets + 1, device=device, dtype=torch.float64)  # -log p and entropy (nats) of each target, a spare
+    audit = []
+    seconds = dict(lora=0.0, phase_sgd=0.0, mixer=0.0)
+    last_report = t0
+    for b in range(n_batches):
+        if b == phase_batches > 0:  # every rank is here once all earlier batches are scored
+            synchronize(device)
+            t = time.perf_counter()
+            steps = phase_sgd(model, args, run, tokens, starts[:b * per_batch], lengths[:b * per_batch])
+            synchronize(device)
+            seconds["phase_sgd"] = time.perf_counter() - t
+            log(f"eval:{label} phase_sgd documents:{b * per_batch} steps:{steps} seconds:{seconds['phase_sgd']:.1f}")
+        if b % world == rank:
+            docs = slice(b * per_batch, min(n_docs, (b + 1) * per_batch))
+            score_documents(model, args, tokens, starts[docs], lengths[docs], scores, audit)
+        now = time.perf_counter()
+        if now - last_report > 30 and b < n_batches - 1:
+            last_report = now
+            log(f"eval:{label} batch:{b + 1}/{n_batches} elapsed:{format_seconds(now - t0)} "
+                f"eta:{format_seconds((now - t0) / (b + 1) * (n_batches - b - 1))}")
+    if world > 1:
+        dist.all_reduce(scores)
+    synchronize(device)
+    seconds["lora"] = time.perf_counter() - t0 - seconds["phase_sgd"]
+    nll, entropy = scores[:, :-1]
+    n_bytes = target_bytes(tokens[:-1], tokens[1:], val.byte_tables).double()
+    result = dict(val_loss=nll.mean().item(), val_bpb=(nll.sum() / math.log(2) / n_bytes.sum()).item())
+    mixed_nll = nll
+    if use_mixer:
+        t = time.perf_counter()
+        mixed_nll, result["audit_max_abs_err"], result["audit_positions"] = lora_mixer(args, run, val, starts, lengths, nll, entropy, audit)
+        result.update(mixed_loss=mixed_nll.mean().item(), mixed_bpb=(mixed_nll.sum() / math.log(2) / n_bytes.sum()).item())
+        seconds["mixer"] = time.perf_counter() - t
+    if dump_path and rank == 0:
+        d = torch.stack((mixed_nll / math.log(2), nll / math.log(2), entropy / math.log(2))).float().cpu().numpy()
+        np.savez(dump_path, nll_bits=d[0], model_nll_bits=d[1], entropy_bits=d[2], bytes=n_bytes.cpu().numpy().astype(np.int32))
+        log(f"eval:{label} per-token NLL written to {dump_path}")
+    model.train(was_training)
+    result["seconds"] = time.perf_counter() - t0
+    log(f"eval:{label} seconds:{result['seconds']:.1f} targets:{n_targets} tokens_per_s_per_gpu:{n_targets / result['seconds'] / world:.0f} "
+        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in seconds.items() if v))
+    return result
+
+
+def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll: Tensor, entropy: Tensor, audit: list) -> tuple[Tensor, float, int]:
+    """The n-gram mixer over TTT_MODE=lora's scores, as if the documents were scored one after another
+    in stream order: a target's counts cover the documents before its own and its own document's
+    TTT_LORA_CHUNK chunks before its own, and its contexts stay inside its document. alpha for batch b
+    is learned from batches < b: each rank takes the loss tables of its batches (which do not depend
+    on alpha), all ranks add them up, and batch b mixes with their sum over the batches before it.
+    Returns the mixed -log p of every target, the audit's max error and how many rows it checked."""
+    device, tokens, per_batch = val.tokens.device, val.tokens, args.ttt_lora_batch_docs
+    doc_of_target = torch.repeat_interleave(torch.arange(len(starts)), lengths)
+    first_chunk = F.pad((-(-lengths // args.ttt_lora_chunk)).cumsum(0), (1, 0))  # of each document, numbered in stream order
+    chunks = first_chunk[doc_of_target] + (torch.arange(len(doc_of_target)) - starts[doc_of_target]) // args.ttt_lora_chunk
+    mixer = NgramMixer(args, tokens, chunks.to(device), starts[doc_of_target].to(device))
+    n_batches = -(-len(starts) // per_batch)
+    first_target = torch.cat((starts[::per_batch], torch.tensor([len(tokens) - 1]))) + 1  # batch b: targets first[b] .. first[b+1]-1
+    mine = range(run.rank, n_batches, run.world)
+    parts, tables = {}, torch.zeros(n_batches + 1, *mixer.alpha_losses.shape, dtype=torch.float64, device=device)
+    for b in mine:
+        positions = torch.arange(int(first_target[b]), int(first_target[b + 1]), device=device)
+        model_p = torch.exp(-nll[positions - 1])
+        q, longest = mixer.cache_probabilities(tokens, positions, tokens[positions, None])
+        bins = longest * mixer.ENTROPY_BINS + (entropy[positions - 1] / math.log(2)).long().clamp(0, mixer.ENTROPY_BINS - 1)
+        parts[b] = positions, model_p, q, bins
+        tables[b + 1] = mixer.alpha_loss_table(model_p, q.squeeze(1), bins)
+    if run.world > 1:
+        dist.all_reduce(tables)
+    history = tables.cumsum(0)  # row b: the losses of batches < b
+    mixed_nll = torch.zeros_like(nll)
+    for b, (positions, model_p, q, bins) in parts.items():
+        mixer.alpha_losses = history[b]
+        mixed_nll[positions - 1] = -mixer.mix(model_p[:, None], q, bins).squeeze(1).log()
+    worst, checked = torch.zeros((), dtype=torch.float64, device=device), 0
+    if audit:
+        idx, probs, ent = (torch.cat(t) for t in zip(*audit))
+        keep = torch.linspace(0, len(idx) - 1, min(len(idx), -(-args.ngram_audit_positions // run.world)), device=device).long()
+        idx, probs, ent = idx[keep], probs[keep], ent[keep]
+        batch_of = torch.searchsorted(first_target.to(device), idx, right=True) - 1
+        vocab = torch.arange(args.vocab_size, device=device)
+        for b in batch_of.unique().tolist():
+            rows = batch_of == b
+            mixer.alpha_losses = history[b]
+            full = mixer.probabilities(probs[rows], ent[rows], tokens, idx[rows], vocab.expand(int(rows.sum()), -1))[0]
+            scored = torch.exp(-mixed_nll[idx[rows] - 1])
+            errors = torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, tokens[idx[rows], None]).squeeze(1) - scored).abs())
+            worst = torch.maximum(worst, errors.max())
+        checked = len(idx)
+    if run.world > 1:
+        dist.all_reduce(mixed_nll)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        counts = torch.tensor([checked], device=device)
+        dist.all_reduce(counts)
+        checked = int(counts)
+    return mixed_nll, worst.item(), checked
 
 
 # ----------------------------------------------------------------------------- MAIN
@@ -1798,7 +2078,7 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
     if not args.eval_only and existing and not args.overwrite:
         raise UserError(f"{' and '.join(existing)} already exist (an earlier run's); use another RUN_ID or ARTIFACT_PATH, or OVERWRITE=1 to replace them")
     sp = load_tokenizer(args, log)
-    val = ValSet(load_val_tokens(args).to(device), tuple(t.to(device) for t in byte_tables(sp)))
+    val = ValSet(load_val_tokens(args).to(device), tuple(t.to(device) for t in byte_tables(sp)), sp.bos_id())
     log(f"val_tokens:{len(val.tokens) - 1} (scored targets)")
     model = GPT(args).to(device)
     log(f"model_params:{sum(p.numel() for p in model.parameters())}")
@@ -1843,9 +2123,12 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
         log(f"ngram_only val_loss:{sliding['mixed_loss']:.8f} val_bpb:{sliding['mixed_bpb']:.8f} (sliding window + n-gram mixer, no TTT)")
     passes = [sliding]
     if args.ttt_enabled:
-        passes.append(evaluate(model, args, run, val, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
+        passes.append(lora_evaluate(model, args, run, val, "ngram_ttt", use_mixer=args.ngram_enabled, dump_path=args.eval_dump_nll)
+                      if args.ttt_mode == "lora" else
+                      evaluate(model, args, run, val, args.eval_stride, "ngram_ttt", use_mixer=args.ngram_enabled, ttt=True,
                                temperature=args.ttt_temperature, dump_path=args.eval_dump_nll))
-        log(f"ttt_only val_loss:{passes[-1]['val_loss']:.8f} val_bpb:{passes[-1]['val_bpb']:.8f} (TTT at temperature {args.ttt_temperature}, no mixer, same pass)")
+        log(f"ttt_only val_loss:{passes[-1]['val_loss']:.8f} val_bpb:{passes[-1]['val_bpb']:.8f} "
+            f"(TTT_MODE={args.ttt_mode} at temperature {args.ttt_temperature}, no mixer, same pass)")
     last = passes[-1]
     final = (last["mixed_loss"], last["mixed_bpb"]) if args.ngram_enabled else (last["val_loss"], last["val_bpb"])
     log(f"final_ngram_ttt val_loss:{final[0]:.8f} val_bpb:{final[1]:.8f} (ngram:{int(args.ngram_enabled)} ttt:{int(args.ttt_enabled)})")

@@ -48,6 +48,16 @@ TINY_ENV = dict(TINY_MODEL, TRAIN_BATCH_TOKENS="4096", ITERATIONS="6", WARMUP_ST
 # Environment variables that must not leak from the outer environment into a run.
 _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models and small tensors gain nothing from threads, and 2 threads on 2 busy cores can be
+    many times slower. A module uses it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_args(**overrides) -> train_gpt.Hyperparameters:
     """Hyperparameters of the tiny model, parsed exactly like the env vars of a run."""
     return train_gpt.Hyperparameters(environ={**TINY_MODEL, **{k: str(v) for k, v in overrides.items()}})
@@ -236,7 +246,7 @@ FINAL_LINE_PATTERNS = {
     "peak_memory": r"^peak memory allocated: (?P<mib>\d+) MiB",
     # the eval stack (n-gram mixer and test-time training)
     "ngram_only": r"^ngram_only val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(sliding window \+ n-gram mixer, no TTT\)$",
-    "ttt_only": r"^ttt_only val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(TTT at temperature (?P<temperature>\S+), no mixer, same pass\)$",
+    "ttt_only": r"^ttt_only val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(TTT_MODE=(?P<mode>\w+) at temperature (?P<temperature>\S+), no mixer, same pass\)$",
     "final_ngram_ttt": r"^final_ngram_ttt val_loss:(?P<val_loss>\S+) val_bpb:(?P<val_bpb>\S+) \(ngram:(?P<ngram>[01]) ttt:(?P<ttt>[01])\)$",
     "ngram_audit": r"^ngram_audit positions:(?P<positions>\d+) max_abs_err:(?P<max_abs_err>\S+)$",
     "gains": r"^gains_bpb (?P<gains>.*) \(ttt_gain: sliding minus ttt_only; ngram_gain: the last pass without minus with the mixer\)$",
@@ -272,8 +282,8 @@ def cpu_run(log=None) -> train_gpt.Run:
     return train_gpt.Run(torch.device("cpu"), 0, 1, log or (lambda msg: None))
 
 
-def val_set(val_tokens: torch.Tensor, tables) -> train_gpt.ValSet:
-    return train_gpt.ValSet(val_tokens, tuple(tables))
+def val_set(val_tokens: torch.Tensor, tables, bos_id: int = 1) -> train_gpt.ValSet:
+    return train_gpt.ValSet(val_tokens, tuple(tables), bos_id)
 
 
 def rel_diff(a: float, b: float) -> float:

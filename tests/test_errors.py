@@ -167,6 +167,10 @@ BAD_SETTINGS = [
     (dict(LOOP_START_FRAC="1"), "LOOP_START_FRAC must be in [0, 1): evaluation always runs the loop"),
     (dict(PARALLEL_RESIDUAL_FROM="2"), "PARALLEL_RESIDUAL_FROM must be -1 (off) or a layer index in 0..1"),
     (dict(MUON_NS_COEFFS="cubic"), "MUON_NS_COEFFS=cubic must be one of quintic, polar"),
+    (dict(TTT_MODE="doc"), "TTT_MODE=doc must be chunk or lora"),
+    (dict(TTT_LORA_TARGETS="q,ffn"), "TTT_LORA_TARGETS=q,ffn must name some of q,k,v,o,mlp,head"),
+    (dict(TTT_MODE="lora", TTT_LORA_CHUNK="65"), "TTT_LORA_CHUNK at most EVAL_SEQ_LEN=64"),
+    (dict(TTT_PHASE_DOCS="-2"), "TTT_PHASE_DOCS must be -1 (auto), 0 (no phase) or a document count"),
 ]
 
 

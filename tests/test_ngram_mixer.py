@@ -5,6 +5,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train_gpt
 from conftest import tiny_args
@@ -12,20 +13,14 @@ from conftest import tiny_args
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors gain nothing from threads, and 2 threads on 2 busy cores can be many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- helpers
 
 def make_mixer(tokens: torch.Tensor, vocab: int, order: int, chunk_tokens: int, discount: float = 0.75) -> train_gpt.NgramMixer:
     args = tiny_args(VOCAB_SIZE=vocab, NGRAM_ORDER=order, NGRAM_DISCOUNT=discount)
-    return train_gpt.NgramMixer(args, tokens, chunk_tokens)
+    return train_gpt.NgramMixer(args, tokens, train_gpt.stream_chunks(len(tokens) - 1, chunk_tokens))
 
 
 def chunk_positions(n: int, chunk_tokens: int, c: int) -> torch.Tensor:
@@ -48,10 +43,11 @@ def repetitive_stream(n: int, vocab: int, seed: int) -> torch.Tensor:
 
 class BruteNgrams:
     """Pure-Python reference: N(v), N(ctx) and N(ctx, v) over the targets added so far, every
-    context length 1..max_context that fits before the target, and the cache distribution q."""
+    context length 1..max_context that fits before the target (and starts at or after floor[t - 1]
+    for target t, if floors are given), and the cache distribution q."""
 
-    def __init__(self, max_context: int):
-        self.max_context = max_context
+    def __init__(self, max_context: int, floor: list[int] | None = None):
+        self.max_context, self.floor = max_context, floor
         self.unigram: Counter = Counter()
         self.ctx: Counter = Counter()
         self.next: dict[tuple, Counter] = defaultdict(Counter)
@@ -62,10 +58,13 @@ class BruteNgrams:
             assert t not in self.added  # the test never adds a target twice
             self.added.add(t)
             self.unigram[tokens[t]] += 1
-            for m in range(1, min(self.max_context, t) + 1):
+            for m in range(1, min(self.max_context, t - self.first_context(t)) + 1):
                 c = tuple(tokens[t - m:t])
                 self.ctx[c] += 1
                 self.next[c][tokens[t]] += 1
+
+    def first_context(self, t: int) -> int:
+        return self.floor[t - 1] if self.floor else 0
 
     def q(self, tokens: list[int], pos: int, discount: float, vocab: int) -> tuple[np.ndarray, int]:
         """Interpolated absolute discounting from add-one unigram up to the longest seen context;
@@ -73,7 +72,7 @@ class BruteNgrams:
         total = sum(self.unigram.values())
         row = np.array([(self.unigram[v] + 1) / (total + vocab) for v in range(vocab)])
         longest = 0
-        for m in range(1, min(self.max_context, pos) + 1):
+        for m in range(1, min(self.max_context, pos - self.first_context(pos)) + 1):
             c = tuple(tokens[pos - m:pos])
             n = self.ctx[c]
             if n == 0:
@@ -98,6 +97,23 @@ def random_model_rows(n: int, vocab: int, seed: int) -> tuple[torch.Tensor, torc
     logits = torch.randn(n, vocab, generator=g, dtype=torch.float64) * torch.rand(n, 1, generator=g, dtype=torch.float64) * 6
     p = torch.softmax(logits, dim=1)
     return p, -(p * p.log()).sum(1)
+
+
+def brute_force_matches(mixer, brute: BruteNgrams, tokens, chunks: list, checks: set, discount: float) -> int:
+    """Chunk by chunk ((c, positions) in scoring order): q and the longest context of every target of
+    the chunks in `checks` equal the brute-force ones over the earlier chunks. Returns the longest
+    context length seen."""
+    listed, deepest = tokens.tolist(), 0
+    for c, positions in chunks:
+        if c in checks:
+            q, longest = all_columns(mixer, tokens, positions)
+            for i, pos in enumerate(positions.tolist()):
+                expected, expected_longest = brute.q(listed, pos, discount, mixer.vocab)
+                assert int(longest[i]) == expected_longest, (c, pos)
+                np.testing.assert_allclose(q[i].numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=f"{c} {pos}")
+            deepest = max(deepest, int(longest.max()))
+        brute.add(listed, int(positions[0]), int(positions[-1]) + 1)
+    return deepest
 
 
 def entropy_bin(entropy_nats: float) -> int:
@@ -183,25 +199,32 @@ def test_q_equals_brute_force_counts_of_earlier_chunks(vocab, order, discount, n
     tokens = repetitive_stream(n, vocab, seed)
     if vocab > 64:  # mostly rare tokens, with a few very frequent ones: short and long repeats
         tokens = torch.where(torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.3, tokens % 7, tokens)
-    listed = tokens.tolist()
     mixer = make_mixer(tokens, vocab, order, chunk_tokens, discount)
     brute = BruteNgrams(order - 1)
     n_chunks = -(-(n - 1) // chunk_tokens)
     checks = set(range(n_chunks)) if chunk_tokens > 1 else set(range(0, n_chunks, 37))
     if vocab > 64:
         checks = {1, n_chunks - 1}
-    deepest = 0
-    for c in range(n_chunks):
-        positions = chunk_positions(n, chunk_tokens, c)
-        if c in checks:
-            q, longest = all_columns(mixer, tokens, positions)
-            for i, pos in enumerate(positions.tolist()):
-                expected, expected_longest = brute.q(listed, pos, discount, vocab)
-                assert int(longest[i]) == expected_longest, (c, pos)
-                np.testing.assert_allclose(q[i].numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=f"{c} {pos}")
-            deepest = max(deepest, int(longest.max()))
-        brute.add(listed, int(positions[0]), int(positions[-1]) + 1)
-    assert deepest >= min(3, order - 1)  # long contexts really were used
+    chunks = [(c, chunk_positions(n, chunk_tokens, c)) for c in range(n_chunks)]
+    assert brute_force_matches(mixer, brute, tokens, chunks, checks, discount) >= min(3, order - 1)  # long contexts really were used
+
+
+@pytest.mark.parametrize("vocab, chunk_tokens, seed", [(3, 4, 0), (6, 7, 1), (64, 3, 2)])
+def test_q_with_document_floors_equals_brute_force_counts_inside_documents(vocab, chunk_tokens, seed):
+    """TTT_MODE=lora's mixer: contexts and counted n-grams never reach before a target's document
+    start, and chunks are each document's chunks of chunk_tokens targets, in stream order."""
+    n, order, discount = 400, 6, 0.75
+    tokens = repetitive_stream(n, vocab, seed)
+    cuts = sorted(set(np.random.default_rng(seed).integers(1, n - 1, size=25).tolist()))
+    starts, lengths = torch.tensor([0] + cuts), torch.diff(torch.tensor([0] + cuts + [n - 1]))
+    doc = torch.repeat_interleave(torch.arange(len(starts)), lengths)  # of each target (index t - 1)
+    first_chunk = F.pad((-(-lengths // chunk_tokens)).cumsum(0), (1, 0))
+    chunks = first_chunk[doc] + (torch.arange(n - 1) - starts[doc]) // chunk_tokens
+    floor = starts[doc]
+    mixer = train_gpt.NgramMixer(tiny_args(VOCAB_SIZE=vocab, NGRAM_ORDER=order, NGRAM_DISCOUNT=discount), tokens, chunks, floor)
+    in_order = [(c, (chunks == c).nonzero().flatten() + 1) for c in range(int(chunks.max()) + 1)]
+    assert all(len(p) <= chunk_tokens and p.max() - p.min() == len(p) - 1 for _, p in in_order)  # consecutive targets
+    assert brute_force_matches(mixer, BruteNgrams(order - 1, floor.tolist()), tokens, in_order, {c for c, _ in in_order}, discount) >= 3
 
 
 def test_ngrams_straddling_chunks_count_once_both_ends_are_scored_and_never_in_their_own_chunk():

@@ -22,14 +22,7 @@ from conftest import (LN2, REPO_ROOT, TINY_ENV, _clean_environ, error_lines, cpu
 SEQ = 32  # EVAL_SEQ_LEN of the in-process tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and 2 threads on 2 busy cores can be many times slower.
-    The subprocess runs below use OMP_NUM_THREADS=1 as well, so every run computes the same way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the subprocess runs below use OMP_NUM_THREADS=1 as well
 
 
 def tiny_eval_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
@@ -221,8 +214,9 @@ def stream_a(artifact):
 
 
 @pytest.fixture(scope="module")
-def stream_b(artifact, tmp_path_factory):
-    """The same val shard up to token SPLIT, other tokens of the shard from there on."""
+def data_b(artifact, tmp_path_factory) -> Path:
+    """A DATA_PATH whose val shard is the same up to token SPLIT, other tokens of the shard from there
+    on (other document boundaries too)."""
     a = artifact.val_tokens
     shift = next(s for s in range(1000, 5000) if a[SPLIT + s] != a[SPLIT])
     b = a.copy()
@@ -230,7 +224,26 @@ def stream_b(artifact, tmp_path_factory):
     assert np.array_equal(a[:SPLIT], b[:SPLIT]) and a[SPLIT] != b[SPLIT]
     data = tmp_path_factory.mktemp("data_b")
     write_shard(data / "fineweb_val_000000.bin", b)
-    return eval_only(artifact, "b", DATA_PATH=str(data))
+    return data
+
+
+@pytest.fixture(scope="module")
+def stream_b(artifact, data_b):
+    return eval_only(artifact, "b", DATA_PATH=str(data_b))
+
+
+# TTT_MODE=lora on the same artifact: 8-document batches, the first 24 documents before the phase's SGD
+LORA = dict(TTT_MODE="lora", TTT_LORA_CHUNK="16", TTT_LORA_RANK="8", TTT_LORA_BATCH_DOCS="8", TTT_PHASE_DOCS="24")
+
+
+@pytest.fixture(scope="module")
+def lora_a(artifact):
+    return eval_only(artifact, "lora_a", **LORA)
+
+
+@pytest.fixture(scope="module")
+def lora_b(artifact, data_b):
+    return eval_only(artifact, "lora_b", DATA_PATH=str(data_b), **LORA)
 
 
 def bpb(log: str, kind: str) -> float:
@@ -261,6 +274,42 @@ def test_eval_stack_is_causal(stream_a, stream_b):
     later = a["nll_bits"][SPLIT - 1:] != b["nll_bits"][SPLIT - 1:]
     assert later[0] and later.mean() > 0.5  # target SPLIT itself and most later ones differ
     assert bpb(run_a.log, "final_ngram_ttt") != bpb(run_b.log, "final_ngram_ttt")
+
+
+def test_lora_eval_is_causal(lora_a, lora_b, artifact):
+    """Document-level LoRA TTT, its phase and its mixer: a target's score depends on nothing after it."""
+    (run_a, a), (run_b, b) = lora_a, lora_b
+    for r in (run_a, run_b):
+        assert "ttt_mode:lora" in r.log and "phase_sgd documents:24 " in r.log
+        check_audit(r.log)
+    for key in ("nll_bits", "model_nll_bits", "entropy_bits"):
+        assert np.array_equal(a[key][:SPLIT - 1], b[key][:SPLIT - 1]), key
+    later = a["nll_bits"][SPLIT - 1:] != b["nll_bits"][SPLIT - 1:]
+    assert later[0] and later.mean() > 0.5
+    # the phase comes before SPLIT: every later document starts from weights it changed
+    starts, _ = train_gpt.document_spans(torch.from_numpy(artifact.val_tokens.astype(np.int64)), 1)
+    assert int(starts[24]) < SPLIT
+
+
+def test_lora_dump_and_gains_match_the_final_score(lora_a, stream_a):
+    run, data = lora_a
+    nll, model_nll, n_bytes = (data[k].astype(np.float64) for k in ("nll_bits", "model_nll_bits", "bytes"))
+    assert np.array_equal(data["bytes"], stream_a[1]["bytes"]) and np.isfinite(nll).all()
+    assert nll.sum() / n_bytes.sum() == pytest.approx(bpb(run.log, "final_ngram_ttt"), rel=1e-6)
+    assert model_nll.sum() / n_bytes.sum() == pytest.approx(bpb(run.log, "ttt_only"), rel=1e-6)
+    got = gains(run.log)
+    assert got["ttt_gain"] == pytest.approx(bpb(run.log, "final_int6_sliding_window") - bpb(run.log, "ttt_only"), abs=2e-6)
+    assert got["ngram_gain"] > 0  # the mixer helps on this repetitive text (alpha is learned after the first batch)
+    assert re.search(r"^eval:ngram_ttt seconds:\S+ .*lora_seconds:\S+ phase_sgd_seconds:\S+ mixer_seconds:\S+$", run.log, re.M)
+
+
+def test_lora_eval_on_two_processes_matches_one(lora_a, artifact):
+    one, dump_one = lora_a
+    two, dump_two = eval_only(artifact, "lora_2_procs", nproc=2, **LORA)
+    for kind in ("ttt_only", "final_ngram_ttt"):
+        assert abs(bpb(one.log, kind) - bpb(two.log, kind)) <= 1e-6, kind
+    assert np.abs(dump_one["nll_bits"].astype(np.float64) - dump_two["nll_bits"]).max() < 1e-4
+    check_audit(two.log)
 
 
 # 6. the per-token NLL dump

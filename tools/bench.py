@@ -330,7 +330,7 @@ def bench_eval(cli, args, run, log, log_path):
     phases = [p for p in PHASES if p in cli.phases]
     repeat = cli.repeat or (2 if cuda else 1)
     sp = tg.load_tokenizer(args, log)
-    val = tg.ValSet(tg.load_val_tokens(args).to(device), tuple(t.to(device) for t in tg.byte_tables(sp)))
+    val = tg.ValSet(tg.load_val_tokens(args).to(device), tuple(t.to(device) for t in tg.byte_tables(sp)), sp.bos_id())
     n_targets = len(val.tokens) - 1
     log(f"val_tokens:{n_targets} (scored targets)")
     torch.manual_seed(args.seed)
@@ -404,7 +404,7 @@ def bench_mixer(cli, args, run, log, log_path):
     log(f"bench_mixer tokens:{len(tokens)} from {len(parts)} shard(s) of {args.data_path} chunks:{n_chunks}")
     tg.synchronize(device)
     t0 = time.perf_counter()
-    mixer = tg.NgramMixer(args, tokens, chunk_tokens)
+    mixer = tg.NgramMixer(args, tokens, tg.stream_chunks(len(tokens) - 1, chunk_tokens, device))
     tg.synchronize(device)
     count_seconds = time.perf_counter() - t0
     g = torch.Generator(device=device).manual_seed(0)

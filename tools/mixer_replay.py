@@ -34,7 +34,7 @@ import train_gpt as tg  # noqa: E402
 
 def reference_q(mixer: tg.NgramMixer, tokens, positions, min_count: int):
     """q(target) at the longest context seen >= min_count times, and whether one qualified."""
-    chunk = (positions - 1) // mixer.chunk_tokens
+    chunk = mixer.chunks[positions - 1]
     q = torch.zeros(len(positions), dtype=torch.float64)
     found = torch.zeros(len(positions), dtype=torch.bool)
     for m in range(1, mixer.order):
@@ -56,7 +56,7 @@ def replay(dump, tokens: torch.Tensor, args, rule: str, min_count: int) -> tuple
     model_p = torch.from_numpy(np.exp2(-dump["model_nll_bits"].astype(np.float64)))
     entropy = torch.from_numpy(dump["entropy_bits"].astype(np.float64) * math.log(2))
     n_bytes = float(dump["bytes"].astype(np.float64).sum())
-    mixer = tg.NgramMixer(args, tokens[:n + 1], args.ttt_chunk_tokens)
+    mixer = tg.NgramMixer(args, tokens[:n + 1], tg.stream_chunks(n, args.ttt_chunk_tokens))
     mixed_bits = 0.0
     for start in range(0, n, args.ttt_chunk_tokens):
         positions = torch.arange(start + 1, min(start + args.ttt_chunk_tokens, n) + 1)

@@ -1,0 +1,136 @@
+"""TTT_MODE=lora in-process: documents cut at BOS cover every target once, fresh adapters change
+nothing, every target is scored before anything learns from it (a changed token changes no score
+before it, with and without the phase's SGD), a document's scores do not depend on its batch (its
+adapters start fresh), and the adapters do learn."""
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+
+import train_gpt
+from conftest import randomize_, read_shard_tokens, tiny_args, val_set
+
+SEQ = 32  # EVAL_SEQ_LEN
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("stream, starts, lengths", [
+    ([1, 5, 6, 1, 7, 1, 8, 9], [0, 3, 5], [3, 2, 2]),  # starts with BOS
+    ([4, 5, 1, 6, 7], [0, 2], [2, 2]),                 # text before the first BOS is a document of its own
+    ([1, 5, 1, 1, 6, 1], [0, 2, 3], [2, 1, 2]),        # an empty document; a BOS as the last token is only a target
+])
+def test_documents_cover_every_target_once(stream, starts, lengths):
+    got_starts, got_lengths = train_gpt.document_spans(torch.tensor(stream), bos_id=1)
+    assert got_starts.tolist() == starts and got_lengths.tolist() == lengths
+    targets = [s + 1 + j for s, n in zip(starts, lengths) for j in range(n)]
+    assert targets == list(range(1, len(stream)))  # each target once, in order: a document's last is the next one's BOS
+
+
+def tiny_lora_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_tokenizer))
+    settings = dict(VOCAB_SIZE=64, EVAL_SEQ_LEN=SEQ, EVAL_STRIDE=SEQ, LOOP_LAYERS="1", TTT_MODE="lora", TTT_LORA_CHUNK=8, TTT_LORA_RANK=4,
+                    TTT_LORA_BATCH_DOCS=4, TTT_PHASE_DOCS=0, TTT_LORA_LR=0.01, NGRAM_ORDER=4)
+    args = tiny_args(**{k: str(v) for k, v in {**settings, **overrides}.items()})
+    torch.manual_seed(0)
+    model = randomize_(train_gpt.GPT(args), std=0.1).eval()
+    tokens = torch.from_numpy(read_shard_tokens(tiny_data / "fineweb_val_000000.bin")[:n_targets + 1].astype(np.int64))
+    return model, args, val_set(tokens, train_gpt.byte_tables(sp), sp.bos_id())
+
+
+def lora_scores(model, args, val, tmp_path, name: str) -> tuple[dict, dict]:
+    """lora_evaluate with the mixer on; returns its result and its per-token dump."""
+    dump = tmp_path / f"{name}.npz"
+    result = train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda m: None), val, name,
+                                     use_mixer=True, dump_path=str(dump))
+    return result, dict(np.load(dump))
+
+
+def test_fresh_adapters_change_nothing_and_every_target_adapts(tiny_tokenizer, tiny_data):
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 100, TTT_LORA_TARGETS="q,k,v,o,mlp,head")
+    ids = val.tokens[:2 * SEQ].view(2, SEQ)
+    adapters = train_gpt.DocumentAdapters(model, args.ttt_lora_targets, 4, 2, seed=0)
+    runs = len(model.layer_orders[True])
+    assert runs == args.num_layers + 1  # layer 1 runs twice: an adapter for each run
+    assert sorted(adapters.a) == sorted([f"{p}_{t}" for p in range(runs) for t in "q k v o mlp".split()] + ["out_head"])
+    with torch.no_grad():
+        plain = model.head(model.hidden(ids))
+        assert torch.equal(model.head(model.hidden(ids, adapters=adapters), adapters), plain)
+        for key in adapters.b:
+            adapters.b[key].normal_()
+            changed = model.head(model.hidden(ids, adapters=adapters), adapters)
+            assert not torch.allclose(changed, plain), key
+            adapters.b[key].zero_()
+        adapters.b["0_v"].normal_()
+        adapters.rows = torch.tensor([1])  # the step's documents: only document 1's adapter is used
+        one = model.head(model.hidden(ids[1:], adapters=adapters), adapters)
+        adapters.rows = None
+        both = model.head(model.hidden(ids, adapters=adapters), adapters)
+        torch.testing.assert_close(one, both[1:], rtol=0, atol=1e-6)
+    assert torch.equal(adapters.a["0_q"][0], adapters.a["0_q"][1])  # every document starts from the same A
+
+
+def changed_after(tokens: torch.Tensor, P: int, bos_id: int) -> torch.Tensor:
+    """Other tokens from position P on, with every BOS where it was (the same documents)."""
+    other = (tokens + 7) % 64
+    other = torch.where(other == bos_id, (tokens + 8) % 64, other)
+    keep = (torch.arange(len(tokens)) < P) | (tokens == bos_id)
+    return torch.where(keep, tokens, other)
+
+
+@pytest.mark.parametrize("phase_docs", [0, 6])
+def test_a_changed_token_changes_no_score_before_it(tmp_path, tiny_tokenizer, tiny_data, phase_docs):
+    """Scored before learned from: a token changed at P (boundaries kept) leaves every target < P
+    as it was, for the model (adapters, the phase's SGD) and the mixer; targets >= P move."""
+    n = 700
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_PHASE_DOCS=phase_docs, TTT_PHASE_LR=0.05)
+    starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
+    assert len(starts) > 12 and lengths.max() > 2 * args.ttt_lora_chunk  # several batches; documents of several chunks
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    a_result, a = lora_scores(model, args, val, tmp_path, "a")
+    moved = [k for k, v in model.state_dict().items() if not torch.equal(v, base[k])]
+    assert bool(moved) == (phase_docs > 0)  # the phase changed the base weights
+    long_doc = int(torch.argmax(lengths))
+    for P in (int(starts[long_doc]) + args.ttt_lora_chunk + 3, int(starts[8]) + 2):
+        changed = changed_after(val.tokens, P, val.bos_id)
+        assert torch.equal(changed == val.bos_id, val.tokens == val.bos_id) and changed[P] != val.tokens[P]
+        model.load_state_dict(base)
+        _, b = lora_scores(model, args, val_set(changed, val.byte_tables, val.bos_id), tmp_path, "b")
+        for key in ("model_nll_bits", "nll_bits", "entropy_bits"):
+            assert np.array_equal(a[key][:P - 1], b[key][:P - 1]), (key, P)  # targets 1 .. P-1
+        assert a["model_nll_bits"][P - 1] != b["model_nll_bits"][P - 1]
+    assert a_result["audit_positions"] > 0 and a_result["audit_max_abs_err"] <= 1e-9
+
+
+def test_a_documents_scores_do_not_depend_on_its_batch(tmp_path, tiny_tokenizer, tiny_data):
+    n = 600
+    results = {}
+    for per_batch in (1, 3, 64):
+        model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_LORA_BATCH_DOCS=per_batch)
+        results[per_batch] = lora_scores(model, args, val, tmp_path, f"batch{per_batch}")[1]["model_nll_bits"]
+    np.testing.assert_allclose(results[1], results[3], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(results[1], results[64], rtol=0, atol=1e-5)
+
+
+def test_adapters_learn_and_the_first_chunk_of_each_document_is_scored_fresh(tmp_path, tiny_tokenizer, tiny_data):
+    n = 800
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_LORA_LR=0.03)
+    learned, dump = lora_scores(model, args, val, tmp_path, "learn")
+    still, still_dump = lora_scores(*tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_LORA_LR=1e-12), tmp_path, "still")
+    starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
+    first_chunk = np.zeros(n, dtype=bool)
+    for s, length in zip(starts.tolist(), lengths.tolist()):
+        first_chunk[s:s + min(length, args.ttt_lora_chunk)] = True
+    # before any step a document's adapters are fresh: its first chunk scores as the base model alone
+    assert np.array_equal(dump["model_nll_bits"][first_chunk], still_dump["model_nll_bits"][first_chunk])
+    assert (dump["model_nll_bits"][~first_chunk] != still_dump["model_nll_bits"][~first_chunk]).mean() > 0.9
+    assert learned["val_bpb"] < still["val_bpb"] - 0.01  # on this repetitive toy text the adapters must help
+    # the base model without adapters, document by document, is what a learning rate of ~0 scores
+    with torch.no_grad():
+        doc = int(torch.argmax(lengths))
+        s, length = int(starts[doc]), int(lengths[doc])
+        ids = val.tokens[s:s + min(length, SEQ)][None]
+        log_probs = torch.log_softmax(model.head(model.hidden(ids)).double() / args.ttt_temperature, -1)[0]
+        nll = -log_probs.gather(1, val.tokens[s + 1:s + 1 + ids.size(1), None]).squeeze(1) / np.log(2)
+    np.testing.assert_allclose(still_dump["model_nll_bits"][s:s + ids.size(1)], nll.float().numpy(), rtol=1e-5)
