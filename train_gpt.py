@@ -632,9 +632,11 @@ def fused_mlp_grad_u(grad_y: Tensor, w_proj: Tensor, u: Tensor, slope: float) ->
 
 
 def _mlp_grads(ctx, grad_y: Tensor, *unused):
+    """Only the gradients asked for: with frozen weights (TTT_MODE=lora) half the GEMMs."""
     x, w_fc, w_proj, u, h = ctx.saved_tensors
     grad_u = fused_mlp_grad_u(grad_y, w_proj, u, ctx.slope)
-    return grad_u @ w_fc, grad_u.t() @ x, grad_y.t() @ h, None
+    need_x, need_fc, need_proj = ctx.needs_input_grad[:3]
+    return grad_u @ w_fc if need_x else None, grad_u.t() @ x if need_fc else None, grad_y.t() @ h if need_proj else None, None
 
 
 def _mlp_setup(ctx, inputs, output):

@@ -80,6 +80,18 @@ def test_mlp_kernels_give_the_formulas_output_and_gradients(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_frozen_weights_get_no_gradient_and_the_input_the_same(device):
+    """TTT_MODE=lora trains adapters around frozen weights: the backward computes only grad x."""
+    x, w_fc, w_proj, grad_y = tensors(2 * 150, 96, 320, seed=6, device=device)
+    full = forward_and_grads(lambda *t: train_gpt.mlp_kernels(*t, 0.5), x, w_fc, w_proj, grad_y)
+    x = x.detach().requires_grad_()
+    y = train_gpt.mlp_kernels(x, w_fc, w_proj, 0.5)
+    (y * grad_y).sum().backward()
+    assert w_fc.grad is None and w_proj.grad is None and not w_fc.requires_grad
+    torch.testing.assert_close(x.grad, full[1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_the_ops_compile_into_a_graph_with_their_backward(device):
     x, w_fc, w_proj, grad_y = tensors(200, 64, 256, seed=8, device=device)
     fn = lambda x, w_fc, w_proj: train_gpt.mlp_kernels(x * 2, w_fc, w_proj, 0.5).tanh()
