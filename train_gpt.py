@@ -1770,14 +1770,15 @@ class DocumentAdapters(nn.Module):
 
     def __init__(self, model: GPT, targets: tuple[str, ...], rank: int, n_docs: int, seed: int):
         super().__init__()
+        device = model.tok_emb.weight.device
         dim, attn = model.tok_emb.embedding_dim, model.blocks[0].attn
         width = dict(q=attn.q.out_features, k=attn.k.out_features, v=attn.v.out_features, o=dim, mlp=dim, head=model.tok_emb.num_embeddings)
         places = [(str(p), t) for p in range(len(model.layer_orders[model.looping])) for t in targets if t != "head"]
         places += [("out", "head")] if "head" in targets else []
         generator = torch.Generator().manual_seed(seed)  # every document starts from the same A: its scores do not depend on its batch
-        self.a = nn.ParameterDict({f"{p}_{t}": nn.Parameter(((torch.rand(rank, dim, generator=generator) * 2 - 1) / math.sqrt(dim)).expand(n_docs, -1, -1).clone())
-                                   for p, t in places})
-        self.b = nn.ParameterDict({f"{p}_{t}": nn.Parameter(torch.zeros(n_docs, width[t], rank)) for p, t in places})
+        start = {place: (torch.rand(rank, dim, generator=generator) * 2 - 1).to(device) / math.sqrt(dim) for place in places}
+        self.a = nn.ParameterDict({f"{p}_{t}": nn.Parameter(start[p, t].expand(n_docs, -1, -1).clone()) for p, t in places})
+        self.b = nn.ParameterDict({f"{p}_{t}": nn.Parameter(torch.zeros(n_docs, width[t], rank, device=device)) for p, t in places})
         self.rows = None
 
     def adapt(self, place: str, target: str, x: Tensor, y: Tensor) -> Tensor:
@@ -1797,13 +1798,14 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
     the mixer's check."""
     device, C, W = tokens.device, args.ttt_lora_chunk, args.eval_seq_len
-    adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed).to(device)
+    adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed)
     optimizer = torch.optim.Adam(adapters.parameters(), lr=args.ttt_lora_lr, betas=(0.0, 0.999), eps=1e-10, fused=device.type == "cuda")
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     starts_on, lengths_on, chunk_offsets = starts.to(device), lengths.to(device), torch.arange(C, device=device)
-    for c in range(-(-int(lengths.max()) // C)):
-        active = (lengths > c * C).nonzero().flatten()  # on the CPU: no wait for the GPU
-        adapters.rows = None if len(active) == len(starts) else active.to(device)
+    to_device = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else (lambda t: t)
+    for c in range(-(-int(lengths.max()) // C)):  # what is known on the CPU stays there, so the host never waits for the GPU
+        active = (lengths > c * C).nonzero().flatten()
+        adapters.rows = None if len(active) == len(starts) else to_device(active)
         rows = adapters.rows if adapters.rows is not None else slice(None)
         end = (c + 1) * C
         window = torch.arange(max(0, end - W), end, device=device)  # inputs of this step: the chunk and up to W - C before it
@@ -1815,17 +1817,17 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
         target_ids = torch.where(scored, tokens[targets.clamp_max(len(tokens) - 1)], 0)
         with autocast:
             logits = model.head(model.hidden(ids, last=C, adapters=adapters), adapters)
-        with torch.no_grad():  # shapes that do not depend on values: the host never waits for the GPU here
+        with torch.no_grad():  # shapes that do not depend on values
             log_probs = torch.log_softmax(logits.double() / args.ttt_temperature, dim=-1)
             nll = -log_probs.gather(2, target_ids[..., None]).squeeze(2)
             entropy = -(log_probs.exp() * log_probs).sum(2)
             slot = torch.where(scored, targets - 1, scores.size(1) - 1)  # positions after a document's end: the spare last column
             scores[:, slot.flatten()] = torch.stack((nll.flatten(), entropy.flatten()))
             audit.append((targets[0, :1], log_probs[0, :1].exp(), entropy[0, :1]))  # the chunk's first target: always scored
-        learns = (lengths[active] > end).to(device)  # documents with a chunk after this one
+        learns = lengths[active] > end  # documents with a chunk after this one
         if learns.any():
             ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
-            loss = ((ce * scored).sum(1) / scored.sum(1) * learns).sum()
+            loss = ((ce * scored).sum(1) / scored.sum(1) * to_device(learns)).sum()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
