@@ -134,3 +134,26 @@ def test_adapters_learn_and_the_first_chunk_of_each_document_is_scored_fresh(tmp
         log_probs = torch.log_softmax(model.head(model.hidden(ids)).double() / args.ttt_temperature, -1)[0]
         nll = -log_probs.gather(1, val.tokens[s + 1:s + 1 + ids.size(1), None]).squeeze(1) / np.log(2)
     np.testing.assert_allclose(still_dump["model_nll_bits"][s:s + ids.size(1)], nll.float().numpy(), rtol=1e-5)
+
+
+def test_progress_reports_batches_with_an_eta(monkeypatch, tiny_tokenizer, tiny_data):
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5)
+    n_batches = -(-len(train_gpt.document_spans(val.tokens, val.bos_id)[0]) // 5)
+    clock = {"now": 0.0}
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return clock["now"]
+    score_documents = train_gpt.score_documents
+
+    def slow(*a, **k):  # every batch takes 40 s
+        clock["now"] += 40.0
+        return score_documents(*a, **k)
+    monkeypatch.setattr(train_gpt, "time", FakeTime)
+    monkeypatch.setattr(train_gpt, "score_documents", slow)
+    lines = []
+    train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lines.append), val, "t", use_mixer=False)
+    progress = [line for line in lines if line.startswith("eval:t batch:")]
+    assert n_batches > 3 and progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(40 * k)} "
+                                          f"eta:{train_gpt.format_seconds(40 * (n_batches - k))}" for k in range(1, n_batches)]
