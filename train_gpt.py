@@ -63,7 +63,7 @@ SETTINGS = dict(
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998, TTT_MODE="chunk",
     TTT_LORA_RANK=80, TTT_LORA_CHUNK=48, TTT_LORA_LR=0.0001, TTT_LORA_TARGETS="q,v,o,mlp,head", TTT_LORA_BATCH_DOCS=64,
-    TTT_PHASE_DOCS=-1, TTT_PHASE_LR=0.001,
+    TTT_PHASE_DOCS=2500, TTT_PHASE_LR=0.001,
 )
 # RECIPE=pr803 is #803's record configuration (SETTINGS as they stand). RECIPE=modern, the default
 # (it scored 0.022 BPB better on the step-matched proxy, README "Recipes"), is what the best sp1024
@@ -194,8 +194,8 @@ class Hyperparameters:
              f"TTT_LORA_RANK, TTT_LORA_CHUNK and TTT_LORA_BATCH_DOCS must be > 0, TTT_LORA_CHUNK at most EVAL_SEQ_LEN={self.eval_seq_len}"),
             (self.ttt_lora_targets and set(self.ttt_lora_targets) <= set(LORA_TARGETS),
              f"TTT_LORA_TARGETS={','.join(self.ttt_lora_targets)} must name some of {','.join(LORA_TARGETS)}"),
-            (self.ttt_phase_docs >= -1 and self.ttt_lora_lr > 0 and self.ttt_phase_lr >= 0,
-             "TTT_PHASE_DOCS must be -1 (auto), 0 (no phase) or a document count; TTT_LORA_LR > 0 and TTT_PHASE_LR >= 0"),
+            (self.ttt_phase_docs >= 0 and self.ttt_lora_lr > 0 and self.ttt_phase_lr >= 0,
+             "TTT_PHASE_DOCS must be a document count (0: no phase), TTT_LORA_LR > 0 and TTT_PHASE_LR >= 0"),
             (not self.loop_layers or (list(self.loop_layers) == list(range(self.loop_layers[0], self.loop_layers[-1] + 1))
                                       and 0 <= self.loop_layers[0] and self.loop_layers[-1] < self.num_layers),
              f"LOOP_LAYERS={','.join(map(str, self.loop_layers))} must be consecutive layer indices in 0..{self.num_layers - 1} (NUM_LAYERS-1)"),
@@ -1747,7 +1747,8 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
 # they take one Adam step on that chunk, so every target is scored before anything learns from it.
 # Documents run TTT_LORA_BATCH_DOCS at a time, in stream order (batch b on rank b mod world). Phased:
 # once the first TTT_PHASE_DOCS documents are all scored, one pass of SGD over them updates the base
-# weights that every later document starts from. Every score is therefore a function of the tokens
+# weights that every later document starts from (a count, not a share of the val set: how many
+# documents the set holds depends on all of it). Every score is therefore a function of the tokens
 # before it in the stream: tests check that two val streams that agree up to P score the same there.
 
 def document_spans(tokens: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
@@ -1823,7 +1824,7 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
             entropy = -(log_probs.exp() * log_probs).sum(2)
             slot = torch.where(scored, targets - 1, scores.size(1) - 1)  # positions after a document's end: the spare last column
             scores[:, slot.flatten()] = torch.stack((nll.flatten(), entropy.flatten()))
-            audit.append((targets[0, :1], log_probs[0, :1].exp(), entropy[0, :1]))  # the chunk's first target: always scored
+            audit.append((targets[0, :1].clone(), log_probs[0, :1].exp(), entropy[0, :1].clone()))  # the chunk's first target: always scored
         learns = lengths[active] > end  # documents with a chunk after this one
         if learns.any():
             ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
@@ -1839,10 +1840,9 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
     row left out), EVAL_BATCH_SEQS rows a step split over ranks. Every rank ends with the same
     weights. Returns the number of steps."""
     W, per_step = args.eval_seq_len, args.eval_batch_seqs
-    spans = [torch.arange(int(s), int(s + n)) for s, n in zip(starts, lengths)]
-    inputs = torch.cat(spans).to(tokens.device)
-    n_rows = len(inputs) // W
-    x, y = (tokens[inputs[:n_rows * W] + shift].view(n_rows, W) for shift in (0, 1))
+    first = int(starts[0])  # documents follow each other: their inputs are one span of the stream
+    n_rows = (int(starts[-1] + lengths[-1]) - first) // W
+    x, y = (tokens[first + shift:first + shift + n_rows * W].view(n_rows, W) for shift in (0, 1))
     steps = -(-n_rows // per_step)
     params = list(model.parameters())
     model.requires_grad_(True)
@@ -1869,8 +1869,8 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
 
 
 def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer: bool, dump_path: str = "") -> dict:
-    """TTT_MODE=lora over the whole val stream (see above), then the n-gram mixer over the scores,
-    one chunk per batch of documents. Returns what evaluate() does. Changes `model` (the phase)."""
+    """TTT_MODE=lora over the whole val stream (see above), then the n-gram mixer over the scores
+    (lora_mixer). Returns what evaluate() does. Changes `model` (the phase)."""
     device, log, rank, world = run.device, run.log, run.rank, run.world
     tokens, n_targets = val.tokens, len(val.tokens) - 1
     t0 = time.perf_counter()
@@ -1878,9 +1878,8 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     per_batch = args.ttt_lora_batch_docs
     n_docs = len(starts)
     n_batches = -(-n_docs // per_batch)
-    phase_docs = n_docs // 20 if args.ttt_phase_docs < 0 else args.ttt_phase_docs
-    phase_batches = -(-phase_docs // per_batch) if args.ttt_phase_lr > 0 else 0  # whole batches; none if no document is left after them
-    phase_batches = phase_batches if phase_batches < n_batches else 0
+    phase_batches = -(-args.ttt_phase_docs // per_batch) if args.ttt_phase_lr > 0 else 0  # whole batches
+    phase_batches = phase_batches if phase_batches < n_batches else 0  # no phase if no document is left after it
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
         f"batches:{n_batches} of {per_batch} phase_documents:{phase_batches * per_batch}")
     was_training = model.training
@@ -2117,7 +2116,9 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
     if args.ngram_enabled:
         chunks = -(-(len(val.tokens) - 1) // args.ttt_chunk_tokens)
         log(f"ngram_mixer: {chunks} chunks of TTT_CHUNK_TOKENS={args.ttt_chunk_tokens}; alpha is learned from chunks already scored "
-            "(0 for the first), so ngram_gain stays near 0 until several chunks are scored")
+            "(0 for the first), so ngram_gain stays near 0 until several chunks are scored"
+            + ("; in the TTT_MODE=lora pass a chunk is TTT_LORA_CHUNK targets of a document and alpha is learned per batch of documents"
+               if args.ttt_enabled and args.ttt_mode == "lora" else ""))
     # Pass 1: sliding windows, the model alone and with the mixer. Pass 2: TTT, scoring TTT alone and
     # TTT + mixer. So every run measures each part with and without the other.
     sliding = evaluate(model, args, run, val, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,

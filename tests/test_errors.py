@@ -170,7 +170,7 @@ BAD_SETTINGS = [
     (dict(TTT_MODE="doc"), "TTT_MODE=doc must be chunk or lora"),
     (dict(TTT_LORA_TARGETS="q,ffn"), "TTT_LORA_TARGETS=q,ffn must name some of q,k,v,o,mlp,head"),
     (dict(TTT_MODE="lora", TTT_LORA_CHUNK="65"), "TTT_LORA_CHUNK at most EVAL_SEQ_LEN=64"),
-    (dict(TTT_PHASE_DOCS="-2"), "TTT_PHASE_DOCS must be -1 (auto), 0 (no phase) or a document count"),
+    (dict(TTT_PHASE_DOCS="-1"), "TTT_PHASE_DOCS must be a document count (0: no phase)"),
 ]
 
 

@@ -233,7 +233,17 @@ def stream_b(artifact, data_b):
 
 
 # TTT_MODE=lora on the same artifact: 8-document batches, the first 24 documents before the phase's SGD
-LORA = dict(TTT_MODE="lora", TTT_LORA_CHUNK="16", TTT_LORA_RANK="8", TTT_LORA_BATCH_DOCS="8", TTT_PHASE_DOCS="24")
+LORA_CHUNK, LORA_PHASE = 8, 24
+LORA = dict(TTT_MODE="lora", TTT_LORA_CHUNK=str(LORA_CHUNK), TTT_LORA_RANK="8", TTT_LORA_BATCH_DOCS="8", TTT_PHASE_DOCS=str(LORA_PHASE))
+
+
+@pytest.fixture(scope="module")
+def lora_split(artifact) -> int:
+    """Where the lora streams part: inside a chunk (targets before it share the chunk, the batch and
+    the mixer's alpha history with it), one chunk into a document of a batch after the phase."""
+    starts, lengths = train_gpt.document_spans(torch.from_numpy(artifact.val_tokens[:VAL_TOKENS].astype(np.int64)), 1)
+    d = next(d for d in range(LORA_PHASE + 8, len(starts)) if lengths[d] > 2 * LORA_CHUNK)
+    return int(starts[d]) + LORA_CHUNK + 5
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +252,15 @@ def lora_a(artifact):
 
 
 @pytest.fixture(scope="module")
-def lora_b(artifact, data_b):
-    return eval_only(artifact, "lora_b", DATA_PATH=str(data_b), **LORA)
+def lora_b(artifact, lora_split, tmp_path_factory):
+    """The same val shard up to lora_split, other tokens from there on (other document boundaries too)."""
+    a = artifact.val_tokens
+    b = a.copy()
+    b[lora_split:] = np.roll(a, -1001)[lora_split:]
+    assert a[lora_split] != b[lora_split]
+    data = tmp_path_factory.mktemp("data_lora_b")
+    write_shard(data / "fineweb_val_000000.bin", b)
+    return eval_only(artifact, "lora_b", DATA_PATH=str(data), **LORA)
 
 
 def bpb(log: str, kind: str) -> float:
@@ -276,19 +293,18 @@ def test_eval_stack_is_causal(stream_a, stream_b):
     assert bpb(run_a.log, "final_ngram_ttt") != bpb(run_b.log, "final_ngram_ttt")
 
 
-def test_lora_eval_is_causal(lora_a, lora_b, artifact):
+def test_lora_eval_is_causal(lora_a, lora_b, lora_split):
     """Document-level LoRA TTT, its phase and its mixer: a target's score depends on nothing after it."""
     (run_a, a), (run_b, b) = lora_a, lora_b
     for r in (run_a, run_b):
-        assert "ttt_mode:lora" in r.log and "phase_sgd documents:24 " in r.log
+        assert "ttt_mode:lora" in r.log and f"phase_sgd documents:{LORA_PHASE} " in r.log
         check_audit(r.log)
+    P = lora_split
     for key in ("nll_bits", "model_nll_bits", "entropy_bits"):
-        assert np.array_equal(a[key][:SPLIT - 1], b[key][:SPLIT - 1]), key
-    later = a["nll_bits"][SPLIT - 1:] != b["nll_bits"][SPLIT - 1:]
+        assert np.array_equal(a[key][:P - 1], b[key][:P - 1]), key
+    later = a["nll_bits"][P - 1:] != b["nll_bits"][P - 1:]
     assert later[0] and later.mean() > 0.5
-    # the phase comes before SPLIT: every later document starts from weights it changed
-    starts, _ = train_gpt.document_spans(torch.from_numpy(artifact.val_tokens.astype(np.int64)), 1)
-    assert int(starts[24]) < SPLIT
+    assert (a["nll_bits"][P - 5:P - 1] != a["model_nll_bits"][P - 5:P - 1]).any()  # the mixer is at work on P's chunk
 
 
 def test_lora_dump_and_gains_match_the_final_score(lora_a, stream_a):
@@ -465,6 +481,13 @@ def test_mixer_replay_refuses_a_dump_without_the_model_part(artifact, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(old)],
                           env={**_clean_environ(), **artifact.env}, capture_output=True, text=True)
     assert proc.returncode == 2 and "lacks ['entropy_bits', 'model_nll_bits']" in proc.stderr
+
+
+def test_mixer_replay_refuses_a_lora_run(lora_a, artifact):
+    """A lora run's mixer counts inside documents: replaying it over the stream's chunks would not reproduce it."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(artifact.root / "lora_a.npz")],
+                          env={**_clean_environ(), **artifact.env, **LORA}, capture_output=True, text=True)
+    assert proc.returncode == 2 and "TTT_MODE=lora: this tool replays the stream's chunks" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- 11. progress lines

@@ -82,6 +82,9 @@ def main(argv=None):
     cli = parser.parse_args(argv)
     try:
         args = tg.Hyperparameters()
+        if args.ttt_mode == "lora":
+            raise tg.UserError("TTT_MODE=lora: this tool replays the stream's chunks (TTT_MODE=chunk, or TTT off); "
+                               "a lora run's mixer counts inside documents (train_gpt.lora_mixer)")
         if cli.discount is not None:
             args.ngram_discount = cli.discount
         dump = np.load(cli.dump)
