@@ -826,6 +826,13 @@ def all_reduce_flat(tensors: list[Tensor]) -> list[Tensor]:
     return [f.view_as(t) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
+def share_gradients(params: list[Tensor], world: int):
+    """Each param's .grad becomes its sum over ranks (0 where a rank computed none), the same on every rank."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p, g in zip(params, all_reduce_flat(grads) if world > 1 else grads):
+        p.grad = g
+
+
 def newton_schulz(g: Tensor, steps: int, coeffs: tuple[tuple[float, float, float], ...]) -> Tensor:
     """Orthogonalize each matrix of a (n, rows, cols) stack: `steps` quintic Newton-Schulz iterations
     in bf16, iteration k with coeffs[k] (the last one repeated past their end)."""
@@ -1546,8 +1553,12 @@ class NgramMixer:
         alpha bin. Scoring asks for the target column only, the audit for all columns: one formula,
         so what is audited is what is scored."""
         q, longest = self.cache_probabilities(tokens, positions, columns)
-        bins = longest * self.ENTROPY_BINS + (entropy / math.log(2)).long().clamp(0, self.ENTROPY_BINS - 1)
+        bins = self.bins(longest, entropy)
         return self.mix(model_p, q, bins), q, bins
+
+    def bins(self, longest: Tensor, entropy: Tensor) -> Tensor:
+        """alpha's bin of each position: the longest context seen, the model's entropy in whole bits."""
+        return longest * self.ENTROPY_BINS + (entropy / math.log(2)).long().clamp(0, self.ENTROPY_BINS - 1)
 
     def mix(self, model_p: Tensor, q: Tensor, bins: Tensor) -> Tensor:
         alpha = self.alphas[self.alpha_losses.argmin(1)][bins, None]  # no history yet: alpha = 0
@@ -1613,9 +1624,7 @@ class TestTimeTrainer:
                     torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs (its gradients) are used up
                 with autocast:
                     self.loss(x[mine], y[mine], weights).backward()
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            for p, g in zip(self.params, all_reduce_flat(grads) if run.world > 1 else grads):
-                p.grad = g
+            share_gradients(self.params, run.world)
             torch.nn.utils.clip_grad_norm_(self.params, args.ttt_grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -1856,9 +1865,7 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
             with autocast:  # the local mean, weighted to its share of the step's rows: the sum over ranks is the step's mean
                 loss = model(x[mine], y[mine]) * (mine.stop - mine.start) / (rows.stop - rows.start)
             loss.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        for p, g in zip(params, all_reduce_flat(grads) if run.world > 1 else grads):
-            p.grad = g
+        share_gradients(params, run.world)
         torch.nn.utils.clip_grad_norm_(params, args.ttt_grad_clip)
         for group in optimizer.param_groups:
             group["lr"] = args.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -1949,7 +1956,7 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
         positions = torch.arange(int(first_target[b]), int(first_target[b + 1]), device=device)
         model_p = torch.exp(-nll[positions - 1])
         q, longest = mixer.cache_probabilities(tokens, positions, tokens[positions, None])
-        bins = longest * mixer.ENTROPY_BINS + (entropy[positions - 1] / math.log(2)).long().clamp(0, mixer.ENTROPY_BINS - 1)
+        bins = mixer.bins(longest, entropy[positions - 1])
         parts[b] = positions, model_p, q, bins
         tables[b + 1] = mixer.alpha_loss_table(model_p, q.squeeze(1), bins)
     if run.world > 1:
