@@ -359,6 +359,11 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),)).to(x.dtype)
 
 
+def bf16_autocast(device: torch.device):
+    """bf16 autocast on CUDA; on CPU nothing (fp32)."""
+    return torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
 class CastedLinear(nn.Linear):
     """fp32 master weight used in the activation dtype. With `qat` set (late training), the weight
     goes through soft rounding onto the int6 grid the export uses, so training sees its error.
@@ -994,7 +999,7 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
     compiled = torch.compile(model, dynamic=False, fullgraph=True, mode="reduce-overhead") if device.type == "cuda" else model
     optimizers = build_optimizers(model, args)
     bigrams = BigramCounts(args.vocab_size, args.complement_alpha, device) if args.complement_alpha > 0 else None
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    autocast = bf16_autocast(device)
     params = list(model.parameters())
     # Every gradient is a view of one buffer, zeroed per step, summed over micro-steps with one foreach add
     # (not a kernel per tensor: autograd's accumulation) and over ranks with one all-reduce
@@ -1136,7 +1141,7 @@ def input_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
     for m in linears.values():
         m.hessian = torch.zeros(m.in_features, m.in_features, device=run.device)
     stream = TrainStream(files)
-    autocast = torch.autocast("cuda", torch.bfloat16) if run.device.type == "cuda" else contextlib.nullcontext()
+    autocast = bf16_autocast(run.device)
     was_training = model.training
     model.eval()
     with torch.no_grad(), autocast:
@@ -1616,7 +1621,7 @@ class TestTimeTrainer:
         lr = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * progress)) * (1 + 2 * min(chunk / (0.3 * self.n_chunks), 1))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        autocast = torch.autocast("cuda", torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
+        autocast = bf16_autocast(x.device)
         self.model.train()
         for _ in range(args.ttt_epochs):
             if weights.numel():
@@ -1654,7 +1659,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
     model.eval()
     cuda = device.type == "cuda"
     hidden = torch.compile(model.hidden, dynamic=False) if cuda else model.hidden
-    autocast = torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext()
+    autocast = bf16_autocast(device)
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets, audited
     audit = torch.zeros((), device=device, dtype=torch.float64)  # max |sum_v p - 1| and |p_full(x) - p_scored(x)|
     vocab = torch.arange(args.vocab_size, device=device)
@@ -1810,7 +1815,7 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     device, C, W = tokens.device, args.ttt_lora_chunk, args.eval_seq_len
     adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed)
     optimizer = torch.optim.Adam(adapters.parameters(), lr=args.ttt_lora_lr, betas=(0.0, 0.999), eps=1e-10, fused=device.type == "cuda")
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    autocast = bf16_autocast(device)
     starts_on, lengths_on, chunk_offsets = starts.to(device), lengths.to(device), torch.arange(C, device=device)
     to_device = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else (lambda t: t)
     for c in range(-(-int(lengths.max()) // C)):  # what is known on the CPU stays there, so the host never waits for the GPU
@@ -1856,7 +1861,7 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
     params = list(model.parameters())
     model.requires_grad_(True)
     optimizer = torch.optim.SGD(params, lr=args.ttt_phase_lr, momentum=0.9)
-    autocast = torch.autocast("cuda", torch.bfloat16) if tokens.is_cuda else contextlib.nullcontext()
+    autocast = bf16_autocast(tokens.device)
     for step in range(steps):
         rows = slice(step * per_step, min(n_rows, (step + 1) * per_step))
         mine = rank_slice(rows.stop - rows.start, run.rank, run.world)
