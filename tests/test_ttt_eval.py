@@ -215,16 +215,19 @@ def stream_a(artifact):
 
 @pytest.fixture(scope="module")
 def data_b(artifact, tmp_path_factory) -> Path:
-    """A DATA_PATH whose val shard is the same up to token SPLIT, other tokens of the shard from there
-    on (other document boundaries too)."""
+    return data_parting_at(artifact, SPLIT, tmp_path_factory.mktemp("data_b"))
+
+
+def data_parting_at(artifact, split: int, folder: Path) -> Path:
+    """A DATA_PATH (folder) whose val shard is the same up to token `split`, other tokens of the shard
+    from there on (other document boundaries too)."""
     a = artifact.val_tokens
-    shift = next(s for s in range(1000, 5000) if a[SPLIT + s] != a[SPLIT])
+    shift = next(s for s in range(1000, 5000) if a[split + s] != a[split])
     b = a.copy()
-    b[SPLIT:] = np.roll(a, -shift)[SPLIT:]
-    assert np.array_equal(a[:SPLIT], b[:SPLIT]) and a[SPLIT] != b[SPLIT]
-    data = tmp_path_factory.mktemp("data_b")
-    write_shard(data / "fineweb_val_000000.bin", b)
-    return data
+    b[split:] = np.roll(a, -shift)[split:]
+    assert np.array_equal(a[:split], b[:split]) and a[split] != b[split]
+    write_shard(folder / "fineweb_val_000000.bin", b)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -253,13 +256,7 @@ def lora_a(artifact):
 
 @pytest.fixture(scope="module")
 def lora_b(artifact, lora_split, tmp_path_factory):
-    """The same val shard up to lora_split, other tokens from there on (other document boundaries too)."""
-    a = artifact.val_tokens
-    b = a.copy()
-    b[lora_split:] = np.roll(a, -1001)[lora_split:]
-    assert a[lora_split] != b[lora_split]
-    data = tmp_path_factory.mktemp("data_lora_b")
-    write_shard(data / "fineweb_val_000000.bin", b)
+    data = data_parting_at(artifact, lora_split, tmp_path_factory.mktemp("data_lora_b"))
     return eval_only(artifact, "lora_b", DATA_PATH=str(data), **LORA)
 
 
