@@ -16,6 +16,7 @@ import torch._inductor.config
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:  # the CUDA kernels; a CPU-only install runs without Triton (CPU computes the kernels' formulas in torch)
     import triton
@@ -1880,6 +1881,11 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
     return steps
 
 
+# Nearly every step of the lora pass has a new shape (documents active, window length). cuDNN's attention
+# builds a graph for each new shape (public reports: hundreds of milliseconds); these backends do not.
+SHAPE_FREE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer: bool, dump_path: str = "") -> dict:
     """TTT_MODE=lora over the whole val stream (see above), then the n-gram mixer over the scores
     (lora_mixer). Returns what evaluate() does. Changes `model` (the phase)."""
@@ -1911,7 +1917,8 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
             log(f"eval:{label} phase_sgd documents:{b * per_batch} steps:{steps} seconds:{seconds['phase_sgd']:.1f}")
         if b % world == rank:
             docs = slice(b * per_batch, min(n_docs, (b + 1) * per_batch))
-            score_documents(model, args, tokens, starts[docs], lengths[docs], scores, audit)
+            with sdpa_kernel(SHAPE_FREE_ATTENTION):
+                score_documents(model, args, tokens, starts[docs], lengths[docs], scores, audit)
         now = time.perf_counter()
         if now - last_report > 30 and b < n_batches - 1:
             last_report = now

@@ -160,3 +160,19 @@ def test_progress_reports_batches_with_an_eta(monkeypatch, tiny_tokenizer, tiny_
     progress = [line for line in lines if line.startswith("eval:t batch:")]
     assert n_batches > 3 and progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(40 * k)} "
                                           f"eta:{train_gpt.format_seconds(40 * (n_batches - k))}" for k in range(1, n_batches)]
+
+
+def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, tiny_data):
+    """cuDNN's attention builds a graph per new shape, and nearly every lora step has one: the
+    documents' batches run with the other backends, and the setting is back afterwards."""
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5)
+    score_documents, seen = train_gpt.score_documents, []
+
+    def recording(*a, **k):
+        seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return score_documents(*a, **k)
+    monkeypatch.setattr(train_gpt, "score_documents", recording)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda line: None), val, "t", use_mixer=False)
+    assert len(seen) > 3 and set(seen) == {(False, True)}
+    assert torch.backends.cuda.cudnn_sdp_enabled()
