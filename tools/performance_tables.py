@@ -359,6 +359,15 @@ def lead_gpu(ld: Lead) -> str:
 E = lambda *keys: tuple(keys)  # noqa: E731
 
 
+def fa4_bench(t: str) -> str:
+    """tools/fa4_bench_attn.py's rows (810754b): SDPA over FA4 for the kernel at the training shape, and
+    for one attention layer compiled with FA4 as a custom op."""
+    ms = lambda label: number(t, rf"^{re.escape(label)}:? ([\d.]+) ms")  # noqa: E731
+    return (f"{x(ms('train 48x2048 fwd+bwd sdpa') / ms('train 48x2048 fwd+bwd fa4'))} (kernel, fwd + bwd); "
+            f"{x(ms('ttt 8x2048 fwd+bwd sdpa') / ms('ttt 8x2048 fwd+bwd fa4'))} (kernel, 8 rows); "
+            f"{x(ms('compiled toy sdpa') / ms('compiled toy fa4_op'))} (compiled layer, fwd + bwd)")
+
+
 def fusion_probe(t: str) -> str:
     """mlp_fusion_probe's rows: fused (Triton GEMM + the activation) against inductor's unfused pair, and
     the plain Triton GEMM against cuBLAS."""
@@ -435,6 +444,8 @@ LEADS = [
          E("sdpa_backends/bench"),
          lambda t: x(number(t, r"^cudnn\s+enable_gqa\s+[\d.]+\s+([\d.]+)") / number(t, r"^flash\s+enable_gqa\s+[\d.]+\s+([\d.]+)")),
          "2026-11-27", "d2c2ca0"),
+    Lead("FlashAttention-4 (flash-attn-4 4.0.0b40, CuTe DSL) against SDPA (cuDNN), 48 × 2048 causal, GQA 8/4, head dim 64",
+         "rejected", E("fa4/bench"), lambda t: fa4_bench(t), "2026-12-07", "810754b", gpu="H100"),
     Lead("activation_memory_budget = 0.9 (recompute instead of save)", "rejected",
          E("activation_budget/compare", "activation_budget/program_r1"), lambda a, b: c(a), "2026-11-28", "13ca065"),
     Lead("TORCHINDUCTOR_ENABLE_PDL=1", "rejected", E("pdl/compare", "pdl/program_r1"), lambda a, b: c(a), "2026-11-28", "13ca065"),
