@@ -176,3 +176,28 @@ def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, ti
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda line: None), val, "t", use_mixer=False)
     assert len(seen) > 3 and set(seen) == {(False, True)}
     assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_batches_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny_tokenizer, tiny_data):
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 600, TTT_LORA_BATCH_DOCS=3, TTT_PHASE_DOCS=4, TTT_PHASE_LR=0.001)
+    starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
+    score_documents, phase_sgd, events = train_gpt.score_documents, train_gpt.phase_sgd, []
+
+    def scoring(model, args, tokens, batch_starts, batch_lengths, *rest):
+        events.append(("score", batch_starts.tolist(), batch_lengths.tolist()))
+        return score_documents(model, args, tokens, batch_starts, batch_lengths, *rest)
+
+    def phase(model, args, run, tokens, phase_starts, phase_lengths):
+        events.append(("phase", phase_starts.tolist()))
+        return phase_sgd(model, args, run, tokens, phase_starts, phase_lengths)
+    monkeypatch.setattr(train_gpt, "score_documents", scoring)
+    monkeypatch.setattr(train_gpt, "phase_sgd", phase)
+    train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda line: None), val, "t", use_mixer=True)
+    at = [e[0] for e in events].index("phase")
+    before, after = events[:at], events[at + 1:]
+    assert len(starts) > 10 and events[at][1] == starts[:6].tolist()  # the phase: the first 2 batches' worth, in stream order
+    assert sorted(s for e in before for s in e[1]) == starts[:6].tolist()
+    assert sorted(s for e in after for s in e[1]) == starts[6:].tolist()
+    for side in (before, after):
+        order = [n for e in side for n in e[2]]
+        assert order == sorted(order, reverse=True) and len(set(order)) > 1

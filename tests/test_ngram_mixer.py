@@ -273,7 +273,6 @@ def test_two_contexts_sharing_8_of_9_tokens_get_different_counters():
 def test_q_of_a_target_does_not_depend_on_it_or_anything_after_its_chunk_start():
     vocab, n, chunk_tokens = 8, 160, 40
     tokens = repetitive_stream(n, vocab, seed=3)
-    columns = torch.arange(vocab).expand(1, -1)
     base = make_mixer(tokens, vocab, 5, chunk_tokens)
     for pos in (5, 40, 41, 59, 80, 81, 119, 159):
         changed = tokens.clone()
