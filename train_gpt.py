@@ -1905,8 +1905,11 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     # steps of 64-document batches instead of 2,183 in stream order).
     order = torch.cat((torch.argsort(lengths[:phase_docs], descending=True, stable=True),
                        phase_docs + torch.argsort(lengths[phase_docs:], descending=True, stable=True)))
+    # a batch's steps: its longest document's chunks; the ETA counts this rank's steps, not its batches
+    batch_steps = -(-F.pad(lengths[order], (0, n_batches * per_batch - n_docs)).view(n_batches, per_batch).amax(1) // args.ttt_lora_chunk)
+    my_steps = batch_steps * (torch.arange(n_batches) % world == rank)
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
-        f"batches:{n_batches} of {per_batch}, longest first; phase_documents:{phase_docs}")
+        f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} phase_documents:{phase_docs}")
     was_training = model.training
     model.eval()
     model.requires_grad_(False)
@@ -1929,8 +1932,9 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
         now = time.perf_counter()
         if now - last_report > 30 and b < n_batches - 1:
             last_report = now
+            done, left = int(my_steps[:b + 1].sum()), int(my_steps[b + 1:].sum())
             log(f"eval:{label} batch:{b + 1}/{n_batches} elapsed:{format_seconds(now - t0)} "
-                f"eta:{format_seconds((now - t0) / (b + 1) * (n_batches - b - 1))}")
+                f"eta:{format_seconds((now - t0) / max(done, 1) * left)}")
     if world > 1:
         dist.all_reduce(scores)
     synchronize(device)
