@@ -1840,7 +1840,8 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
             entropy = -(log_probs.exp() * log_probs).sum(2)
             slot = torch.where(scored, targets - 1, scores.size(1) - 1)  # positions after a document's end: the spare last column
             scores[:, slot.flatten()] = torch.stack((nll.flatten(), entropy.flatten()))
-            audit.append((targets[0, :1].clone(), log_probs[0, :1].exp(), entropy[0, :1].clone()))  # the chunk's first target: always scored
+            r = c % len(active)  # a document of the step (row 0 would always be the batch's longest)
+            audit.append((targets[r, :1].clone(), log_probs[r, :1].exp(), entropy[r, :1].clone()))  # its chunk's first target: always scored
         learns = lengths[active] > end  # documents with a chunk after this one
         if learns.any():
             ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
@@ -1884,6 +1885,7 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
 
 # Nearly every step of the lora pass has a new shape (documents active, window length). cuDNN's attention
 # builds a graph for each new shape (public reports: hundreds of milliseconds); these backends do not.
+# The last layer (queries for the chunk only, so an explicit mask, and GQA) gets the math backend.
 SHAPE_FREE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -1901,15 +1903,22 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     phase_batches = phase_batches if phase_batches < n_batches else 0  # no phase if no document is left after it
     phase_docs = phase_batches * per_batch
     # Longest first, among the documents before the phase and among those after it: a document's scores
-    # do not depend on its batch, so the order only decides how full a step is (on the dev val, 583
-    # steps of 64-document batches instead of 2,183 in stream order).
+    # do not depend on its batch, so the order only decides how full a step is (on the dev val with
+    # TTT_PHASE_DOCS=132, 583 steps of 64-document batches instead of 2,183; the window tokens are the same).
     order = torch.cat((torch.argsort(lengths[:phase_docs], descending=True, stable=True),
                        phase_docs + torch.argsort(lengths[phase_docs:], descending=True, stable=True)))
-    # a batch's steps: its longest document's chunks; the ETA counts this rank's steps, not its batches
-    batch_steps = -(-F.pad(lengths[order], (0, n_batches * per_batch - n_docs)).view(n_batches, per_batch).amax(1) // args.ttt_lora_chunk)
-    my_steps = batch_steps * (torch.arange(n_batches) % world == rank)
+    # The pass's work, known on the CPU: a document of n chunks is in n steps, whose windows hold
+    # min((c + 1) * TTT_LORA_CHUNK, EVAL_SEQ_LEN) tokens; a batch has as many steps as its longest has chunks.
+    # The ETA is this rank's window tokens left at the rate so far.
+    chunks, full = -(-lengths[order] // args.ttt_lora_chunk), args.eval_seq_len // args.ttt_lora_chunk
+    ramp = chunks.clamp_max(full)  # a document's steps whose window still grows
+    window_tokens = args.ttt_lora_chunk * ramp * (ramp + 1) // 2 + (chunks - ramp) * args.eval_seq_len
+    pad = (0, n_batches * per_batch - n_docs)
+    batch_steps, batch_work = F.pad(chunks, pad).view(n_batches, per_batch).amax(1), F.pad(window_tokens, pad).view(n_batches, per_batch).sum(1)
+    my_work = batch_work * (torch.arange(n_batches) % world == rank)
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
-        f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} phase_documents:{phase_docs}")
+        f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} window_tokens:{int(batch_work.sum())} "
+        f"phase_documents:{phase_docs}")
     was_training = model.training
     model.eval()
     model.requires_grad_(False)
@@ -1932,9 +1941,9 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
         now = time.perf_counter()
         if now - last_report > 30 and b < n_batches - 1:
             last_report = now
-            done, left = int(my_steps[:b + 1].sum()), int(my_steps[b + 1:].sum())
+            done, left = int(my_work[:b + 1].sum()), int(my_work[b + 1:].sum())
             log(f"eval:{label} batch:{b + 1}/{n_batches} elapsed:{format_seconds(now - t0)} "
-                f"eta:{format_seconds((now - t0) / max(done, 1) * left)}")
+                f"eta:{format_seconds((now - t0 - seconds['phase_sgd']) / max(done, 1) * left)}")
     if world > 1:
         dist.all_reduce(scores)
     synchronize(device)

@@ -139,32 +139,41 @@ def test_adapters_learn_and_the_first_chunk_of_each_document_is_scored_fresh(tmp
     np.testing.assert_allclose(still_dump["model_nll_bits"][s:s + ids.size(1)], nll.float().numpy(), rtol=1e-5)
 
 
-def test_progress_reports_batches_with_an_eta_from_their_steps(monkeypatch, tiny_tokenizer, tiny_data):
-    """A batch's time is proportional to its steps (its longest document's chunks), and batches run
-    longest first, so an ETA from the share of batches done would be too long; from steps it is exact."""
-    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5)
-    n_batches = -(-len(train_gpt.document_spans(val.tokens, val.bos_id)[0]) // 5)
-    clock, steps = {"now": 0.0}, []
+def test_progress_reports_batches_with_an_eta_from_the_window_tokens_left(monkeypatch, tiny_tokenizer, tiny_data):
+    """Where a batch's time is proportional to the window tokens the model runs, the ETA (planned on the
+    CPU from the documents' lengths) is exact; the header line gives the steps and window tokens."""
+    # windows of 8 tokens at most, chunks of 2: most documents have steps with a full window
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2)
+    starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
+    n_batches = -(-len(starts) // 5)
+    assert (lengths > 8).float().mean() > 0.5
+    clock, ran, steps, after_batch = {"now": 0.0}, [0], [0], []
 
     class FakeTime:
         @staticmethod
         def perf_counter():
             return clock["now"]
-    score_documents = train_gpt.score_documents
+    hidden, score_documents = model.hidden, train_gpt.score_documents
 
-    def slow(model, args, tokens, batch_starts, batch_lengths, *rest):  # 40 s a step
-        steps.append(-(-int(batch_lengths.max()) // args.ttt_lora_chunk))
-        clock["now"] += 40.0 * steps[-1]
-        return score_documents(model, args, tokens, batch_starts, batch_lengths, *rest)
+    def timed_hidden(ids, **kw):  # 4 s per window token
+        clock["now"] += 4.0 * ids.numel()
+        ran[0] += ids.numel()
+        steps[0] += 1
+        return hidden(ids, **kw)
+
+    def scoring(*a, **k):
+        out = score_documents(*a, **k)
+        after_batch.append(ran[0])
+        return out
+    monkeypatch.setattr(model, "hidden", timed_hidden)
     monkeypatch.setattr(train_gpt, "time", FakeTime)
-    monkeypatch.setattr(train_gpt, "score_documents", slow)
+    monkeypatch.setattr(train_gpt, "score_documents", scoring)
     lines = []
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lines.append), val, "t", use_mixer=False)
     progress = [line for line in lines if line.startswith("eval:t batch:")]
-    done = np.cumsum(steps)
-    assert n_batches > 3 and len(set(steps)) > 1 and f" steps:{done[-1]} " in lines[0]
-    assert progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(40 * done[k - 1])} "
-                        f"eta:{train_gpt.format_seconds(40 * (done[-1] - done[k - 1]))}" for k in range(1, n_batches)]
+    assert n_batches > 3 and f" steps:{steps[0]} window_tokens:{ran[0]} " in lines[0]
+    assert progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(4 * after_batch[k - 1])} "
+                        f"eta:{train_gpt.format_seconds(4 * (ran[0] - after_batch[k - 1]))}" for k in range(1, n_batches)]
 
 
 def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, tiny_data):
