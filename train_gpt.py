@@ -2007,10 +2007,10 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
         idx, probs, ent = (torch.cat(t) for t in zip(*audit))
         keep = torch.linspace(0, len(idx) - 1, min(len(idx), -(-args.ngram_audit_positions // run.world)), device=device).long()
         idx, probs, ent = idx[keep], probs[keep], ent[keep]
-        batch_of = torch.searchsorted(first_target.to(device), idx, right=True) - 1
+        group_of = torch.searchsorted(first_target.to(device), idx, right=True) - 1
         vocab = torch.arange(args.vocab_size, device=device)
-        for b in batch_of.unique().tolist():
-            rows = batch_of == b
+        for b in group_of.unique().tolist():
+            rows = group_of == b
             mixer.alpha_losses = history[b]
             full = mixer.probabilities(probs[rows], ent[rows], tokens, idx[rows], vocab.expand(int(rows.sum()), -1))[0]
             scored = torch.exp(-mixed_nll[idx[rows] - 1])
@@ -2159,8 +2159,8 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
         chunks = -(-(len(val.tokens) - 1) // args.ttt_chunk_tokens)
         log(f"ngram_mixer: {chunks} chunks of TTT_CHUNK_TOKENS={args.ttt_chunk_tokens}; alpha is learned from chunks already scored "
             "(0 for the first), so ngram_gain stays near 0 until several chunks are scored"
-            + ("; in the TTT_MODE=lora pass a chunk is TTT_LORA_CHUNK targets of a document and alpha is learned per batch of documents"
-               if args.ttt_enabled and args.ttt_mode == "lora" else ""))
+            + ("; in the TTT_MODE=lora pass a chunk is TTT_LORA_CHUNK targets of a document, and alpha is learned"
+               " per group of TTT_LORA_BATCH_DOCS documents in stream order" if args.ttt_enabled and args.ttt_mode == "lora" else ""))
     # Pass 1: sliding windows, the model alone and with the mixer. Pass 2: TTT, scoring TTT alone and
     # TTT + mixer. So every run measures each part with and without the other.
     sliding = evaluate(model, args, run, val, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,
