@@ -63,7 +63,7 @@ SETTINGS = dict(
     NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_DISCOUNT=0.75, NGRAM_AUDIT_POSITIONS=256,
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998, TTT_MODE="chunk",
-    TTT_LORA_RANK=80, TTT_LORA_CHUNK=48, TTT_LORA_LR=0.0001, TTT_LORA_TARGETS="q,v,o,mlp,head", TTT_LORA_BATCH_DOCS=64,
+    TTT_LORA_RANK=80, TTT_LORA_CHUNK=48, TTT_LORA_LR=0.0001, TTT_LORA_TARGETS="q,v,o,mlp,head", TTT_LORA_BATCH_DOCS=64, TTT_LORA_CONTEXT=0,
     TTT_PHASE_DOCS=2500, TTT_PHASE_LR=0.001,
 )
 # RECIPE=pr803 is #803's record configuration (SETTINGS as they stand). RECIPE=modern, the default
@@ -191,8 +191,9 @@ class Hyperparameters:
             (self.ttt_temperature > 0 and 0 <= self.polyak_decay < 1, "TTT_TEMPERATURE must be > 0 and POLYAK_DECAY in [0, 1)"),
             (self.ttt_mode in ("chunk", "lora"), f"TTT_MODE={self.ttt_mode} must be chunk or lora"),
             (min(self.ttt_lora_rank, self.ttt_lora_chunk, self.ttt_lora_batch_docs) > 0
-             and (self.ttt_mode != "lora" or self.ttt_lora_chunk <= self.eval_seq_len),
-             f"TTT_LORA_RANK, TTT_LORA_CHUNK and TTT_LORA_BATCH_DOCS must be > 0, TTT_LORA_CHUNK at most EVAL_SEQ_LEN={self.eval_seq_len}"),
+             and (self.ttt_mode != "lora" or 0 <= self.ttt_lora_context <= self.eval_seq_len - self.ttt_lora_chunk),
+             f"TTT_LORA_RANK, TTT_LORA_CHUNK and TTT_LORA_BATCH_DOCS must be > 0, TTT_LORA_CONTEXT >= 0 and "
+             f"TTT_LORA_CONTEXT + TTT_LORA_CHUNK at most EVAL_SEQ_LEN={self.eval_seq_len}"),
             (self.ttt_lora_targets and set(self.ttt_lora_targets) <= set(LORA_TARGETS),
              f"TTT_LORA_TARGETS={','.join(self.ttt_lora_targets)} must name some of {','.join(LORA_TARGETS)}"),
             (self.ttt_phase_docs >= 0 and self.ttt_lora_lr > 0 and self.ttt_phase_lr >= 0,
@@ -537,8 +538,9 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((self.heads,), args.qk_gain_init))
         self.exclusive = exclusive
 
-    def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor, last: int = 0, adapt=None) -> tuple[Tensor, Tensor]:
-        """last > 0: queries (and the output) only for the last `last` positions. adapt: see GPT.hidden."""
+    def forward(self, x: Tensor, extra_v: Tensor | None, rotary, out_scale: Tensor, last: int = 0, adapt=None,
+                attend=None) -> tuple[Tensor, Tensor]:
+        """last > 0: queries (and the output) only for the last `last` positions. adapt, attend: see GPT.hidden."""
         B, T, _ = x.shape
         add_to_hessians(x, self.q, self.k, self.v)
         # q, k and v from one GEMM (cuBLAS runs the narrow k and v products slowly on their own); the
@@ -551,7 +553,7 @@ class Attention(nn.Module):
         k = norm_rotary(k.view(B, T, self.kv_heads, self.head_dim), *rotary)
         n = last or T
         q = norm_rotary(q[:, T - n:].view(B, n, self.heads, self.head_dim), *(t[:, T - n:] for t in rotary), self.q_gain)
-        y = causal_attention(q, k, v)
+        y = attend(q, k, v) if attend else causal_attention(q, k, v)
         if self.exclusive:  # XSA: drop the component along the head's own value vector
             y = y.view(B, n, self.kv_heads, -1, self.head_dim)
             unit_v = F.normalize(v[:, T - n:], dim=-1).unsqueeze(3)
@@ -696,11 +698,11 @@ class Block(nn.Module):
         self.ln_scale = 1 / math.sqrt(index + 1) if args.ln_scale else 1.0
         self.parallel = 0 <= args.parallel_residual_from <= index
 
-    def forward(self, x, x0, extra_v, rotary, last: int = 0, adapt=None):
+    def forward(self, x, x0, extra_v, rotary, last: int = 0, adapt=None, attend=None):
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         normed = rms_norm(x) * self.ln_scale
-        attn_out, v = self.attn(normed, extra_v, rotary, self.attn_scale, last, adapt)
+        attn_out, v = self.attn(normed, extra_v, rotary, self.attn_scale, last, adapt, attend)
         x, normed = (x[:, -last:], normed[:, -last:]) if last else (x, normed)
         if adapt:
             attn_out = adapt("o", normed, attn_out)
@@ -768,22 +770,27 @@ class GPT(nn.Module):
                     if name.endswith("proj"):
                         m.weight.data /= math.sqrt(2 * len(self.blocks))
 
-    def hidden(self, idx: Tensor, last: int = 0, adapters: DocumentAdapters | None = None) -> Tensor:
+    def hidden(self, idx: Tensor, last: int = 0, adapters: DocumentAdapters | None = None, context: ChunkContext | None = None) -> Tensor:
         """Final normed hidden states (B, T, model_dim); last > 0: of the last `last` positions only, which
         the last block computes alone (its keys and values still cover all T). adapters (TTT_MODE=lora):
         each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
-        for the block's place in the layer order (a looped layer has an adapter for each of its runs)."""
+        for the block's place in the layer order (a looped layer has an adapter for each of its runs).
+        context (TTT_MODE=lora): idx is a chunk of each document led by up to 2 tokens before it (they
+        feed only the bigram and smear of its first positions); every attention also sees the keys and
+        values the context kept of the document's earlier positions, at their places in the document."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx)
         x = rms_norm(x)
         gate = torch.sigmoid(self.smear_gate)
         x = (1 - gate) * x + gate * F.pad(x[:, :-1], (0, 0, 1, 0))
+        if context is not None:
+            idx, x = idx[:, context.lead:], x[:, context.lead:]
         # From here the residual stream is in the autocast dtype (bf16 on GPU): every elementwise op
         # over it moves half the bytes of fp32. Without autocast (CPU) it stays fp32.
         device = idx.device.type
         x = x0 = x.to(torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype)
-        rotary = [t[:, :idx.size(1)] for t in (self.rope_cos, self.rope_sin)]
+        rotary = context.rotary if context is not None else [t[:, :idx.size(1)] for t in (self.rope_cos, self.rope_sin)]
         value_emb = self.ve_proj(self.ve_embed(idx), self.ve_scale) if self.ve_layers else None
         # U-Net: the first half of the layers run (the encoder) keeps its outputs, which the second half
         # adds back in reverse order, the last kept first
@@ -799,7 +806,8 @@ class GPT(nn.Module):
                 ve = value_emb * self.ve_layer_scales[self.ve_layers.index(i)]
                 extra_v = ve if extra_v is None else extra_v + ve
             adapt = functools.partial(adapters.adapt, str(position)) if adapters is not None else None
-            x, v = self.blocks[i](x, x0, extra_v, rotary, last if position == len(order) - 1 else 0, adapt)
+            attend = functools.partial(context.attend, position) if context is not None else None
+            x, v = self.blocks[i](x, x0, extra_v, rotary, last if position == len(order) - 1 else 0, adapt, attend)
             if position == 0:
                 v0 = v
             if position < encoder_layers:
@@ -1757,9 +1765,14 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
 
 
 # TTT_MODE=lora: document-level, score-first LoRA TTT. The val stream is cut into documents at BOS,
-# each scored on its own (attention and n-gram contexts never reach into another document), in
+# each scored on its own (n-gram contexts, and attention unless TTT_LORA_CONTEXT > 0, never reach into another document), in
 # chunks of TTT_LORA_CHUNK targets. A document's adapters start fresh; after each chunk is scored,
 # they take one Adam step on that chunk, so every target is scored before anything learns from it.
+# A step computes its chunk's positions only: attention reaches the document's last EVAL_SEQ_LEN
+# positions through the keys and values kept from when they were scored (ChunkContext), and the Adam
+# step learns through the chunk's own positions. TTT_LORA_CONTEXT > 0: before its first chunk, a
+# document's attention is also given that many tokens of the stream before it (earlier documents,
+# already scored; never learned from), as the sliding window and training see them.
 # Documents run TTT_LORA_BATCH_DOCS at a time, longest first (batch b on rank b mod world); a document's
 # scores do not depend on which documents share its batch. Phased:
 # once the first TTT_PHASE_DOCS documents are all scored, one pass of SGD over them updates the base
@@ -1808,32 +1821,80 @@ class DocumentAdapters(nn.Module):
         return y + (x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)
 
 
+class ChunkContext:
+    """The keys and values every attention of the layer order computed for the last EVAL_SEQ_LEN
+    positions of each document of a batch, kept from the step that scored them (so they carry that
+    step's adapters and no gradient): a ring of EVAL_SEQ_LEN slots per place and document, position p
+    in slot p mod EVAL_SEQ_LEN. Rotary angles are of a position in its document, so a kept key pairs
+    with a later query as it would inside one window. Before each step, `step` names the positions
+    the step computes; `attend` lets a chunk's queries see the slots of the window that ends with the
+    chunk (EVAL_SEQ_LEN positions) and the chunk itself, causally, then keeps the chunk's keys and values."""
+
+    def __init__(self, model: GPT, args, n_docs: int, longest: int):
+        device = model.tok_emb.weight.device
+        self.window, self.n_docs, self.places = args.eval_seq_len, n_docs, {}
+        self.cos, self.sin = (t.to(device) for t in rotary_tables(longest, args.rope_dims, args.rope_base))
+        self.slot_position = torch.full((self.window,), -1, device=device)  # -1: empty
+
+    def step(self, first: int, n: int, rows: Tensor | None):
+        """The step computes positions first .. first + n - 1 of the documents `rows` (None: all)."""
+        device = self.slot_position.device
+        positions = torch.arange(first, first + n, device=device)
+        self.rows, self.slots, self.lead = rows, positions % self.window, min(2, first)
+        seen = self.slot_position >= max(0, first + n - self.window)  # kept positions inside the chunk's window
+        self.mask = torch.cat((seen.expand(n, -1), torch.ones(n, n, dtype=torch.bool, device=device).tril()), 1)
+        self.rotary = (self.cos[:, first:first + n], self.sin[:, first:first + n])
+        self.slot_position[self.slots] = positions  # the chunk's own entries are only read through the mask's second part
+
+    def attend(self, place: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """(B, n, heads, D) queries of the chunk, its (B, n, kv_heads, D) keys and values."""
+        if place not in self.places:
+            self.places[place] = tuple(torch.zeros(self.n_docs, self.window, *t.shape[2:], device=t.device, dtype=t.dtype) for t in (k, v))
+        keys, values = self.places[place]
+        index = (slice(None), self.slots) if self.rows is None else (self.rows[:, None], self.slots[None, :])
+        rows = slice(None) if self.rows is None else self.rows
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), torch.cat((keys[rows], k), 1).transpose(1, 2),
+                                           torch.cat((values[rows], v), 1).transpose(1, 2), attn_mask=self.mask, enable_gqa=True)
+        keys[index], values[index] = k.detach(), v.detach()
+        return y.transpose(1, 2)
+
+
 def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, scores: Tensor, audit: list):
     """Score a batch of documents chunk by chunk with their own adapters, training each adapter on a
     chunk right after scoring it (not on a document's last chunk: nothing is scored after it).
     Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column of
     `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
     the mixer's check."""
-    device, C, W = tokens.device, args.ttt_lora_chunk, args.eval_seq_len
+    device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
     adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed)
+    context = ChunkContext(model, args, len(starts), P + -(-int(lengths.max()) // C) * C)
     optimizer = torch.optim.Adam(adapters.parameters(), lr=args.ttt_lora_lr, betas=(0.0, 0.999), eps=1e-10, fused=device.type == "cuda")
     autocast = bf16_autocast(device)
     starts_on, lengths_on, chunk_offsets = starts.to(device), lengths.to(device), torch.arange(C, device=device)
     to_device = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else (lambda t: t)
+    # The TTT_LORA_CONTEXT stream tokens before each document, kept at its positions 0 .. P-1 (before the
+    # stream: its first token), in pieces of 256 (the math attention holds a piece's scores at once).
+    for first in range(0, P, 256):
+        n = min(256, P - first)
+        context.step(first, n, None)
+        positions = starts_on[:, None] + torch.arange(first - P - context.lead, first + n - P, device=device)
+        with torch.no_grad(), autocast:
+            model.hidden(tokens[positions.clamp_min(0)], adapters=adapters, context=context)
     for c in range(-(-int(lengths.max()) // C)):  # what is known on the CPU stays there, so the host never waits for the GPU
         active = (lengths > c * C).nonzero().flatten()
         adapters.rows = None if len(active) == len(starts) else to_device(active)
         rows = adapters.rows if adapters.rows is not None else slice(None)
         end = (c + 1) * C
-        window = torch.arange(max(0, end - W), end, device=device)  # inputs of this step: the chunk and up to W - C before it
+        context.step(P + c * C, C, adapters.rows)
+        inputs = torch.arange(c * C - context.lead, end, device=device)  # the chunk, led by up to 2 tokens before it
         length, first = lengths_on[rows, None], starts_on[rows, None]
-        ids = torch.where(window < length, tokens[(first + window).clamp_max(len(tokens) - 1)], 0)  # 0 after a document's end
+        ids = torch.where(inputs < length, tokens[(first + inputs).clamp(0, len(tokens) - 1)], 0)  # 0 after a document's end
         offset = c * C + chunk_offsets
         scored = offset < length
         targets = first + offset + 1  # stream positions of the chunk's targets
         target_ids = torch.where(scored, tokens[targets.clamp_max(len(tokens) - 1)], 0)
         with autocast:
-            logits = model.head(model.hidden(ids, last=C, adapters=adapters), adapters)
+            logits = model.head(model.hidden(ids, adapters=adapters, context=context), adapters)
         with torch.no_grad():  # shapes that do not depend on values
             log_probs = torch.log_softmax(logits.double() / args.ttt_temperature, dim=-1)
             nll = -log_probs.gather(2, target_ids[..., None]).squeeze(2)
@@ -1883,9 +1944,9 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
     return steps
 
 
-# Nearly every step of the lora pass has a new shape (documents active, window length). cuDNN's attention
-# builds a graph for each new shape (public reports: hundreds of milliseconds); these backends do not.
-# The last layer (queries for the chunk only, so an explicit mask, and GQA) gets the math backend.
+# Steps of the lora pass have many shapes (documents active). cuDNN's attention builds a graph for
+# each new shape (public reports: hundreds of milliseconds); these backends do not. The pass's
+# attention (an explicit mask over kept and new keys, and GQA) gets the math backend.
 SHAPE_FREE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -1907,18 +1968,14 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     # TTT_PHASE_DOCS=132, 583 steps of 64-document batches instead of 2,183; the window tokens are the same).
     order = torch.cat((torch.argsort(lengths[:phase_docs], descending=True, stable=True),
                        phase_docs + torch.argsort(lengths[phase_docs:], descending=True, stable=True)))
-    # The pass's work, known on the CPU: a document of n chunks is in n steps, whose windows hold
-    # min((c + 1) * TTT_LORA_CHUNK, EVAL_SEQ_LEN) tokens; a batch has as many steps as its longest has chunks.
-    # The ETA is this rank's window tokens left at the rate so far.
-    chunks, full = -(-lengths[order] // args.ttt_lora_chunk), args.eval_seq_len // args.ttt_lora_chunk
-    ramp = chunks.clamp_max(full)  # a document's steps whose window still grows
-    window_tokens = args.ttt_lora_chunk * ramp * (ramp + 1) // 2 + (chunks - ramp) * args.eval_seq_len
-    pad = (0, n_batches * per_batch - n_docs)
-    batch_steps, batch_work = F.pad(chunks, pad).view(n_batches, per_batch).amax(1), F.pad(window_tokens, pad).view(n_batches, per_batch).sum(1)
-    my_work = batch_work * (torch.arange(n_batches) % world == rank)
+    # The pass's work, known on the CPU: a batch has as many steps as its longest document has chunks.
+    # The ETA is this rank's steps left at the rate so far.
+    chunks = F.pad(-(-lengths[order] // args.ttt_lora_chunk), (0, n_batches * per_batch - n_docs))
+    batch_steps = chunks.view(n_batches, per_batch).amax(1)
+    my_steps = batch_steps * (torch.arange(n_batches) % world == rank)
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
-        f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} window_tokens:{int(batch_work.sum())} "
-        f"phase_documents:{phase_docs}")
+        f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} phase_documents:{phase_docs} "
+        f"context_tokens:{args.ttt_lora_context}")
     was_training = model.training
     model.eval()
     model.requires_grad_(False)
@@ -1941,7 +1998,7 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
         now = time.perf_counter()
         if now - last_report > 30 and b < n_batches - 1:
             last_report = now
-            done, left = int(my_work[:b + 1].sum()), int(my_work[b + 1:].sum())
+            done, left = int(my_steps[:b + 1].sum()), int(my_steps[b + 1:].sum())
             log(f"eval:{label} batch:{b + 1}/{n_batches} elapsed:{format_seconds(now - t0)} "
                 f"eta:{format_seconds((now - t0 - seconds['phase_sgd']) / max(done, 1) * left)}")
     if world > 1:

@@ -79,12 +79,12 @@ def changed_after(tokens: torch.Tensor, P: int, bos_id: int) -> torch.Tensor:
     return torch.where(keep, tokens, other)
 
 
-@pytest.mark.parametrize("phase_docs", [0, 6])
-def test_a_changed_token_changes_no_score_before_it(tmp_path, tiny_tokenizer, tiny_data, phase_docs):
+@pytest.mark.parametrize("phase_docs, context", [(0, 0), (6, 0), (6, 16)])
+def test_a_changed_token_changes_no_score_before_it(tmp_path, tiny_tokenizer, tiny_data, phase_docs, context):
     """Scored before learned from: a token changed at P (boundaries kept) leaves every target < P
-    as it was, for the model (adapters, the phase's SGD) and the mixer; targets >= P move."""
+    as it was, for the model (adapters, the phase's SGD, the stream context) and the mixer; targets >= P move."""
     n = 700
-    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_PHASE_DOCS=phase_docs, TTT_PHASE_LR=0.05)
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_PHASE_DOCS=phase_docs, TTT_PHASE_LR=0.05, TTT_LORA_CONTEXT=context)
     starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
     assert len(starts) > 12 and (lengths[8:] > 2 * args.ttt_lora_chunk).any()  # several batches; documents of several chunks
     base = {k: v.clone() for k, v in model.state_dict().items()}
@@ -106,11 +106,12 @@ def test_a_changed_token_changes_no_score_before_it(tmp_path, tiny_tokenizer, ti
     assert a_result["audit_positions"] > 0 and a_result["audit_max_abs_err"] <= 1e-9
 
 
-def test_a_documents_scores_do_not_depend_on_its_batch(tmp_path, tiny_tokenizer, tiny_data):
+@pytest.mark.parametrize("context", [0, 16])
+def test_a_documents_scores_do_not_depend_on_its_batch(tmp_path, tiny_tokenizer, tiny_data, context):
     n = 600
     results = {}
     for per_batch in (1, 3, 64):
-        model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_LORA_BATCH_DOCS=per_batch)
+        model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_LORA_BATCH_DOCS=per_batch, TTT_LORA_CONTEXT=context)
         results[per_batch] = lora_scores(model, args, val, tmp_path, f"batch{per_batch}")[1]["model_nll_bits"]
     np.testing.assert_allclose(results[1], results[3], rtol=0, atol=1e-5)
     np.testing.assert_allclose(results[1], results[64], rtol=0, atol=1e-5)
@@ -139,15 +140,13 @@ def test_adapters_learn_and_the_first_chunk_of_each_document_is_scored_fresh(tmp
     np.testing.assert_allclose(still_dump["model_nll_bits"][s:s + ids.size(1)], nll.float().numpy(), rtol=1e-5)
 
 
-def test_progress_reports_batches_with_an_eta_from_the_window_tokens_left(monkeypatch, tiny_tokenizer, tiny_data):
-    """Where a batch's time is proportional to the window tokens the model runs, the ETA (planned on the
-    CPU from the documents' lengths) is exact; the header line gives the steps and window tokens."""
-    # windows of 8 tokens at most, chunks of 2: most documents have steps with a full window
+def test_progress_reports_batches_with_an_eta_from_the_steps_left(monkeypatch, tiny_tokenizer, tiny_data):
+    """Where every step takes the same time, the ETA (planned on the CPU from the documents' lengths:
+    a batch has as many steps as its longest document has chunks) is exact; the header line gives the steps."""
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2)
     starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
     n_batches = -(-len(starts) // 5)
-    assert (lengths > 8).float().mean() > 0.5
-    clock, ran, steps, after_batch = {"now": 0.0}, [0], [0], []
+    clock, steps, after_batch = {"now": 0.0}, [0], []
 
     class FakeTime:
         @staticmethod
@@ -155,15 +154,14 @@ def test_progress_reports_batches_with_an_eta_from_the_window_tokens_left(monkey
             return clock["now"]
     hidden, score_documents = model.hidden, train_gpt.score_documents
 
-    def timed_hidden(ids, **kw):  # 4 s per window token
-        clock["now"] += 4.0 * ids.numel()
-        ran[0] += ids.numel()
+    def timed_hidden(ids, **kw):  # 40 s per step: a report after every batch
+        clock["now"] += 40.0
         steps[0] += 1
         return hidden(ids, **kw)
 
     def scoring(*a, **k):
         out = score_documents(*a, **k)
-        after_batch.append(ran[0])
+        after_batch.append(steps[0])
         return out
     monkeypatch.setattr(model, "hidden", timed_hidden)
     monkeypatch.setattr(train_gpt, "time", FakeTime)
@@ -171,9 +169,9 @@ def test_progress_reports_batches_with_an_eta_from_the_window_tokens_left(monkey
     lines = []
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lines.append), val, "t", use_mixer=False)
     progress = [line for line in lines if line.startswith("eval:t batch:")]
-    assert n_batches > 3 and f" steps:{steps[0]} window_tokens:{ran[0]} " in lines[0]
-    assert progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(4 * after_batch[k - 1])} "
-                        f"eta:{train_gpt.format_seconds(4 * (ran[0] - after_batch[k - 1]))}" for k in range(1, n_batches)]
+    assert n_batches > 3 and steps[0] > 30 and f" steps:{steps[0]} " in lines[0]
+    assert progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(40 * after_batch[k - 1])} "
+                        f"eta:{train_gpt.format_seconds(40 * (steps[0] - after_batch[k - 1]))}" for k in range(1, n_batches)]
 
 
 def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, tiny_data):
@@ -215,3 +213,37 @@ def test_batches_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny_t
     for side in (before, after):
         order = [n for e in side for n in e[2]]
         assert order == sorted(order, reverse=True) and len(set(order)) > 1
+
+
+@pytest.mark.parametrize("context", [0, 16, 300])  # 300: kept in two pieces
+def test_kept_keys_and_values_score_each_document_as_one_forward_over_it(tmp_path, tiny_tokenizer, tiny_data, context):
+    """With a window longer than every document and nothing learned, the chunks scored on the keys and
+    values kept from earlier steps get what one forward over the whole document (led by the
+    TTT_LORA_CONTEXT stream tokens before it; before the stream, its first token) gives each target:
+    the ring of slots, the masks and the rotary angles at document positions, over many chunks."""
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 500, EVAL_SEQ_LEN=512, EVAL_STRIDE=512, TTT_LORA_LR=1e-12, TTT_LORA_CHUNK=2,
+                                       TTT_LORA_CONTEXT=context)
+    starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
+    assert int(lengths.max()) + context <= 512 and int((lengths > 5 * args.ttt_lora_chunk).sum()) >= 10
+    dump = lora_scores(model, args, val, tmp_path, "whole")[1]["model_nll_bits"]
+    with torch.no_grad():
+        for s, length in zip(starts.tolist(), lengths.tolist()):
+            ids = val.tokens[(torch.arange(s - context, s + length)).clamp_min(0)]
+            log_probs = torch.log_softmax(model.head(model.hidden(ids[None])).double() / args.ttt_temperature, -1)[0, context:]
+            nll = -log_probs.gather(1, val.tokens[s + 1:s + 1 + length, None]).squeeze(1) / np.log(2)
+            np.testing.assert_allclose(dump[s:s + length], nll.float().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_chunk_sees_the_kept_positions_of_its_window_only():
+    """Windows of 8 positions, chunks of 3: the step for positions 9-11 sees the kept positions 4-8 (its
+    window ends with the chunk) and the chunk causally; slots hold position p at p mod 8."""
+    args = tiny_args(EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=3)
+    context = train_gpt.ChunkContext(train_gpt.GPT(args), args, n_docs=2, longest=12)
+    for first in (0, 3, 6, 9):
+        context.step(first, 3, rows=None)
+    assert context.slot_position.tolist() == [8, 9, 10, 11, 4, 5, 6, 7]
+    # before the last step slots 1-3 held positions 1-3, outside its window; position 8 was in slot 0
+    assert torch.equal(context.mask[:, :8], torch.tensor([True, False, False, False, True, True, True, True]).expand(3, -1))
+    assert torch.equal(context.mask[:, 8:], torch.ones(3, 3, dtype=torch.bool).tril())
+    cos, sin = train_gpt.rotary_tables(12, args.rope_dims, args.rope_base)
+    assert torch.equal(context.rotary[0], cos[:, 9:12]) and torch.equal(context.rotary[1], sin[:, 9:12])
