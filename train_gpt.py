@@ -63,7 +63,7 @@ SETTINGS = dict(
     NGRAM_ENABLED=True, NGRAM_ORDER=10, NGRAM_DISCOUNT=0.75, NGRAM_AUDIT_POSITIONS=256,
     TTT_ENABLED=True, TTT_CHUNK_TOKENS=32768, TTT_EPOCHS=4, TTT_LR=0.0005, TTT_FREEZE_BLOCKS=2,
     TTT_TEMPERATURE=0.98, TTT_GRAD_CLIP=1.0, POLYAK_DECAY=0.998, TTT_MODE="chunk",
-    TTT_LORA_RANK=80, TTT_LORA_CHUNK=48, TTT_LORA_LR=0.0001, TTT_LORA_TARGETS="q,v,o,mlp,head", TTT_LORA_BATCH_DOCS=64, TTT_LORA_CONTEXT=0,
+    TTT_LORA_RANK=80, TTT_LORA_CHUNK=48, TTT_LORA_LR=0.0003, TTT_LORA_TARGETS="q,v,o,mlp,head", TTT_LORA_BATCH_DOCS=64, TTT_LORA_CONTEXT=-1,
     TTT_PHASE_DOCS=2500, TTT_PHASE_LR=0.001,
 )
 # RECIPE=pr803 is #803's record configuration (SETTINGS as they stand). RECIPE=modern, the default
@@ -150,6 +150,8 @@ class Hyperparameters:
         except ValueError:
             raise UserError(f"QUANT_CLIP_SIGMAS={self.quant_clip_sigmas!r} must be two numbers, attention and MLP, e.g. 13,12") from None
         self.eval_seq_len = self.eval_seq_len or self.train_seq_len
+        if self.ttt_lora_context == -1:  # as many stream tokens as the window has room for beside a chunk
+            self.ttt_lora_context = self.eval_seq_len - self.ttt_lora_chunk
         self.warnings = [w for w in map(self._unknown_var_warning, sorted(environ)) if w]
         self._validate()
 
@@ -192,8 +194,8 @@ class Hyperparameters:
             (self.ttt_mode in ("chunk", "lora"), f"TTT_MODE={self.ttt_mode} must be chunk or lora"),
             (min(self.ttt_lora_rank, self.ttt_lora_chunk, self.ttt_lora_batch_docs) > 0
              and (self.ttt_mode != "lora" or 0 <= self.ttt_lora_context <= self.eval_seq_len - self.ttt_lora_chunk),
-             f"TTT_LORA_RANK, TTT_LORA_CHUNK and TTT_LORA_BATCH_DOCS must be > 0, TTT_LORA_CONTEXT >= 0 and "
-             f"TTT_LORA_CONTEXT + TTT_LORA_CHUNK at most EVAL_SEQ_LEN={self.eval_seq_len}"),
+             f"TTT_LORA_RANK, TTT_LORA_CHUNK and TTT_LORA_BATCH_DOCS must be > 0, TTT_LORA_CONTEXT -1 (the most) or >= 0 "
+             f"with TTT_LORA_CONTEXT + TTT_LORA_CHUNK at most EVAL_SEQ_LEN={self.eval_seq_len}"),
             (self.ttt_lora_targets and set(self.ttt_lora_targets) <= set(LORA_TARGETS),
              f"TTT_LORA_TARGETS={','.join(self.ttt_lora_targets)} must name some of {','.join(LORA_TARGETS)}"),
             (self.ttt_phase_docs >= 0 and self.ttt_lora_lr > 0 and self.ttt_phase_lr >= 0,

@@ -1,7 +1,8 @@
 """TTT_MODE=lora in-process: documents cut at BOS cover every target once, fresh adapters change
 nothing, every target is scored before anything learns from it (a changed token changes no score
-before it, with and without the phase's SGD), a document's scores do not depend on its batch (its
-adapters start fresh), and the adapters do learn."""
+before it, with and without the phase's SGD and the stream context), a document's scores do not
+depend on its batch (its adapters start fresh), the adapters do learn, and chunks scored on kept
+keys and values get what one forward over the document (and its context) gives."""
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -31,7 +32,7 @@ def test_documents_cover_every_target_once(stream, starts, lengths):
 def tiny_lora_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
     sp = spm.SentencePieceProcessor(model_file=str(tiny_tokenizer))
     settings = dict(VOCAB_SIZE=64, EVAL_SEQ_LEN=SEQ, EVAL_STRIDE=SEQ, LOOP_LAYERS="1", TTT_MODE="lora", TTT_LORA_CHUNK=8, TTT_LORA_RANK=4,
-                    TTT_LORA_BATCH_DOCS=4, TTT_PHASE_DOCS=0, TTT_LORA_LR=0.01, NGRAM_ORDER=4)
+                    TTT_LORA_BATCH_DOCS=4, TTT_PHASE_DOCS=0, TTT_LORA_LR=0.01, TTT_LORA_CONTEXT=0, NGRAM_ORDER=4)
     args = tiny_args(**{k: str(v) for k, v in {**settings, **overrides}.items()})
     torch.manual_seed(0)
     model = randomize_(train_gpt.GPT(args), std=0.1).eval()
@@ -247,3 +248,11 @@ def test_a_chunk_sees_the_kept_positions_of_its_window_only():
     assert torch.equal(context.mask[:, 8:], torch.ones(3, 3, dtype=torch.bool).tril())
     cos, sin = train_gpt.rotary_tables(12, args.rope_dims, args.rope_base)
     assert torch.equal(context.rotary[0], cos[:, 9:12]) and torch.equal(context.rotary[1], sin[:, 9:12])
+
+
+def test_the_default_context_is_what_the_window_has_room_for_beside_a_chunk():
+    assert tiny_args(EVAL_SEQ_LEN=32, EVAL_STRIDE=32, TTT_LORA_CHUNK=8).ttt_lora_context == 24
+    assert tiny_args(EVAL_SEQ_LEN=32, EVAL_STRIDE=32, TTT_LORA_CHUNK=8, TTT_LORA_CONTEXT=0).ttt_lora_context == 0
+    for bad in (-2, 25):
+        with pytest.raises(train_gpt.UserError, match="TTT_LORA_CONTEXT"):
+            tiny_args(EVAL_SEQ_LEN=32, EVAL_STRIDE=32, TTT_LORA_CHUNK=8, TTT_LORA_CONTEXT=bad, TTT_MODE="lora")
