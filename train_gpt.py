@@ -777,8 +777,8 @@ class GPT(nn.Module):
         the last block computes alone (its keys and values still cover all T). adapters (TTT_MODE=lora):
         each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
         for the block's place in the layer order (a looped layer has an adapter for each of its runs).
-        context (TTT_MODE=lora): idx is a chunk of each document led by up to 2 tokens before it (they
-        feed only the bigram and smear of its first positions); every attention also sees the keys and
+        context (TTT_MODE=lora): idx is the step's positions of each document (a chunk, or a piece of
+        the context before it) led by up to 2 tokens before them (they feed only the bigram and smear of the first); every attention also sees the keys and
         values the context kept of the document's earlier positions, at their places in the document."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
@@ -1773,8 +1773,8 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
 # A step computes its chunk's positions only: attention reaches the document's last EVAL_SEQ_LEN
 # positions through the keys and values kept from when they were scored (ChunkContext), and the Adam
 # step learns through the chunk's own positions. TTT_LORA_CONTEXT > 0: before its first chunk, a
-# document's attention is also given that many tokens of the stream before it (earlier documents,
-# already scored; never learned from), as the sliding window and training see them.
+# document's attention is also given that many tokens of the stream before it (run by the base
+# model; nothing learns from them), as the sliding window and training see them.
 # Documents run TTT_LORA_BATCH_DOCS at a time, longest first (batch b on rank b mod world); a document's
 # scores do not depend on which documents share its batch. Phased:
 # once the first TTT_PHASE_DOCS documents are all scored, one pass of SGD over them updates the base
@@ -1823,12 +1823,16 @@ class DocumentAdapters(nn.Module):
         return y + (x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)
 
 
+CONTEXT_PIECE = 256  # TTT_LORA_CONTEXT positions run at once (the math attention holds a piece's scores at once)
+
+
 class ChunkContext:
     """The keys and values every attention of the layer order computed for the last EVAL_SEQ_LEN
-    positions of each document of a batch, kept from the step that scored them (so they carry that
-    step's adapters and no gradient): a ring of EVAL_SEQ_LEN slots per place and document, position p
-    in slot p mod EVAL_SEQ_LEN. Rotary angles are of a position in its document, so a kept key pairs
-    with a later query as it would inside one window. Before each step, `step` names the positions
+    positions of each document of a batch (its TTT_LORA_CONTEXT positions first), kept from the step
+    that computed them (so they carry that step's adapters, or none for the context, and no
+    gradient): a ring of EVAL_SEQ_LEN slots per place and document, position p in slot p mod
+    EVAL_SEQ_LEN. Rotary angles are of a position in its document, so a kept key pairs with a later
+    query as it would inside one window. Before each step, `step` names the positions
     the step computes; `attend` lets a chunk's queries see the slots of the window that ends with the
     chunk (EVAL_SEQ_LEN positions) and the chunk itself, causally, then keeps the chunk's keys and values."""
 
@@ -1863,8 +1867,8 @@ class ChunkContext:
 
 def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, scores: Tensor, audit: list):
     """Score a batch of documents chunk by chunk with their own adapters, training each adapter on a
-    chunk right after scoring it (not on a document's last chunk: nothing is scored after it).
-    Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column of
+    chunk right after scoring it (not on a document's last chunk: nothing is scored after it), the
+    TTT_LORA_CONTEXT stream tokens before each document run first. Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column of
     `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
     the mixer's check."""
     device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
@@ -1875,13 +1879,13 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     starts_on, lengths_on, chunk_offsets = starts.to(device), lengths.to(device), torch.arange(C, device=device)
     to_device = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else (lambda t: t)
     # The TTT_LORA_CONTEXT stream tokens before each document, kept at its positions 0 .. P-1 (before the
-    # stream: its first token), in pieces of 256 (the math attention holds a piece's scores at once).
-    for first in range(0, P, 256):
-        n = min(256, P - first)
+    # stream: its first token), CONTEXT_PIECE at a time.
+    for first in range(0, P, CONTEXT_PIECE):
+        n = min(CONTEXT_PIECE, P - first)
         context.step(first, n, None)
         positions = starts_on[:, None] + torch.arange(first - P - context.lead, first + n - P, device=device)
         with torch.no_grad(), autocast:
-            model.hidden(tokens[positions.clamp_min(0)], adapters=adapters, context=context)
+            model.hidden(tokens[positions.clamp_min(0)], context=context)
     for c in range(-(-int(lengths.max()) // C)):  # what is known on the CPU stays there, so the host never waits for the GPU
         active = (lengths > c * C).nonzero().flatten()
         adapters.rows = None if len(active) == len(starts) else to_device(active)
@@ -1967,14 +1971,14 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     phase_docs = phase_batches * per_batch
     # Longest first, among the documents before the phase and among those after it: a document's scores
     # do not depend on its batch, so the order only decides how full a step is (on the dev val with
-    # TTT_PHASE_DOCS=132, 583 steps of 64-document batches instead of 2,183; the window tokens are the same).
+    # TTT_PHASE_DOCS=132, 583 steps of 64-document batches instead of 2,183).
     order = torch.cat((torch.argsort(lengths[:phase_docs], descending=True, stable=True),
                        phase_docs + torch.argsort(lengths[phase_docs:], descending=True, stable=True)))
-    # The pass's work, known on the CPU: a batch has as many steps as its longest document has chunks.
-    # The ETA is this rank's steps left at the rate so far.
+    # The pass's work, known on the CPU: a batch has as many steps as its longest document has chunks,
+    # after its context pieces. The ETA is this rank's steps and pieces left at the rate so far.
     chunks = F.pad(-(-lengths[order] // args.ttt_lora_chunk), (0, n_batches * per_batch - n_docs))
     batch_steps = chunks.view(n_batches, per_batch).amax(1)
-    my_steps = batch_steps * (torch.arange(n_batches) % world == rank)
+    my_steps = (batch_steps + -(-args.ttt_lora_context // CONTEXT_PIECE)) * (torch.arange(n_batches) % world == rank)
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
         f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} phase_documents:{phase_docs} "
         f"context_tokens:{args.ttt_lora_context}")

@@ -142,9 +142,11 @@ def test_adapters_learn_and_the_first_chunk_of_each_document_is_scored_fresh(tmp
 
 
 def test_progress_reports_batches_with_an_eta_from_the_steps_left(monkeypatch, tiny_tokenizer, tiny_data):
-    """Where every step takes the same time, the ETA (planned on the CPU from the documents' lengths:
-    a batch has as many steps as its longest document has chunks) is exact; the header line gives the steps."""
-    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2)
+    """Where every step (and context piece) takes the same time, the ETA (planned on the CPU from the
+    documents' lengths: a batch has as many steps as its longest document has chunks, after one piece
+    of context here) is exact; the header line gives the steps."""
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2,
+                                       TTT_LORA_CONTEXT=4)
     starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
     n_batches = -(-len(starts) // 5)
     clock, steps, after_batch = {"now": 0.0}, [0], []
@@ -170,7 +172,7 @@ def test_progress_reports_batches_with_an_eta_from_the_steps_left(monkeypatch, t
     lines = []
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lines.append), val, "t", use_mixer=False)
     progress = [line for line in lines if line.startswith("eval:t batch:")]
-    assert n_batches > 3 and steps[0] > 30 and f" steps:{steps[0]} " in lines[0]
+    assert n_batches > 3 and steps[0] > 30 and f" steps:{steps[0] - n_batches} " in lines[0]
     assert progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(40 * after_batch[k - 1])} "
                         f"eta:{train_gpt.format_seconds(40 * (steps[0] - after_batch[k - 1]))}" for k in range(1, n_batches)]
 
@@ -216,7 +218,7 @@ def test_batches_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny_t
         assert order == sorted(order, reverse=True) and len(set(order)) > 1
 
 
-@pytest.mark.parametrize("context", [0, 16, 300])  # 300: kept in two pieces
+@pytest.mark.parametrize("context", [0, 1, 16, 300])  # 1: one lead token before the first chunk; 300: two pieces
 def test_kept_keys_and_values_score_each_document_as_one_forward_over_it(tmp_path, tiny_tokenizer, tiny_data, context):
     """With a window longer than every document and nothing learned, the chunks scored on the keys and
     values kept from earlier steps get what one forward over the whole document (led by the
@@ -256,3 +258,49 @@ def test_the_default_context_is_what_the_window_has_room_for_beside_a_chunk():
     for bad in (-2, 25):
         with pytest.raises(train_gpt.UserError, match="TTT_LORA_CONTEXT"):
             tiny_args(EVAL_SEQ_LEN=32, EVAL_STRIDE=32, TTT_LORA_CHUNK=8, TTT_LORA_CONTEXT=bad, TTT_MODE="lora")
+
+
+def documents_scored(model, args, val, starts, lengths) -> torch.Tensor:
+    """score_documents on one batch of these documents; -log p of every target (0 where not scored)."""
+    scores = torch.zeros(2, len(val.tokens), dtype=torch.float64)
+    train_gpt.score_documents(model, args, val.tokens, starts, lengths, scores, [])
+    return scores[0]
+
+
+@pytest.mark.parametrize("context", [0, 5])
+def test_documents_that_finish_anywhere_in_a_batch_score_as_alone(tiny_tokenizer, tiny_data, context):
+    """Documents in stream order, so the ones still running are not the first rows of the batch: each
+    scores as it does in a batch of its own (the rows path of the adapters and the kept keys and values)."""
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 400, TTT_LORA_CONTEXT=context)
+    starts, lengths = (t[:8] for t in train_gpt.document_spans(val.tokens, val.bos_id))
+    assert not torch.equal(lengths, lengths.sort(descending=True).values) and lengths[0] < lengths.max()
+    together = documents_scored(model, args, val, starts, lengths)
+    for d in range(8):
+        alone = documents_scored(model, args, val, starts[d:d + 1], lengths[d:d + 1])
+        targets = slice(int(starts[d]), int(starts[d] + lengths[d]))
+        torch.testing.assert_close(together[targets], alone[targets], rtol=0, atol=1e-6)
+
+
+def test_the_ring_of_slots_keeps_what_a_store_without_reuse_would(monkeypatch, tiny_tokenizer, tiny_data):
+    """Windows of 8 positions over documents of up to ~20, learning on: the ring reuses each slot
+    every 8 positions and scores what a store giving every position a slot of its own (the same
+    window for the queries) scores."""
+    class NoReuse(train_gpt.ChunkContext):
+        def __init__(self, model, args, n_docs, longest):
+            super().__init__(model, args, n_docs, longest)
+            self.bound, self.window = args.eval_seq_len, longest
+            self.slot_position = torch.full((longest,), -1)
+
+        def step(self, first, n, rows):
+            positions = torch.arange(first, first + n)
+            self.rows, self.slots, self.lead = rows, positions, min(2, first)
+            seen = self.slot_position >= max(0, first + n - self.bound)
+            self.mask = torch.cat((seen.expand(n, -1), torch.ones(n, n, dtype=torch.bool).tril()), 1)
+            self.rotary = (self.cos[:, first:first + n], self.sin[:, first:first + n])
+            self.slot_position[positions] = positions
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 400, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2, TTT_LORA_CONTEXT=3)
+    starts, lengths = (t[:12] for t in train_gpt.document_spans(val.tokens, val.bos_id))
+    assert int(lengths.max()) + 3 > 2 * 8  # the ring goes round twice
+    ring = documents_scored(model, args, val, starts, lengths)
+    monkeypatch.setattr(train_gpt, "ChunkContext", NoReuse)
+    torch.testing.assert_close(documents_scored(model, args, val, starts, lengths), ring, rtol=1e-5, atol=1e-6)
