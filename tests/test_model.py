@@ -326,7 +326,7 @@ def test_recipes_set_their_values_and_any_setting_overrides_them():
         parsed = getattr(modern, name.lower())
         assert parsed == (tuple(int(s) for s in value.split(",")) if name == "LOOP_LAYERS" else value), name
     assert all(getattr(pr803, n.lower()) == v for n, v in train_gpt.SETTINGS.items()
-               if n not in ("RECIPE", "LOOP_LAYERS", "VE_LAYERS", "QUANT_CLIP_SIGMAS", "EVAL_SEQ_LEN", "TTT_LORA_TARGETS"))
+               if n not in ("RECIPE", "LOOP_LAYERS", "VE_LAYERS", "QUANT_CLIP_SIGMAS", "EVAL_SEQ_LEN", "TTT_LORA_TARGETS", "TTT_LORA_CONTEXT"))
     assert train_gpt.Hyperparameters(environ={"RECIPE": "modern", "MLP_MULT": "3"}).mlp_mult == 3.0
     assert train_gpt.Hyperparameters(environ={"RECIPE": "modern", "SMOKE": "1"}).loop_layers == (1, 2)  # valid on SMOKE's 4 layers
     with pytest.raises(train_gpt.UserError, match="RECIPE='newest' must be one of pr803, modern"):
