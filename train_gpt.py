@@ -778,8 +778,9 @@ class GPT(nn.Module):
         each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
         for the block's place in the layer order (a looped layer has an adapter for each of its runs).
         context (TTT_MODE=lora): idx is the step's positions of each document (a chunk, or a piece of
-        the context before it) led by up to 2 tokens before them (they feed only the bigram and smear of the first); every attention also sees the keys and
-        values the context kept of the document's earlier positions, at their places in the document."""
+        the context before it) led by up to 2 tokens before them (they feed only the bigram and smear
+        of the first); every attention also sees the keys and values the context kept of the
+        document's earlier positions, at their places in the document."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx)
@@ -1767,11 +1768,11 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
 
 
 # TTT_MODE=lora: document-level, score-first LoRA TTT. The val stream is cut into documents at BOS,
-# each scored on its own (n-gram contexts, and attention unless TTT_LORA_CONTEXT > 0, never reach into another document), in
+# each scored on its own (adapters and n-gram contexts never reach into another document), in
 # chunks of TTT_LORA_CHUNK targets. A document's adapters start fresh; after each chunk is scored,
 # they take one Adam step on that chunk, so every target is scored before anything learns from it.
 # A step computes its chunk's positions only: attention reaches the document's last EVAL_SEQ_LEN
-# positions through the keys and values kept from when they were scored (ChunkContext), and the Adam
+# positions through the keys and values kept from when they were computed (ChunkContext), and the Adam
 # step learns through the chunk's own positions. TTT_LORA_CONTEXT > 0: before its first chunk, a
 # document's attention is also given that many tokens of the stream before it (run by the base
 # model; nothing learns from them), as the sliding window and training see them.
@@ -1868,8 +1869,8 @@ class ChunkContext:
 def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, scores: Tensor, audit: list):
     """Score a batch of documents chunk by chunk with their own adapters, training each adapter on a
     chunk right after scoring it (not on a document's last chunk: nothing is scored after it), the
-    TTT_LORA_CONTEXT stream tokens before each document run first. Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column of
-    `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
+    TTT_LORA_CONTEXT stream tokens before each document run first. Writes -log p (nats) and the
+    entropy of each target t at scores[:, t - 1] (the last column of `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
     the mixer's check."""
     device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
     adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed)
