@@ -1491,19 +1491,15 @@ class Occurrences:
         return torch.searchsorted(self.sorted, base + chunks) - torch.searchsorted(self.sorted, base)
 
 
-def stream_chunks(n_targets: int, chunk_tokens: int, device=None) -> Tensor:
-    """The chunk of each target when the val stream is scored in order, chunk_tokens targets at a time."""
-    return torch.arange(n_targets, device=device) // chunk_tokens
-
-
 class NgramMixer:
     """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
 
-    Targets are scored in chunks, numbered in scoring order (`chunks`: TTT_CHUNK_TOKENS targets of
-    the stream each; in TTT_MODE=lora, each document's TTT_LORA_CHUNK chunks, documents in stream
-    order); a target of chunk c sees the n-grams ending at the targets of chunks 0..c-1, including
-    those that start in an earlier chunk, and no n-gram whose context starts before its target's
-    `context_floor` (its document's start in TTT_MODE=lora; by default the stream's). Every n-gram of
+    Targets are counted in chunks, numbered in scoring order (`chunks`: each target a chunk of its
+    own in the sliding-window and chunk-TTT passes; in TTT_MODE=lora, each document's
+    TTT_LORA_CHUNK chunks, documents in stream order); a target of chunk c sees the n-grams ending
+    at the targets of chunks 0..c-1, including those that start in an earlier chunk, and no n-gram
+    whose context starts before its target's `context_floor` (its document's start in
+    TTT_MODE=lora; by default the stream's). Every n-gram of
     length 1..NGRAM_ORDER gets an exact id by sorting (a k-gram's key is (id of its first k-1
     tokens) * V + its last token, so two different n-grams never share an id), and all counts are
     taken once, up front, as "occurrences in earlier chunks": nothing a position is scored with
@@ -1514,8 +1510,8 @@ class NgramMixer:
     0) + D T(ctx) q_{m-1}(v)) / N(ctx) with D = NGRAM_DISCOUNT and T(ctx) the number of distinct
     tokens seen after ctx; each q_m sums to 1. p = (1 - alpha) p_model + alpha q, where alpha is
     learned online: every position falls in a bin (longest context seen, model entropy in whole
-    bits) and gets the weight in ALPHAS that would have scored best on the bin's positions of the
-    chunks already scored. Neither q nor alpha reads the token being scored, and p sums to 1."""
+    bits) and gets the weight in ALPHAS that would have scored best on the bin's positions already
+    scored (the caller keeps `alpha_losses`: per TTT_CHUNK_TOKENS chunk, or group of documents). Neither q nor alpha reads the token being scored, and p sums to 1."""
     ALPHAS = [i / 20 for i in range(20)]
     ENTROPY_BINS = 8
 
@@ -1653,7 +1649,7 @@ class TestTimeTrainer:
 def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, use_mixer: bool = False, ttt: bool = False,
              temperature: float = 1.0, dump_path: str = "") -> dict:
     """Score every val target once, split over ranks. The legal stack is one loop over chunks of
-    TTT_CHUNK_TOKENS targets: score the chunk (model + mixer, whose counts cover the earlier chunks),
+    TTT_CHUNK_TOKENS targets: score the chunk (model + mixer, whose counts cover every earlier target),
     update alpha's history with it, train on it (never the last). Returns val_loss (nats/token) and
     val_bpb of the model alone (after TTT, if on) and, with the mixer, mixed_loss/mixed_bpb and the
     normalization audit. TTT changes `model`."""
@@ -1686,7 +1682,8 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
         return event
     laps = [("", mark())]  # (part of the loop that ended here, mark)
     t0 = last_report = time.perf_counter()
-    mixer = NgramMixer(args, tokens, stream_chunks(n_targets, chunk_tokens, device)) if use_mixer else None  # all counting happens here, by sorting
+    # the counts of a target cover every target before it (all counting happens here, by sorting)
+    mixer = NgramMixer(args, tokens, torch.arange(n_targets, device=device)) if use_mixer else None
     if mixer:
         laps.append(("mixer", mark()))
     for c in range(n_chunks):
@@ -2221,10 +2218,11 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
     log(f"final_int6_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
     if args.ngram_enabled:
         chunks = -(-(len(val.tokens) - 1) // args.ttt_chunk_tokens)
-        log(f"ngram_mixer: {chunks} chunks of TTT_CHUNK_TOKENS={args.ttt_chunk_tokens}; alpha is learned from chunks already scored "
-            "(0 for the first), so ngram_gain stays near 0 until several chunks are scored"
-            + ("; in the TTT_MODE=lora pass a chunk is TTT_LORA_CHUNK targets of a document, and alpha is learned"
-               " per group of TTT_LORA_BATCH_DOCS documents in stream order" if args.ttt_enabled and args.ttt_mode == "lora" else ""))
+        log(f"ngram_mixer: a target's counts cover every target before it; alpha is learned from the {chunks} chunks of "
+            f"TTT_CHUNK_TOKENS={args.ttt_chunk_tokens} already scored (0 for the first)"
+            + ("; in the TTT_MODE=lora pass they cover the earlier documents and the document's earlier chunks of TTT_LORA_CHUNK"
+               " targets, and alpha is learned per group of TTT_LORA_BATCH_DOCS documents in stream order"
+               if args.ttt_enabled and args.ttt_mode == "lora" else ""))
     # Pass 1: sliding windows, the model alone and with the mixer. Pass 2: TTT, scoring TTT alone and
     # TTT + mixer. So every run measures each part with and without the other.
     sliding = evaluate(model, args, run, val, args.eval_stride, "int6_sliding_window", use_mixer=args.ngram_enabled,

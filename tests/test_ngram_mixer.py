@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_mixer(tokens: torch.Tensor, vocab: int, order: int, chunk_tokens: int, discount: float = 0.75) -> train_gpt.NgramMixer:
     args = tiny_args(VOCAB_SIZE=vocab, NGRAM_ORDER=order, NGRAM_DISCOUNT=discount)
-    return train_gpt.NgramMixer(args, tokens, train_gpt.stream_chunks(len(tokens) - 1, chunk_tokens))
+    return train_gpt.NgramMixer(args, tokens, torch.arange(len(tokens) - 1) // chunk_tokens)
 
 
 def chunk_positions(n: int, chunk_tokens: int, c: int) -> torch.Tensor:

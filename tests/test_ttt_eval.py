@@ -88,16 +88,16 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
         if kind in ("score", "audit", "cache"):  # nothing TTT has trained on is scored (a window may reach into the next chunk)
             assert min(chunk_of(t) for t in rest[0]) >= trained, (kind, trained)
     assert sorted(scored) == list(range(1, n_targets + 1))  # every target scored exactly once
-    # the cache that scored (and audited) a target held exactly the targets of earlier chunks: its
-    # q is the brute-force q over them, so no target's own n-gram (or a later one) was in it
+    # the cache that scored (and audited) a target held exactly the targets before it: its q is the
+    # brute-force q over them, so no target's own n-gram (or a later one) was in it
     listed = tokens.tolist()
     brutes = {}
-    for c in range(n_chunks):
-        brutes[c] = BruteNgrams(args.ngram_order - 1)
-        brutes[c].add(listed, 1, c * chunk + 1)
     for kind, positions, columns, q in (e for e in events if e[0] == "cache"):
         for i, pos in enumerate(positions):
-            expected, _ = brutes[chunk_of(pos)].q(listed, pos, args.ngram_discount, vocab)
+            if pos not in brutes:
+                brutes[pos] = BruteNgrams(args.ngram_order - 1)
+                brutes[pos].add(listed, 1, pos)
+            expected, _ = brutes[pos].q(listed, pos, args.ngram_discount, vocab)
             np.testing.assert_allclose(q[i].numpy(), expected[columns[i].numpy()], rtol=1e-12, atol=1e-15)
     assert {k for k, *_ in events} == {"cache", "score", "audit", "train"}
 

@@ -5,8 +5,9 @@
 DUMP.npz is what `EVAL_DUMP_NLL` wrote (its `model_nll_bits` and `entropy_bits` are the model's
 own part of each scored target). The val tokens and the mixer's settings (NGRAM_ORDER,
 NGRAM_DISCOUNT, TTT_CHUNK_TOKENS, VAL_MAX_TOKENS, ...) come from the usual env vars, so use those
-of the run. Chunk by chunk it mixes the model's probability of each target with the cache, as
-evaluate() does, and prints the model's BPB and the mixed BPB.
+of the run. Chunk by chunk (alpha is learned from earlier TTT_CHUNK_TOKENS chunks) it mixes the
+model's probability of each target with the cache, as evaluate() does, and prints the model's BPB
+and the mixed BPB.
 
   --rule ours       train_gpt.NgramMixer itself: with the run's settings it reproduces the run's
                     final_ngram_ttt (mixer on the TTT pass) or ngram_only (TTT off) when
@@ -14,7 +15,7 @@ evaluate() does, and prints the model's BPB and the mixed BPB.
   --rule reference  the reference's recipe made valid: the longest context seen at least
                     --min-count times, q(v) = N(ctx, v) / N(ctx), alpha = 0.20 + 0.55
                     sigmoid(2 (H - 3)) from the model's entropy H (nats), alpha = 0 where no
-                    context qualifies. Same exact counts of earlier chunks.
+                    context qualifies. Same exact counts of every earlier target.
 
 Try other NGRAM_DISCOUNT values or rules here before spending GPU time.
 """
@@ -56,7 +57,7 @@ def replay(dump, tokens: torch.Tensor, args, rule: str, min_count: int) -> tuple
     model_p = torch.from_numpy(np.exp2(-dump["model_nll_bits"].astype(np.float64)))
     entropy = torch.from_numpy(dump["entropy_bits"].astype(np.float64) * math.log(2))
     n_bytes = float(dump["bytes"].astype(np.float64).sum())
-    mixer = tg.NgramMixer(args, tokens[:n + 1], tg.stream_chunks(n, args.ttt_chunk_tokens))
+    mixer = tg.NgramMixer(args, tokens[:n + 1], torch.arange(n))  # as evaluate(): a target's counts cover every target before it
     mixed_bits = 0.0
     for start in range(0, n, args.ttt_chunk_tokens):
         positions = torch.arange(start + 1, min(start + args.ttt_chunk_tokens, n) + 1)
