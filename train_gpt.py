@@ -1499,11 +1499,11 @@ class NgramMixer:
     TTT_LORA_CHUNK chunks, documents in stream order); a target of chunk c sees the n-grams ending
     at the targets of chunks 0..c-1, including those that start in an earlier chunk, and no n-gram
     whose context starts before its target's `context_floor` (its document's start in
-    TTT_MODE=lora; by default the stream's). Every n-gram of
-    length 1..NGRAM_ORDER gets an exact id by sorting (a k-gram's key is (id of its first k-1
-    tokens) * V + its last token, so two different n-grams never share an id), and all counts are
-    taken once, up front, as "occurrences in earlier chunks": nothing a position is scored with
-    depends on tokens of its own chunk or later (tests check this against a brute-force count).
+    TTT_MODE=lora; by default the stream's). Every n-gram of length 1..NGRAM_ORDER gets an exact id
+    by sorting (a k-gram's key is (id of its first k-1 tokens) * V + its last token, so two
+    different n-grams never share an id), and all counts are taken once, up front, as "occurrences
+    in earlier chunks": nothing a position is scored with depends on tokens of its own chunk or
+    later (tests check this against a brute-force count).
 
     The cache distribution q is interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V)
     over the scored targets, then for each longer context seen before, q_m(v) = (max(N(ctx, v) - D,
@@ -1511,7 +1511,8 @@ class NgramMixer:
     tokens seen after ctx; each q_m sums to 1. p = (1 - alpha) p_model + alpha q, where alpha is
     learned online: every position falls in a bin (longest context seen, model entropy in whole
     bits) and gets the weight in ALPHAS that would have scored best on the bin's positions already
-    scored (the caller keeps `alpha_losses`: per TTT_CHUNK_TOKENS chunk, or group of documents). Neither q nor alpha reads the token being scored, and p sums to 1."""
+    scored (the caller keeps `alpha_losses`: per TTT_CHUNK_TOKENS chunk, or group of documents).
+    Neither q nor alpha reads the token being scored, and p sums to 1."""
     ALPHAS = [i / 20 for i in range(20)]
     ENTROPY_BINS = 8
 
