@@ -404,7 +404,7 @@ def bench_mixer(cli, args, run, log, log_path):
     log(f"bench_mixer tokens:{len(tokens)} from {len(parts)} shard(s) of {args.data_path} chunks:{n_chunks}")
     tg.synchronize(device)
     t0 = time.perf_counter()
-    mixer = tg.NgramMixer(args, tokens, tg.stream_chunks(len(tokens) - 1, chunk_tokens, device))
+    mixer = tg.NgramMixer(args, tokens, torch.arange(len(tokens) - 1, device=device))  # as evaluate(): every earlier target counts
     tg.synchronize(device)
     count_seconds = time.perf_counter() - t0
     g = torch.Generator(device=device).manual_seed(0)
