@@ -1868,8 +1868,8 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     """Score a batch of documents chunk by chunk with their own adapters, training each adapter on a
     chunk right after scoring it (not on a document's last chunk: nothing is scored after it), the
     TTT_LORA_CONTEXT stream tokens before each document run first. Writes -log p (nats) and the
-    entropy of each target t at scores[:, t - 1] (the last column of `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
-    the mixer's check."""
+    entropy of each target t at scores[:, t - 1] (the last column of `scores` is spare); appends a
+    few (targets, full probability rows, entropies) to `audit` for the mixer's check."""
     device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
     adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed)
     context = ChunkContext(model, args, len(starts), P + -(-int(lengths.max()) // C) * C)
