@@ -430,6 +430,8 @@ def norm_rotary(x: Tensor, cos: Tensor, sin: Tensor, gain: Tensor | None = None)
     """RMS norm of each head, rotary, times a per-head gain. On CUDA one hand-written kernel each
     way (below); CPU runs this formula, and tests hold the kernels to it."""
     if x.is_cuda:
+        if cos.size(0) > 1:  # tables per row (TTT_MODE=lora's rows are at different positions): one row of B * T positions
+            return norm_rotary(x.flatten(0, 1)[None], cos.flatten(0, 1)[None], sin.flatten(0, 1)[None], gain).view_as(x)
         return fused_norm_rotary(x, cos, sin, x.new_ones(x.size(2), dtype=torch.float32) if gain is None else gain)
     x = apply_rotary(rms_norm(x), cos.to(x.dtype), sin.to(x.dtype))
     return x if gain is None else x * gain.to(x.dtype)[:, None]
@@ -716,7 +718,8 @@ class Block(nn.Module):
 
 
 class BigramHash(nn.Module):
-    """Embedding of a hash of (previous token, token); position 0 gets its own bucket."""
+    """Embedding of a hash of (previous token, token); position 0 gets its own bucket, as do the
+    positions `begins` marks (B, T), if given."""
 
     def __init__(self, buckets: int, dim: int, model_dim: int):
         super().__init__()
@@ -724,10 +727,12 @@ class BigramHash(nn.Module):
         self.scale = nn.Parameter(torch.tensor(0.05))
         nn.init.zeros_(self.embed.weight)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, begins: Tensor | None = None) -> Tensor:
         last = self.embed.num_embeddings - 1
         h = torch.bitwise_xor(36313 * idx[:, 1:], 27191 * idx[:, :-1]) % last
         h = torch.cat((torch.full_like(idx[:, :1], last), h), dim=1)
+        if begins is not None:
+            h = h.masked_fill(begins, last)
         return self.proj(self.embed(h), self.scale)
 
 
@@ -778,15 +783,18 @@ class GPT(nn.Module):
         each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
         for the block's place in the layer order (a looped layer has an adapter for each of its runs).
         context (TTT_MODE=lora): idx is the step's positions of each document (a chunk, or a piece of
-        the context before it) led by up to 2 tokens before them (they feed only the bigram and smear
-        of the first); every attention also sees the keys and values the context kept of the
-        document's earlier positions, at their places in the document."""
+        the context before it) led by context.lead tokens before them (they feed only the bigram and
+        smear of the first; context.begins marks an input with no token before it in the stream the
+        document sees, after which the bigram and smear start afresh); every attention also sees the
+        keys and values the context kept of the document's earlier positions, at their places in it."""
+        begins = context.begins if context is not None else None
         x = self.tok_emb(idx)
         if self.bigram is not None:
-            x = x + self.bigram(idx)
+            x = x + self.bigram(idx, begins)
         x = rms_norm(x)
         gate = torch.sigmoid(self.smear_gate)
-        x = (1 - gate) * x + gate * F.pad(x[:, :-1], (0, 0, 1, 0))
+        before = F.pad(x[:, :-1], (0, 0, 1, 0))
+        x = (1 - gate) * x + gate * (before if begins is None else before.masked_fill(begins[..., None], 0))
         if context is not None:
             idx, x = idx[:, context.lead:], x[:, context.lead:]
         # From here the residual stream is in the autocast dtype (bf16 on GPU): every elementwise op
@@ -1774,8 +1782,10 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
 # step learns through the chunk's own positions. TTT_LORA_CONTEXT > 0: before its first chunk, a
 # document's attention is also given that many tokens of the stream before it (run by the base
 # model; nothing learns from them), as the sliding window and training see them.
-# Documents run TTT_LORA_BATCH_DOCS at a time, longest first (batch b on rank b mod world); a document's
-# scores do not depend on which documents share its batch. Phased:
+# A step scores one chunk in each of TTT_LORA_BATCH_DOCS rows; a row whose document is finished takes
+# the next one (plan_rows), so every step has the same shapes and, on CUDA, runs as one captured
+# graph (the host launches ~4,000 operations a step otherwise). Documents go to the ranks in turn,
+# longest first; a document's scores do not depend on the rows beside it. Phased:
 # once the first TTT_PHASE_DOCS documents are all scored, one pass of SGD over them updates the base
 # weights that every later document starts from (a count, not a share of the val set: how many
 # documents the set holds depends on all of it). Every score is therefore a function of the tokens
@@ -1794,32 +1804,57 @@ def document_spans(tokens: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
 
 
 class DocumentAdapters(nn.Module):
-    """Low-rank adapters, one per document of a batch, for each target (TTT_LORA_TARGETS) of each layer
-    run and for the logits: an adapted map's output y becomes y + x A^T B^T, with the document's A
-    (rank x input; at the start uniform in +-1/sqrt(input), drawn from SEED, the same for every document) and B (output x rank; 0 at the start, so a
-    fresh adapter changes nothing). `rows`: the documents of the current step (None: all)."""
+    """Low-rank adapters of the document in each row of a step, for each target (TTT_LORA_TARGETS) of
+    each layer run and for the logits: an adapted map's output y becomes y + x A^T B^T with its row's
+    A (rank x input; at a document's start uniform in +-1/sqrt(input), drawn from SEED, the same for
+    every document, so its scores do not depend on its row) and B (output x rank; 0 at the start, so
+    a fresh adapter changes nothing). A row's A and B are all one row of `weights`, which `learn`
+    steps by Adam (betas 0 and 0.999) with a step count of its own."""
 
-    def __init__(self, model: GPT, targets: tuple[str, ...], rank: int, n_docs: int, seed: int):
+    def __init__(self, model: GPT, targets: tuple[str, ...], rank: int, rows: int, seed: int, lr: float):
         super().__init__()
         device = model.tok_emb.weight.device
         dim, attn = model.tok_emb.embedding_dim, model.blocks[0].attn
         width = dict(q=attn.q.out_features, k=attn.k.out_features, v=attn.v.out_features, o=dim, mlp=dim, head=model.tok_emb.num_embeddings)
         places = [(str(p), t) for p in range(len(model.layer_orders[model.looping])) for t in targets if t != "head"]
         places += [("out", "head")] if "head" in targets else []
-        generator = torch.Generator().manual_seed(seed)  # every document starts from the same A: its scores do not depend on its batch
-        start = {place: (torch.rand(rank, dim, generator=generator) * 2 - 1).to(device) / math.sqrt(dim) for place in places}
-        self.a = nn.ParameterDict({f"{p}_{t}": nn.Parameter(start[p, t].expand(n_docs, -1, -1).clone()) for p, t in places})
-        self.b = nn.ParameterDict({f"{p}_{t}": nn.Parameter(torch.zeros(n_docs, width[t], rank, device=device)) for p, t in places})
-        self.rows = None
+        generator = torch.Generator().manual_seed(seed)
+        self.shapes, start = {}, []  # key: (offset, A's shape, B's shape) in a row of weights
+        for p, t in places:
+            self.shapes[f"{p}_{t}"] = (sum(map(len, start)), (rank, dim), (width[t], rank))
+            start += [((torch.rand(rank, dim, generator=generator) * 2 - 1) / math.sqrt(dim)).flatten(), torch.zeros(width[t] * rank)]
+        self.start = torch.cat(start).to(device)
+        self.weights = nn.Parameter(self.start.expand(rows, -1).clone())
+        self.second_moment, self.steps, self.lr = torch.zeros_like(self.weights), torch.zeros(rows, device=device), lr
+
+    def matrices(self, key: str) -> tuple[Tensor, Tensor]:
+        """(rows, rank, input) A and (rows, output, rank) B: views of weights."""
+        offset, a_shape, b_shape = self.shapes[key]
+        a_size = a_shape[0] * a_shape[1]
+        a = self.weights[:, offset:offset + a_size].view(-1, *a_shape)
+        return a, self.weights[:, offset + a_size:offset + a_size + b_shape[0] * b_shape[1]].view(-1, *b_shape)
 
     def adapt(self, place: str, target: str, x: Tensor, y: Tensor) -> Tensor:
         key = f"{place}_{target}"
-        if key not in self.a:
+        if key not in self.shapes:
             return y
-        a, b = self.a[key], self.b[key]
-        if self.rows is not None:
-            a, b = a[self.rows], b[self.rows]
+        a, b = self.matrices(key)
         return y + (x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)
+
+    @torch.no_grad()
+    def reset(self, rows: Tensor):
+        """Fresh adapters (and Adam state) in these rows: they take new documents."""
+        self.weights[rows], self.second_moment[rows], self.steps[rows] = self.start, 0, 0
+
+    @torch.no_grad()
+    def learn(self, learns: Tensor):
+        """One Adam step of the rows where `learns` (the others have no gradient), from weights.grad; clears it."""
+        grad = self.weights.grad
+        self.steps += learns
+        self.second_moment.mul_(0.999).addcmul_(grad, grad, value=0.001)
+        correction = 1 - 0.999 ** self.steps.clamp_min(1)
+        self.weights.addcdiv_(grad, (self.second_moment / correction[:, None]).sqrt_().add_(1e-10), value=-self.lr)
+        self.weights.grad = None
 
 
 CONTEXT_PIECE = 256  # TTT_LORA_CONTEXT positions run at once (the math attention holds a piece's scores at once)
@@ -1827,94 +1862,166 @@ CONTEXT_PIECE = 256  # TTT_LORA_CONTEXT positions run at once (the math attentio
 
 class ChunkContext:
     """The keys and values every attention of the layer order computed for the last EVAL_SEQ_LEN
-    positions of each document of a batch (its TTT_LORA_CONTEXT positions first), kept from the step
-    that computed them (so they carry that step's adapters, or none for the context, and no
-    gradient): a ring of EVAL_SEQ_LEN slots per place and document, position p in slot p mod
-    EVAL_SEQ_LEN. Rotary angles are of a position in its document, so a kept key pairs with a later
-    query as it would inside one window. Before each step, `step` names the positions
-    the step computes; `attend` lets a chunk's queries see the slots of the window that ends with the
-    chunk (EVAL_SEQ_LEN positions) and the chunk itself, causally, then keeps the chunk's keys and values."""
+    positions of a document (its TTT_LORA_CONTEXT positions first), kept from the step that computed
+    them (so they carry that step's adapters, or none for the context, and no gradient) in the
+    document's page: a ring of EVAL_SEQ_LEN slots per place, position p in slot p mod EVAL_SEQ_LEN.
+    Rotary angles are of a position in its document, so a kept key pairs with a later query as it
+    would inside one window. Before each step, `step` names each row's page and the positions it
+    computes; `attend` lets a row's queries see the slots of the window that ends with its chunk
+    (EVAL_SEQ_LEN positions) and the chunk itself, causally, then keeps the chunk's keys and values."""
 
-    def __init__(self, model: GPT, args, n_docs: int, longest: int):
+    def __init__(self, model: GPT, args, n_pages: int, longest: int):
         device = model.tok_emb.weight.device
-        self.window, self.n_docs, self.places = args.eval_seq_len, n_docs, {}
-        self.cos, self.sin = (t.to(device) for t in rotary_tables(longest, args.rope_dims, args.rope_base))
-        self.slot_position = torch.full((self.window,), -1, device=device)  # -1: empty
+        self.window, self.n_pages, self.places = args.eval_seq_len, n_pages, {}
+        self.cos, self.sin = (t[0].to(device) for t in rotary_tables(longest, args.rope_dims, args.rope_base))
+        self.slot_position = torch.full((n_pages, self.window), -1, device=device)  # -1: empty
 
-    def step(self, first: int, n: int, rows: Tensor | None):
-        """The step computes positions first .. first + n - 1 of the documents `rows` (None: all)."""
+    def step(self, first: Tensor, n: int, pages: Tensor, lead: int, begins: bool = False):
+        """Row r computes positions first[r] .. first[r] + n - 1 of the document in page pages[r], its
+        inputs led by `lead` positions before them; begins: mark the input at position 0 (for
+        TTT_LORA_CONTEXT < 2, where a lead reaches before it)."""
         device = self.slot_position.device
-        positions = torch.arange(first, first + n, device=device)
-        self.rows, self.slots, self.lead = rows, positions % self.window, min(2, first)
-        seen = self.slot_position >= max(0, first + n - self.window)  # kept positions inside the chunk's window
-        self.mask = torch.cat((seen.expand(n, -1), torch.ones(n, n, dtype=torch.bool, device=device).tril()), 1)
-        self.rotary = (self.cos[:, first:first + n], self.sin[:, first:first + n])
-        self.slot_position[self.slots] = positions  # the chunk's own entries are only read through the mask's second part
+        positions = first[:, None] + torch.arange(n, device=device)
+        self.pages, self.slots, self.lead = pages, positions % self.window, lead
+        seen = self.slot_position[pages] >= (first + n - self.window).clamp_min(0)[:, None]  # kept positions inside the chunk's window
+        causal = torch.ones(n, n, dtype=torch.bool, device=device).tril().expand(len(pages), -1, -1)
+        self.mask = torch.cat((seen[:, None].expand(-1, n, -1), causal), 2)[:, None]
+        self.rotary = (self.cos[positions], self.sin[positions])
+        self.begins = first[:, None] - lead + torch.arange(lead + n, device=device) == 0 if begins else None
+        self.slot_position[pages[:, None], self.slots] = positions  # the chunk's own entries are only read through the mask's second part
 
     def attend(self, place: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """(B, n, heads, D) queries of the chunk, its (B, n, kv_heads, D) keys and values."""
+        """(B, n, heads, D) queries of the rows' chunks, their (B, n, kv_heads, D) keys and values."""
         if place not in self.places:
-            self.places[place] = tuple(torch.zeros(self.n_docs, self.window, *t.shape[2:], device=t.device, dtype=t.dtype) for t in (k, v))
+            self.places[place] = tuple(torch.zeros(self.n_pages, self.window, *t.shape[2:], device=t.device, dtype=t.dtype) for t in (k, v))
         keys, values = self.places[place]
-        index = (slice(None), self.slots) if self.rows is None else (self.rows[:, None], self.slots[None, :])
-        rows = slice(None) if self.rows is None else self.rows
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), torch.cat((keys[rows], k), 1).transpose(1, 2),
-                                           torch.cat((values[rows], v), 1).transpose(1, 2), attn_mask=self.mask, enable_gqa=True)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), torch.cat((keys[self.pages], k), 1).transpose(1, 2),
+                                           torch.cat((values[self.pages], v), 1).transpose(1, 2), attn_mask=self.mask, enable_gqa=True)
+        index = (self.pages[:, None], self.slots)
         keys[index], values[index] = k.detach(), v.detach()
         return y.transpose(1, 2)
 
 
-def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, scores: Tensor, audit: list):
-    """Score a batch of documents chunk by chunk with their own adapters, training each adapter on a
-    chunk right after scoring it (not on a document's last chunk: nothing is scored after it), the
-    TTT_LORA_CONTEXT stream tokens before each document run first. Writes -log p (nats) and the
-    entropy of each target t at scores[:, t - 1] (the last column of `scores` is spare); appends a
-    few (targets, full probability rows, entropies) to `audit` for the mixer's check."""
+def plan_rows(n_chunks: list[int], rows: int) -> tuple[Tensor, dict[int, tuple[list[int], list[int]]]]:
+    """Documents 0 .. len(n_chunks) - 1, in this order, to `rows` rows: a free row takes the next
+    document, which holds it for its n_chunks steps. Before the first of every `rows` documents takes
+    a row, those documents get their context, each in a page free then: pages 0 .. 2 * rows - 1
+    suffice (a row is free, so at most rows - 1 documents hold pages); idle rows use page 2 * rows.
+    Returns the plan (steps, 3, rows): each row's document (-1: idle), its chunk and its page; and, by
+    step, the documents to give their context before it and their pages."""
+    free, page_of, held = list(range(2 * rows - 1, -1, -1)), {}, [None] * rows  # held: [document, chunk]
+    queue, ready, plan, fills = list(range(len(n_chunks)))[::-1], [], [], {}
+    while queue or ready or any(held):
+        for r in range(rows):
+            if held[r] is None and (queue or ready):
+                if not ready:
+                    docs = [queue.pop() for _ in range(min(rows, len(queue)))]
+                    fills[len(plan)] = docs, [free.pop() for _ in docs]
+                    page_of.update(zip(*fills[len(plan)]))
+                    ready = docs[::-1]
+                held[r] = [ready.pop(), 0]
+        plan.append([(d, c, page_of[d]) if d is not None else (-1, 0, 2 * rows) for d, c in (h or (None, 0) for h in held)])
+        for r, h in enumerate(held):
+            if h is not None:
+                h[1] += 1
+                if h[1] == n_chunks[h[0]]:
+                    free.append(page_of[h[0]])
+                    held[r] = None
+    return torch.tensor(plan, dtype=torch.long).view(len(plan), rows, 3).transpose(1, 2), fills
+
+
+def replayable(step: Callable, device: torch.device) -> Callable:
+    """`step` (no arguments: it reads its inputs from tensors the caller refills) as a CUDA graph on
+    CUDA: warmed up 3 times on a side stream, as capture needs, then captured; every call replays it
+    and returns the tensors the capture returned, rewritten. The caller's inputs must be a harmless
+    step during warm-up. On CPU, `step` itself."""
+    if device.type != "cuda":
+        return step
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = step()
+
+    def replay():
+        graph.replay()
+        return outputs
+    return replay
+
+
+def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, plan: Tensor, fills: dict, scores: Tensor,
+                    audit: list, on_step: Callable = lambda: None):
+    """Score documents (CPU starts and lengths) by the plan of plan_rows, chunk by chunk with their own
+    adapters, training each adapter on a chunk right after scoring it (not on a document's last
+    chunk: nothing is scored after it), the TTT_LORA_CONTEXT stream tokens before each document run
+    first. Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column
+    of `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
+    the mixer's check; calls on_step() after each step."""
     device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
-    adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, len(starts), args.seed)
-    context = ChunkContext(model, args, len(starts), P + -(-int(lengths.max()) // C) * C)
-    optimizer = torch.optim.Adam(adapters.parameters(), lr=args.ttt_lora_lr, betas=(0.0, 0.999), eps=1e-10, fused=device.type == "cuda")
+    rows, last_token, spare = plan.size(2), len(tokens) - 1, scores.size(1) - 1
+    documents, chunks, _ = plan.unbind(1)
+    adapters = DocumentAdapters(model, args.ttt_lora_targets, args.ttt_lora_rank, rows, args.seed, args.ttt_lora_lr)
+    context = ChunkContext(model, args, 2 * rows + 1, P + int(chunks.max() + 1) * C)
     autocast = bf16_autocast(device)
-    starts_on, lengths_on, chunk_offsets = starts.to(device), lengths.to(device), torch.arange(C, device=device)
-    to_device = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else (lambda t: t)
-    # The TTT_LORA_CONTEXT stream tokens before each document, kept at its positions 0 .. P-1 (before the
-    # stream: its first token), CONTEXT_PIECE at a time.
-    for first in range(0, P, CONTEXT_PIECE):
-        n = min(CONTEXT_PIECE, P - first)
-        context.step(first, n, None)
-        positions = starts_on[:, None] + torch.arange(first - P - context.lead, first + n - P, device=device)
-        with torch.no_grad(), autocast:
-            model.hidden(tokens[positions.clamp_min(0)], context=context)
-    for c in range(-(-int(lengths.max()) // C)):  # what is known on the CPU stays there, so the host never waits for the GPU
-        active = (lengths > c * C).nonzero().flatten()
-        adapters.rows = None if len(active) == len(starts) else to_device(active)
-        rows = adapters.rows if adapters.rows is not None else slice(None)
-        end = (c + 1) * C
-        context.step(P + c * C, C, adapters.rows)
-        inputs = torch.arange(c * C - context.lead, end, device=device)  # the chunk, led by up to 2 tokens before it
-        length, first = lengths_on[rows, None], starts_on[rows, None]
-        ids = torch.where(inputs < length, tokens[(first + inputs).clamp(0, len(tokens) - 1)], 0)  # 0 after a document's end
-        offset = c * C + chunk_offsets
-        scored = offset < length
-        targets = first + offset + 1  # stream positions of the chunk's targets
-        target_ids = torch.where(scored, tokens[targets.clamp_max(len(tokens) - 1)], 0)
+    to_device = (lambda t: t.pin_memory().to(device, non_blocking=True)) if device.type == "cuda" else (lambda t: t.to(device))
+    idle = documents < 0
+    step_inputs = to_device(torch.stack((starts[documents].masked_fill(idle, 0), lengths[documents].masked_fill(idle, 0), chunks, plan[:, 2]), 1))
+    inputs = torch.tensor([[0], [0], [0], [2 * rows]], device=device).repeat(1, rows)  # a harmless step: no targets, the idle page
+    starts_on, chunk_offsets, lead_offsets = starts.to(device), torch.arange(C, device=device), torch.arange(-2, C, device=device)
+
+    def step():
+        start, length, chunk, page = inputs
+        context.step(P + chunk * C, C, page, lead=2, begins=P < 2)
+        lead_and_chunk = chunk[:, None] * C + lead_offsets  # the chunk led by the 2 inputs before it (context or earlier chunk)
+        ids = torch.where(lead_and_chunk < length[:, None], tokens[(start[:, None] + lead_and_chunk).clamp(0, last_token)], 0)
+        offset = chunk[:, None] * C + chunk_offsets
+        scored = offset < length[:, None]
+        targets = start[:, None] + offset + 1  # stream positions of the chunk's targets
+        target_ids = torch.where(scored, tokens[targets.clamp_max(last_token)], 0)
         with autocast:
             logits = model.head(model.hidden(ids, adapters=adapters, context=context), adapters)
-        with torch.no_grad():  # shapes that do not depend on values
+        with torch.no_grad():
             log_probs = torch.log_softmax(logits.double() / args.ttt_temperature, dim=-1)
             nll = -log_probs.gather(2, target_ids[..., None]).squeeze(2)
             entropy = -(log_probs.exp() * log_probs).sum(2)
-            slot = torch.where(scored, targets - 1, scores.size(1) - 1)  # positions after a document's end: the spare last column
+            slot = torch.where(scored, targets - 1, spare)  # positions after a document's end (and idle rows): the spare column
             scores[:, slot.flatten()] = torch.stack((nll.flatten(), entropy.flatten()))
-            r = c % len(active)  # a document of the step (row 0 would always be the batch's longest)
-            audit.append((targets[r, :1].clone(), log_probs[r, :1].exp(), entropy[r, :1].clone()))  # its chunk's first target: always scored
-        learns = lengths[active] > end  # documents with a chunk after this one
-        if learns.any():
-            ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
-            loss = ((ce * scored).sum(1) / scored.sum(1) * to_device(learns)).sum()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        learns = length > (chunk + 1) * C  # documents with a chunk after this one
+        ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
+        (((ce * scored).sum(1) / scored.sum(1).clamp_min(1) * learns).sum()).backward()
+        adapters.learn(learns)
+        return targets, log_probs, entropy
+    scored_step = replayable(step, device)
+
+    def give_context(docs: list[int], pages: Tensor):
+        """The TTT_LORA_CONTEXT stream tokens before each document, kept in its page at its positions
+        0 .. P-1 (before the stream: its first token), CONTEXT_PIECE at a time."""
+        context.slot_position[pages] = -1
+        first_inputs = starts_on[docs]
+        for first in range(0, P, CONTEXT_PIECE):
+            n, lead = min(CONTEXT_PIECE, P - first), min(2, first)
+            context.step(torch.full((len(docs),), first, device=device), n, pages, lead)
+            positions = first_inputs[:, None] + torch.arange(first - P - lead, first + n - P, device=device)
+            with torch.no_grad(), autocast:
+                model.hidden(tokens[positions.clamp_min(0)], context=context)
+
+    for s in range(len(plan)):  # what is known on the CPU stays there, so the host never waits for the GPU
+        if s in fills:
+            docs, pages = fills[s]
+            give_context(docs, to_device(torch.tensor(pages)))
+        new = ((chunks[s] == 0) & ~idle[s]).nonzero().flatten()
+        if len(new):
+            adapters.reset(to_device(new))
+        inputs.copy_(step_inputs[s])
+        targets, log_probs, entropy = scored_step()
+        busy = (~idle[s]).nonzero().flatten()
+        r = int(busy[s % len(busy)])  # a document of the step (not always the same row)
+        audit.append((targets[r, :1].clone(), log_probs[r, :1].exp(), entropy[r, :1].clone()))  # its chunk's first target: always scored
+        on_step()
 
 
 def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, lengths: Tensor) -> int:
@@ -1949,9 +2056,9 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
     return steps
 
 
-# Steps of the lora pass have many shapes (documents active). cuDNN's attention builds a graph for
-# each new shape (public reports: hundreds of milliseconds); these backends do not. The pass's
-# attention (an explicit mask over kept and new keys, and GQA) gets the math backend.
+# cuDNN's attention builds a graph for each new shape (public reports: hundreds of milliseconds), and
+# the pieces of context have several; these backends do not. The pass's attention (an explicit mask
+# over kept and new keys, and GQA) gets the math backend.
 SHAPE_FREE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -1962,50 +2069,45 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     tokens, n_targets = val.tokens, len(val.tokens) - 1
     t0 = time.perf_counter()
     starts, lengths = document_spans(tokens, val.bos_id)
-    per_batch = args.ttt_lora_batch_docs
     n_docs = len(starts)
-    n_batches = -(-n_docs // per_batch)
-    phase_batches = -(-args.ttt_phase_docs // per_batch) if args.ttt_phase_lr > 0 else 0  # whole batches
-    phase_batches = phase_batches if phase_batches < n_batches else 0  # no phase if no document is left after it
-    phase_docs = phase_batches * per_batch
-    # Longest first, among the documents before the phase and among those after it: a document's scores
-    # do not depend on its batch, so the order only decides how full a step is (on the dev val with
-    # TTT_PHASE_DOCS=132, 583 steps of 64-document batches instead of 2,183).
-    order = torch.cat((torch.argsort(lengths[:phase_docs], descending=True, stable=True),
-                       phase_docs + torch.argsort(lengths[phase_docs:], descending=True, stable=True)))
-    # The pass's work, known on the CPU: a batch has as many steps as its longest document has chunks,
-    # after its context pieces. The ETA is this rank's steps and pieces left at the rate so far.
-    chunks = F.pad(-(-lengths[order] // args.ttt_lora_chunk), (0, n_batches * per_batch - n_docs))
-    batch_steps = chunks.view(n_batches, per_batch).amax(1)
-    my_steps = (batch_steps + -(-args.ttt_lora_context // CONTEXT_PIECE)) * (torch.arange(n_batches) % world == rank)
+    phase_docs = args.ttt_phase_docs if args.ttt_phase_lr > 0 and args.ttt_phase_docs < n_docs else 0  # no phase if no document is left after it
+    # The documents before the phase, then those after it; in each, longest first (a document's scores
+    # do not depend on its rows, so the order only decides how soon rows fall idle at the end), dealt
+    # to the ranks in turn. Each rank's steps are planned on the CPU: the ETA counts them.
+    segments = [torch.arange(phase_docs), torch.arange(phase_docs, n_docs)] if phase_docs else [torch.arange(n_docs)]
+    mine = [side[torch.argsort(lengths[side], descending=True, stable=True)][rank::world] for side in segments]
+    plans = [plan_rows((-(-lengths[docs] // args.ttt_lora_chunk)).tolist(), min(args.ttt_lora_batch_docs, len(docs))) for docs in mine]
+    my_steps = sum(len(plan) for plan, _ in plans)
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
-        f"batches:{n_batches} of {per_batch}, longest first; steps:{int(batch_steps.sum())} phase_documents:{phase_docs} "
-        f"context_tokens:{args.ttt_lora_context}")
+        f"rows:{args.ttt_lora_batch_docs} steps_rank0:{my_steps} phase_documents:{phase_docs} context_tokens:{args.ttt_lora_context}")
     was_training = model.training
     model.eval()
     model.requires_grad_(False)
     scores = torch.zeros(2, n_targets + 1, device=device, dtype=torch.float64)  # -log p and entropy (nats) of each target, a spare
     audit = []
     seconds = dict(lora=0.0, phase_sgd=0.0, mixer=0.0)
-    last_report = t0
-    for b in range(n_batches):
-        if b == phase_batches > 0:  # every rank is here once all earlier batches are scored
+    progress = dict(done=0, reported=t0)
+
+    def on_step():
+        progress["done"] += 1
+        now = time.perf_counter()
+        if now - progress["reported"] > 30 and progress["done"] < my_steps:
+            synchronize(device)  # the host runs ahead of the GPU; twice a minute it waits, for an honest count
+            now = progress["reported"] = time.perf_counter()
+            done = progress["done"]
+            log(f"eval:{label} step:{done}/{my_steps} elapsed:{format_seconds(now - t0)} "
+                f"eta:{format_seconds((now - t0 - seconds['phase_sgd']) / done * (my_steps - done))}")
+    for side, (docs, (plan, fills)) in enumerate(zip(mine, plans)):
+        if side == 1:  # every rank is here once all documents before the phase are scored
             synchronize(device)
             t = time.perf_counter()
             steps = phase_sgd(model, args, run, tokens, starts[:phase_docs], lengths[:phase_docs])
             synchronize(device)
             seconds["phase_sgd"] = time.perf_counter() - t
             log(f"eval:{label} phase_sgd documents:{phase_docs} steps:{steps} seconds:{seconds['phase_sgd']:.1f}")
-        if b % world == rank:
-            docs = order[b * per_batch:(b + 1) * per_batch]
+        if len(docs):
             with sdpa_kernel(SHAPE_FREE_ATTENTION):
-                score_documents(model, args, tokens, starts[docs], lengths[docs], scores, audit)
-        now = time.perf_counter()
-        if now - last_report > 30 and b < n_batches - 1:
-            last_report = now
-            done, left = int(my_steps[:b + 1].sum()), int(my_steps[b + 1:].sum())
-            log(f"eval:{label} batch:{b + 1}/{n_batches} elapsed:{format_seconds(now - t0)} "
-                f"eta:{format_seconds((now - t0 - seconds['phase_sgd']) / max(done, 1) * left)}")
+                score_documents(model, args, tokens, starts[docs], lengths[docs], plan, fills, scores, audit, on_step)
     if world > 1:
         dist.all_reduce(scores)
     synchronize(device)
@@ -2034,8 +2136,8 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
     """The n-gram mixer over TTT_MODE=lora's scores, as if the documents were scored one after another
     in stream order: a target's counts cover the documents before its own and its own document's
     TTT_LORA_CHUNK chunks before its own, and its contexts stay inside its document. The targets are
-    mixed in groups of TTT_LORA_BATCH_DOCS documents in stream order (not the scoring batches, which
-    run longest first), and alpha for group b is learned from groups < b: each rank takes the loss
+    mixed in groups of TTT_LORA_BATCH_DOCS documents in stream order (not in the order they are
+    scored, longest first), and alpha for group b is learned from groups < b: each rank takes the loss
     tables of its groups (which do not depend on alpha), all ranks add them up, and group b mixes with
     their sum over the groups before it.
     Returns the mixed -log p of every target, the audit's max error and how many rows it checked."""

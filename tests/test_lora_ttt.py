@@ -1,8 +1,9 @@
 """TTT_MODE=lora in-process: documents cut at BOS cover every target once, fresh adapters change
-nothing, every target is scored before anything learns from it (a changed token changes no score
-before it, with and without the phase's SGD and the stream context), a document's scores do not
-depend on its batch (its adapters start fresh), the adapters do learn, and chunks scored on kept
-keys and values get what one forward over the document (and its context) gives."""
+nothing, Adam steps each row from its own start, rows take the next document as they free up,
+every target is scored before anything learns from it (a changed token changes no score before
+it, with and without the phase's SGD and the stream context), a document's scores do not depend
+on its batch (its adapters start fresh), the adapters do learn, and chunks scored on kept keys and
+values get what one forward over the document (and its context) gives."""
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -51,25 +52,80 @@ def lora_scores(model, args, val, tmp_path, name: str) -> tuple[dict, dict]:
 def test_fresh_adapters_change_nothing_and_every_target_adapts(tiny_tokenizer, tiny_data):
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 100, TTT_LORA_TARGETS="q,k,v,o,mlp,head")
     ids = val.tokens[:2 * SEQ].view(2, SEQ)
-    adapters = train_gpt.DocumentAdapters(model, args.ttt_lora_targets, 4, 2, seed=0)
+    adapters = train_gpt.DocumentAdapters(model, args.ttt_lora_targets, 4, 2, seed=0, lr=0.01)
     runs = len(model.layer_orders[True])
     assert runs == args.num_layers + 1  # layer 1 runs twice: an adapter for each run
-    assert sorted(adapters.a) == sorted([f"{p}_{t}" for p in range(runs) for t in "q k v o mlp".split()] + ["out_head"])
+    assert sorted(adapters.shapes) == sorted([f"{p}_{t}" for p in range(runs) for t in "q k v o mlp".split()] + ["out_head"])
     with torch.no_grad():
         plain = model.head(model.hidden(ids))
         assert torch.equal(model.head(model.hidden(ids, adapters=adapters), adapters), plain)
-        for key in adapters.b:
-            adapters.b[key].normal_()
+        for key in adapters.shapes:
+            adapters.matrices(key)[1].normal_()  # B: a view of weights
             changed = model.head(model.hidden(ids, adapters=adapters), adapters)
             assert not torch.allclose(changed, plain), key
-            adapters.b[key].zero_()
-        adapters.b["0_v"].normal_()
-        adapters.rows = torch.tensor([1])  # the step's documents: only document 1's adapter is used
-        one = model.head(model.hidden(ids[1:], adapters=adapters), adapters)
-        adapters.rows = None
-        both = model.head(model.hidden(ids, adapters=adapters), adapters)
-        torch.testing.assert_close(one, both[1:], rtol=0, atol=1e-6)
-    assert torch.equal(adapters.a["0_q"][0], adapters.a["0_q"][1])  # every document starts from the same A
+            adapters.matrices(key)[1].zero_()
+        adapters.matrices("0_v")[1][1].normal_()  # row 1's adapter only
+        changed = model.head(model.hidden(ids, adapters=adapters), adapters)
+        assert torch.equal(changed[0], plain[0]) and not torch.allclose(changed[1], plain[1])
+    a = adapters.matrices("0_q")[0]
+    assert torch.equal(a[0], a[1]) and a.abs().max() <= 1 / np.sqrt(a.size(2))  # every document starts from the same A
+    adapters.reset(torch.tensor([1]))
+    assert torch.equal(adapters.weights[0], adapters.weights[1])
+
+
+def test_adapters_learn_by_adam_with_a_step_count_per_row():
+    """learn() is Adam with betas (0, 0.999) and eps 1e-10, as torch.optim.Adam steps it, in each row
+    from the row's own first step: a row that took a new document (reset) starts its count again,
+    and a row that does not learn (its document's last chunk) keeps its weights."""
+    torch.manual_seed(0)
+    args = tiny_args(LOOP_LAYERS="")
+    adapters = train_gpt.DocumentAdapters(train_gpt.GPT(args), ("q", "head"), 2, 2, seed=0, lr=0.01)
+    reference = [torch.nn.Parameter(adapters.weights[r].detach().clone()) for r in range(2)]
+    optimizers = [torch.optim.Adam([p], lr=0.01, betas=(0.0, 0.999), eps=1e-10) for p in reference]
+    for step in range(6):
+        grads = torch.randn_like(adapters.weights)
+        learns = torch.tensor([True, step != 2])  # row 1's document ends at step 2
+        if step == 3:  # row 1 takes a new document
+            adapters.reset(torch.tensor([1]))
+            reference[1].data.copy_(adapters.start)
+            optimizers[1] = torch.optim.Adam([reference[1]], lr=0.01, betas=(0.0, 0.999), eps=1e-10)
+        adapters.weights.grad = grads * learns[:, None]
+        before = adapters.weights.detach().clone()
+        adapters.learn(learns)
+        assert adapters.weights.grad is None and torch.equal(adapters.weights[~learns], before[~learns])
+        for r in range(2):
+            if learns[r]:
+                reference[r].grad = grads[r].clone()
+                optimizers[r].step()
+            torch.testing.assert_close(adapters.weights[r], reference[r].detach(), rtol=0, atol=1e-6)  # rounding apart
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_rows_take_the_next_document_as_they_free_up(rows):
+    """plan_rows: each document holds one row for as many consecutive steps as it has chunks, from its
+    chunk 0; rows take documents in order as they free up, so no row is idle while documents wait; a
+    document's context is given at or before its first step, in a page no held document has."""
+    n_chunks = [5, 1, 3, 1, 1, 2, 4, 1]
+    plan, fills = train_gpt.plan_rows(n_chunks, rows)
+    documents, chunks, pages = plan.unbind(1)
+    assert plan.shape == (len(plan), 3, rows) and len(plan) < sum(n_chunks) / rows + max(n_chunks)
+    seen, given = {}, {}  # document: (first step, last step); (step its context is given, its page)
+    for s in range(len(plan)):
+        for d, p in zip(*fills.get(s, ([], []))):
+            given[d] = (s, p)
+        held = [d for d in documents[s].tolist() if d >= 0]
+        assert len({given[d][1] for d in held}) == len(held) and (pages[s][documents[s] < 0] == 2 * rows).all()
+        for r in range(rows):
+            d = int(documents[s, r])
+            if d >= 0:
+                first, _ = seen.setdefault(d, (s, s))
+                seen[d] = (first, s)
+                assert int(chunks[s, r]) == s - first and int(pages[s, r]) == given[d][1] < 2 * rows and given[d][0] <= first
+                assert s == first or int(documents[s - 1, r]) == d  # one row throughout
+    for s in range(len(plan)):  # a row is idle only when no document waits
+        assert (documents[s] >= 0).all() or all(first <= s for first, _ in seen.values())
+    assert all(last - first + 1 == n_chunks[d] for d, (first, last) in seen.items()) and len(seen) == len(n_chunks)
+    assert [seen[d][0] for d in range(len(n_chunks))] == sorted(seen[d][0] for d in range(len(n_chunks)))  # taken in order
 
 
 def changed_after(tokens: torch.Tensor, P: int, bos_id: int) -> torch.Tensor:
@@ -141,45 +197,38 @@ def test_adapters_learn_and_the_first_chunk_of_each_document_is_scored_fresh(tmp
     np.testing.assert_allclose(still_dump["model_nll_bits"][s:s + ids.size(1)], nll.float().numpy(), rtol=1e-5)
 
 
-def test_progress_reports_batches_with_an_eta_from_the_steps_left(monkeypatch, tiny_tokenizer, tiny_data):
-    """Where every step (and context piece) takes the same time, the ETA (planned on the CPU from the
-    documents' lengths: a batch has as many steps as its longest document has chunks, after one piece
-    of context here) is exact; the header line gives the steps."""
-    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2,
-                                       TTT_LORA_CONTEXT=4)
+def test_progress_reports_steps_with_an_eta_from_the_steps_left(monkeypatch, tiny_tokenizer, tiny_data):
+    """Where every step takes the same time, the ETA (the rank's steps, planned on the CPU from the
+    documents' lengths) is exact; the header line gives the steps."""
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2)
     starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
-    n_batches = -(-len(starts) // 5)
-    clock, steps, after_batch = {"now": 0.0}, [0], []
+    clock, steps = {"now": 0.0}, [0]
 
     class FakeTime:
         @staticmethod
         def perf_counter():
             return clock["now"]
-    hidden, score_documents = model.hidden, train_gpt.score_documents
+    hidden = model.hidden
 
-    def timed_hidden(ids, **kw):  # 40 s per step: a report after every batch
+    def timed_hidden(ids, **kw):  # 40 s per step (no context: one forward a step): a report after every step
         clock["now"] += 40.0
         steps[0] += 1
         return hidden(ids, **kw)
-
-    def scoring(*a, **k):
-        out = score_documents(*a, **k)
-        after_batch.append(steps[0])
-        return out
     monkeypatch.setattr(model, "hidden", timed_hidden)
     monkeypatch.setattr(train_gpt, "time", FakeTime)
-    monkeypatch.setattr(train_gpt, "score_documents", scoring)
     lines = []
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lines.append), val, "t", use_mixer=False)
-    progress = [line for line in lines if line.startswith("eval:t batch:")]
-    assert n_batches > 3 and steps[0] > 30 and f" steps:{steps[0] - n_batches} " in lines[0]
-    assert progress == [f"eval:t batch:{k}/{n_batches} elapsed:{train_gpt.format_seconds(40 * after_batch[k - 1])} "
-                        f"eta:{train_gpt.format_seconds(40 * (steps[0] - after_batch[k - 1]))}" for k in range(1, n_batches)]
+    n = steps[0]
+    assert n == len(train_gpt.plan_rows((-(-lengths.sort(descending=True).values // 2)).tolist(), 5)[0]) and f" steps_rank0:{n} " in lines[0]
+    assert n < int((-(-lengths // 2)).sum()) / 5 + int(lengths.max()) / 2  # rows refill: about the chunks over the rows
+    progress = [line for line in lines if line.startswith("eval:t step:")]
+    assert progress == [f"eval:t step:{k}/{n} elapsed:{train_gpt.format_seconds(40 * k)} eta:{train_gpt.format_seconds(40 * (n - k))}"
+                        for k in range(1, n)]
 
 
 def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, tiny_data):
-    """cuDNN's attention builds a graph per new shape, and nearly every lora step has one: the
-    documents' batches run with the other backends, and the setting is back afterwards."""
+    """cuDNN's attention builds a graph per new shape, and the pieces of context have several: the
+    pass runs with the other backends, and the setting is back afterwards."""
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5)
     score_documents, seen = train_gpt.score_documents, []
 
@@ -189,18 +238,19 @@ def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, ti
     monkeypatch.setattr(train_gpt, "score_documents", recording)
     assert torch.backends.cuda.cudnn_sdp_enabled()
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda line: None), val, "t", use_mixer=False)
-    assert len(seen) > 3 and set(seen) == {(False, True)}
+    assert seen == [(False, True)]
     assert torch.backends.cuda.cudnn_sdp_enabled()
 
 
-def test_batches_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny_tokenizer, tiny_data):
+def test_documents_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny_tokenizer, tiny_data):
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 600, TTT_LORA_BATCH_DOCS=3, TTT_PHASE_DOCS=4, TTT_PHASE_LR=0.001)
     starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
     score_documents, phase_sgd, events = train_gpt.score_documents, train_gpt.phase_sgd, []
 
-    def scoring(model, args, tokens, batch_starts, batch_lengths, *rest):
-        events.append(("score", batch_starts.tolist(), batch_lengths.tolist()))
-        return score_documents(model, args, tokens, batch_starts, batch_lengths, *rest)
+    def scoring(model, args, tokens, side_starts, side_lengths, plan, fills, *rest):
+        taken = [int(d) for d in plan[:, 0].flatten() if d >= 0]  # documents in the order they take rows
+        events.append(("score", side_starts.tolist(), side_lengths[sorted(set(taken), key=taken.index)].tolist()))
+        return score_documents(model, args, tokens, side_starts, side_lengths, plan, fills, *rest)
 
     def phase(model, args, run, tokens, phase_starts, phase_lengths):
         events.append(("phase", phase_starts.tolist()))
@@ -208,14 +258,11 @@ def test_batches_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny_t
     monkeypatch.setattr(train_gpt, "score_documents", scoring)
     monkeypatch.setattr(train_gpt, "phase_sgd", phase)
     train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda line: None), val, "t", use_mixer=True)
-    at = [e[0] for e in events].index("phase")
-    before, after = events[:at], events[at + 1:]
-    assert len(starts) > 10 and events[at][1] == starts[:6].tolist()  # the phase: the first 2 batches' worth, in stream order
-    assert sorted(s for e in before for s in e[1]) == starts[:6].tolist()
-    assert sorted(s for e in after for s in e[1]) == starts[6:].tolist()
-    for side in (before, after):
-        order = [n for e in side for n in e[2]]
-        assert order == sorted(order, reverse=True) and len(set(order)) > 1
+    assert [e[0] for e in events] == ["score", "phase", "score"] and len(starts) > 10
+    assert events[1][1] == starts[:4].tolist()  # the phase: the first 4 documents, in stream order
+    assert sorted(events[0][1]) == starts[:4].tolist() and sorted(events[2][1]) == starts[4:].tolist()
+    for side in (events[0], events[2]):
+        assert side[2] == sorted(side[2], reverse=True) and len(set(side[2])) > 1
 
 
 @pytest.mark.parametrize("context", [0, 1, 16, 300])  # 1: one lead token before the first chunk; 300: two pieces
@@ -239,17 +286,23 @@ def test_kept_keys_and_values_score_each_document_as_one_forward_over_it(tmp_pat
 
 def test_a_chunk_sees_the_kept_positions_of_its_window_only():
     """Windows of 8 positions, chunks of 3: the step for positions 9-11 sees the kept positions 4-8 (its
-    window ends with the chunk) and the chunk causally; slots hold position p at p mod 8."""
+    window ends with the chunk) and the chunk causally; slots hold position p at p mod 8. A row in
+    another page, at other positions, has its own slots, mask and rotary angles."""
     args = tiny_args(EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=3)
-    context = train_gpt.ChunkContext(train_gpt.GPT(args), args, n_docs=2, longest=12)
-    for first in (0, 3, 6, 9):
-        context.step(first, 3, rows=None)
-    assert context.slot_position.tolist() == [8, 9, 10, 11, 4, 5, 6, 7]
+    context = train_gpt.ChunkContext(train_gpt.GPT(args), args, n_pages=3, longest=12)
+    for first, other, page in ((0, 0, 1), (3, 0, 0), (6, 3, 0), (9, 6, 0)):  # row 1: a document in page 0 from the second step
+        context.step(torch.tensor([first, other]), 3, torch.tensor([2, page]), lead=min(2, first))
+    assert context.slot_position[2].tolist() == [8, 9, 10, 11, 4, 5, 6, 7]
+    assert context.slot_position[0].tolist() == [8, 1, 2, 3, 4, 5, 6, 7] and context.slot_position[1].tolist() == [0, 1, 2] + [-1] * 5
     # before the last step slots 1-3 held positions 1-3, outside its window; position 8 was in slot 0
-    assert torch.equal(context.mask[:, :8], torch.tensor([True, False, False, False, True, True, True, True]).expand(3, -1))
-    assert torch.equal(context.mask[:, 8:], torch.ones(3, 3, dtype=torch.bool).tril())
+    assert context.mask.shape == (2, 1, 3, 11)
+    assert torch.equal(context.mask[0, 0, :, :8], torch.tensor([True, False, False, False, True, True, True, True]).expand(3, -1))
+    assert torch.equal(context.mask[1, 0, :, :8], torch.tensor([False, True, True, True, True, True, False, False]).expand(3, -1))
+    assert torch.equal(context.mask[:, 0, :, 8:], torch.ones(2, 3, 3, dtype=torch.bool).tril())
     cos, sin = train_gpt.rotary_tables(12, args.rope_dims, args.rope_base)
-    assert torch.equal(context.rotary[0], cos[:, 9:12]) and torch.equal(context.rotary[1], sin[:, 9:12])
+    assert torch.equal(context.rotary[0][0], cos[0, 9:12]) and torch.equal(context.rotary[1][1], sin[0, 6:9])
+    context.step(torch.tensor([0, 1]), 3, torch.tensor([1, 2]), lead=2, begins=True)  # inputs from position -2 and -1
+    assert context.begins.tolist() == [[False, False, True, False, False], [False, True, False, False, False]]
 
 
 def test_the_default_context_is_what_the_window_has_room_for_beside_a_chunk():
@@ -261,9 +314,10 @@ def test_the_default_context_is_what_the_window_has_room_for_beside_a_chunk():
 
 
 def documents_scored(model, args, val, starts, lengths) -> torch.Tensor:
-    """score_documents on one batch of these documents; -log p of every target (0 where not scored)."""
+    """score_documents on these documents, in this order; -log p of every target (0 where not scored)."""
     scores = torch.zeros(2, len(val.tokens), dtype=torch.float64)
-    train_gpt.score_documents(model, args, val.tokens, starts, lengths, scores, [])
+    plan, fills = train_gpt.plan_rows((-(-lengths // args.ttt_lora_chunk)).tolist(), min(args.ttt_lora_batch_docs, len(starts)))
+    train_gpt.score_documents(model, args, val.tokens, starts, lengths, plan, fills, scores, [])
     return scores[0]
 
 
@@ -286,18 +340,18 @@ def test_the_ring_of_slots_keeps_what_a_store_without_reuse_would(monkeypatch, t
     every 8 positions and scores what a store giving every position a slot of its own (the same
     window for the queries) scores."""
     class NoReuse(train_gpt.ChunkContext):
-        def __init__(self, model, args, n_docs, longest):
-            super().__init__(model, args, n_docs, longest)
+        def __init__(self, model, args, n_pages, longest):
+            super().__init__(model, args, n_pages, longest)
             self.bound, self.window = args.eval_seq_len, longest
-            self.slot_position = torch.full((longest,), -1)
+            self.slot_position = torch.full((n_pages, longest), -1)
 
-        def step(self, first, n, rows):
-            positions = torch.arange(first, first + n)
-            self.rows, self.slots, self.lead = rows, positions, min(2, first)
-            seen = self.slot_position >= max(0, first + n - self.bound)
-            self.mask = torch.cat((seen.expand(n, -1), torch.ones(n, n, dtype=torch.bool).tril()), 1)
-            self.rotary = (self.cos[:, first:first + n], self.sin[:, first:first + n])
-            self.slot_position[positions] = positions
+        def step(self, first, n, pages, lead, begins=False):
+            positions = first[:, None] + torch.arange(n)
+            self.pages, self.slots, self.lead, self.begins = pages, positions, lead, None
+            seen = self.slot_position[pages] >= (first + n - self.bound).clamp_min(0)[:, None]
+            self.mask = torch.cat((seen[:, None].expand(-1, n, -1), torch.ones(n, n, dtype=torch.bool).tril().expand(len(pages), -1, -1)), 2)[:, None]
+            self.rotary = (self.cos[positions], self.sin[positions])
+            self.slot_position[pages[:, None], positions] = positions
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 400, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2, TTT_LORA_CONTEXT=3)
     starts, lengths = (t[:12] for t in train_gpt.document_spans(val.tokens, val.bos_id))
     assert int(lengths.max()) + 3 > 2 * 8  # the ring goes round twice
