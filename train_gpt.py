@@ -1930,11 +1930,12 @@ def plan_rows(n_chunks: list[int], rows: int) -> tuple[Tensor, dict[int, tuple[l
     return torch.tensor(plan, dtype=torch.long).view(len(plan), rows, 3).transpose(1, 2), fills
 
 
-def replayable(step: Callable, device: torch.device) -> Callable:
+def replayable(step: Callable, device: torch.device, log: Callable[[str], None]) -> Callable:
     """`step` (no arguments: it reads its inputs from tensors the caller refills) as a CUDA graph on
     CUDA: warmed up 3 times on a side stream, as capture needs, then captured; every call replays it
     and returns the tensors the capture returned, rewritten. The caller's inputs must be a harmless
-    step during warm-up. On CPU, `step` itself."""
+    step during warm-up. On CPU, or if the capture fails (logged as a WARNING), `step` itself: the
+    same scores, only slower."""
     if device.type != "cuda":
         return step
     side = torch.cuda.Stream()
@@ -1944,8 +1945,12 @@ def replayable(step: Callable, device: torch.device) -> Callable:
             step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = step()
+    try:
+        with torch.cuda.graph(graph):
+            outputs = step()
+    except RuntimeError as error:
+        log(f"WARNING: the lora step could not be captured as a CUDA graph ({str(error).splitlines()[0]}); it runs eagerly, slower")
+        return step
 
     def replay():
         graph.replay()
@@ -1954,13 +1959,13 @@ def replayable(step: Callable, device: torch.device) -> Callable:
 
 
 def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: Tensor, plan: Tensor, fills: dict, scores: Tensor,
-                    audit: list, on_step: Callable = lambda: None):
+                    audit: list, on_step: Callable = lambda: None, log: Callable[[str], None] = print):
     """Score documents (CPU starts and lengths) by the plan of plan_rows, chunk by chunk with their own
     adapters, training each adapter on a chunk right after scoring it (not on a document's last
     chunk: nothing is scored after it), the TTT_LORA_CONTEXT stream tokens before each document run
     first. Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column
     of `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
-    the mixer's check; calls on_step() after each step."""
+    the mixer's check; calls on_step() after each step; log: for a warning."""
     device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
     rows, last_token, spare = plan.size(2), len(tokens) - 1, scores.size(1) - 1
     documents, chunks, _ = plan.unbind(1)
@@ -1995,7 +2000,7 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
         (((ce * scored).sum(1) / scored.sum(1).clamp_min(1) * learns).sum()).backward()
         adapters.learn(learns)
         return targets, log_probs, entropy
-    scored_step = replayable(step, device)
+    scored_step = replayable(step, device, log)
 
     def give_context(docs: list[int], pages: Tensor):
         """The TTT_LORA_CONTEXT stream tokens before each document, kept in its page at its positions
@@ -2107,7 +2112,7 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
             log(f"eval:{label} phase_sgd documents:{phase_docs} steps:{steps} seconds:{seconds['phase_sgd']:.1f}")
         if len(docs):
             with sdpa_kernel(SHAPE_FREE_ATTENTION):
-                score_documents(model, args, tokens, starts[docs], lengths[docs], plan, fills, scores, audit, on_step)
+                score_documents(model, args, tokens, starts[docs], lengths[docs], plan, fills, scores, audit, on_step, log)
     if world > 1:
         dist.all_reduce(scores)
     synchronize(device)

@@ -4,6 +4,8 @@ every target is scored before anything learns from it (a changed token changes n
 it, with and without the phase's SGD and the stream context), a document's scores do not depend
 on its batch (its adapters start fresh), the adapters do learn, and chunks scored on kept keys and
 values get what one forward over the document (and its context) gives."""
+import contextlib
+
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -358,3 +360,38 @@ def test_the_ring_of_slots_keeps_what_a_store_without_reuse_would(monkeypatch, t
     ring = documents_scored(model, args, val, starts, lengths)
     monkeypatch.setattr(train_gpt, "ChunkContext", NoReuse)
     torch.testing.assert_close(documents_scored(model, args, val, starts, lengths), ring, rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly_with_a_warning(monkeypatch):
+    """On CUDA the step is warmed up, then captured as a graph; if the capture fails, the pass logs a
+    WARNING and runs the step itself (the same scores, only slower) instead of stopping. CUDA's
+    streams and graphs are stood in for here: a step that raises while being captured."""
+    capturing, calls, lines = [False], [], []
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def __enter__(self):
+            capturing[0] = True
+
+        def __exit__(self, *exc):
+            capturing[0] = False
+            return False
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: None)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: Graph())
+
+    def step():
+        if capturing[0]:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        calls.append(1)
+        return "scores"
+    run = train_gpt.replayable(step, torch.device("cuda"), lines.append)
+    assert run is step and len(calls) == 3  # the warm-up ran; the step itself comes back
+    assert lines == ["WARNING: the lora step could not be captured as a CUDA graph (operation not permitted when stream is "
+                     "capturing); it runs eagerly, slower"]
+    assert run() == "scores"
