@@ -4,7 +4,7 @@ Every setting is an env var (see SETTINGS); the default RECIPE=modern is the sp1
 best stacks since PR #803, exported with GPTQ; RECIPE=pr803 is #803's record configuration. SMOKE=1 is a one-minute CPU run on the sample data shipped in data/sample."""
 from __future__ import annotations
 
-import contextlib, copy, dataclasses, difflib, functools, gc, glob, hashlib, io, lzma, math, os, resource, sys, time
+import contextlib, copy, dataclasses, difflib, functools, gc, glob, hashlib, io, lzma, math, os, resource, sys, time, warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -1803,42 +1803,50 @@ def document_spans(tokens: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
     return starts, torch.diff(starts, append=torch.tensor([n_inputs]))
 
 
-class DocumentAdapters(nn.Module):
+# The adapters' gradients are strided views (below); autograd adds into them in place, and says so once.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+
+class DocumentAdapters:
     """Low-rank adapters of the document in each row of a step, for each target (TTT_LORA_TARGETS) of
     each layer run and for the logits: an adapted map's output y becomes y + x A^T B^T with its row's
     A (rank x input; at a document's start uniform in +-1/sqrt(input), drawn from SEED, the same for
     every document, so its scores do not depend on its row) and B (output x rank; 0 at the start, so
     a fresh adapter changes nothing). A row's A and B are all one row of `weights`, which `learn`
-    steps by Adam (betas 0 and 0.999) with a step count of its own."""
+    steps by Adam (betas 0 and 0.999) with a step count of its own. Each A and B is a leaf view of
+    `weights` whose .grad is a view of `grad`: the backward adds into place (a slice of one leaf
+    would cost a weights-sized zero tensor per matrix)."""
 
     def __init__(self, model: GPT, targets: tuple[str, ...], rank: int, rows: int, seed: int, lr: float):
-        super().__init__()
         device = model.tok_emb.weight.device
         dim, attn = model.tok_emb.embedding_dim, model.blocks[0].attn
         width = dict(q=attn.q.out_features, k=attn.k.out_features, v=attn.v.out_features, o=dim, mlp=dim, head=model.tok_emb.num_embeddings)
         places = [(str(p), t) for p in range(len(model.layer_orders[model.looping])) for t in targets if t != "head"]
         places += [("out", "head")] if "head" in targets else []
         generator = torch.Generator().manual_seed(seed)
-        self.shapes, start = {}, []  # key: (offset, A's shape, B's shape) in a row of weights
+        shapes, start = {}, []  # key: (A's shape, B's shape), in this order in a row of weights
         for p, t in places:
-            self.shapes[f"{p}_{t}"] = (sum(map(len, start)), (rank, dim), (width[t], rank))
+            shapes[f"{p}_{t}"] = ((rank, dim), (width[t], rank))
             start += [((torch.rand(rank, dim, generator=generator) * 2 - 1) / math.sqrt(dim)).flatten(), torch.zeros(width[t] * rank)]
         self.start = torch.cat(start).to(device)
-        self.weights = nn.Parameter(self.start.expand(rows, -1).clone())
+        self.weights, self.grad = self.start.expand(rows, -1).clone(), torch.zeros(rows, len(self.start), device=device)
         self.second_moment, self.steps, self.lr = torch.zeros_like(self.weights), torch.zeros(rows, device=device), lr
-
-    def matrices(self, key: str) -> tuple[Tensor, Tensor]:
-        """(rows, rank, input) A and (rows, output, rank) B: views of weights."""
-        offset, a_shape, b_shape = self.shapes[key]
-        a_size = a_shape[0] * a_shape[1]
-        a = self.weights[:, offset:offset + a_size].view(-1, *a_shape)
-        return a, self.weights[:, offset + a_size:offset + a_size + b_shape[0] * b_shape[1]].view(-1, *b_shape)
+        self.matrices, offset = {}, 0  # key: (rows, rank, input) A and (rows, output, rank) B
+        for key, pair in shapes.items():
+            views = []
+            for shape in pair:
+                size = shape[0] * shape[1]
+                view = self.weights[:, offset:offset + size].view(-1, *shape).requires_grad_()
+                view.grad = self.grad[:, offset:offset + size].view(-1, *shape)
+                views.append(view)
+                offset += size
+            self.matrices[key] = tuple(views)
 
     def adapt(self, place: str, target: str, x: Tensor, y: Tensor) -> Tensor:
         key = f"{place}_{target}"
-        if key not in self.shapes:
+        if key not in self.matrices:
             return y
-        a, b = self.matrices(key)
+        a, b = self.matrices[key]
         return y + (x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)
 
     @torch.no_grad()
@@ -1848,13 +1856,12 @@ class DocumentAdapters(nn.Module):
 
     @torch.no_grad()
     def learn(self, learns: Tensor):
-        """One Adam step of the rows where `learns` (the others have no gradient), from weights.grad; clears it."""
-        grad = self.weights.grad
+        """One Adam step of the rows where `learns` (the others have no gradient), from `grad`."""
+        grad = self.grad
         self.steps += learns
         self.second_moment.mul_(0.999).addcmul_(grad, grad, value=0.001)
         correction = 1 - 0.999 ** self.steps.clamp_min(1)
         self.weights.addcdiv_(grad, (self.second_moment / correction[:, None]).sqrt_().add_(1e-10), value=-self.lr)
-        self.weights.grad = None
 
 
 CONTEXT_PIECE = 256  # TTT_LORA_CONTEXT positions run at once (the math attention holds a piece's scores at once)
@@ -1997,6 +2004,7 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
             scores[:, slot.flatten()] = torch.stack((nll.flatten(), entropy.flatten()))
         learns = length > (chunk + 1) * C  # documents with a chunk after this one
         ce = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none").view_as(target_ids)
+        adapters.grad.zero_()  # here, not after learn: an eager step after a failed capture starts clean too
         (((ce * scored).sum(1) / scored.sum(1).clamp_min(1) * learns).sum()).backward()
         adapters.learn(learns)
         return targets, log_probs, entropy
