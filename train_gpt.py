@@ -5,6 +5,7 @@ best stacks since PR #803, exported with GPTQ; RECIPE=pr803 is #803's record con
 from __future__ import annotations
 
 import contextlib, copy, dataclasses, difflib, functools, gc, glob, hashlib, io, lzma, math, os, resource, sys, time, warnings
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -1865,6 +1866,7 @@ class DocumentAdapters:
 
 
 CONTEXT_PIECE = 256  # TTT_LORA_CONTEXT positions run at once (the math attention holds a piece's scores at once)
+LEAD = 2  # inputs before a step's first position: they feed the bigram and smear of the first
 
 
 class ChunkContext:
@@ -1917,16 +1919,15 @@ def plan_rows(n_chunks: list[int], rows: int) -> tuple[Tensor, dict[int, tuple[l
     Returns the plan (steps, 3, rows): each row's document (-1: idle), its chunk and its page; and, by
     step, the documents to give their context before it and their pages."""
     free, page_of, held = list(range(2 * rows - 1, -1, -1)), {}, [None] * rows  # held: [document, chunk]
-    queue, ready, plan, fills = list(range(len(n_chunks)))[::-1], [], [], {}
+    queue, ready, plan, fills = deque(range(len(n_chunks))), deque(), [], {}
     while queue or ready or any(held):
         for r in range(rows):
             if held[r] is None and (queue or ready):
                 if not ready:
-                    docs = [queue.pop() for _ in range(min(rows, len(queue)))]
-                    fills[len(plan)] = docs, [free.pop() for _ in docs]
+                    ready.extend(queue.popleft() for _ in range(min(rows, len(queue))))
+                    fills[len(plan)] = list(ready), [free.pop() for _ in ready]
                     page_of.update(zip(*fills[len(plan)]))
-                    ready = docs[::-1]
-                held[r] = [ready.pop(), 0]
+                held[r] = [ready.popleft(), 0]
         plan.append([(d, c, page_of[d]) if d is not None else (-1, 0, 2 * rows) for d, c in (h or (None, 0) for h in held)])
         for r, h in enumerate(held):
             if h is not None:
@@ -1983,12 +1984,12 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     idle = documents < 0
     step_inputs = to_device(torch.stack((starts[documents].masked_fill(idle, 0), lengths[documents].masked_fill(idle, 0), chunks, plan[:, 2]), 1))
     inputs = torch.tensor([[0], [0], [0], [2 * rows]], device=device).repeat(1, rows)  # a harmless step: no targets, the idle page
-    starts_on, chunk_offsets, lead_offsets = starts.to(device), torch.arange(C, device=device), torch.arange(-2, C, device=device)
+    starts_on, chunk_offsets, lead_offsets = starts.to(device), torch.arange(C, device=device), torch.arange(-LEAD, C, device=device)
 
     def step():
         start, length, chunk, page = inputs
-        context.step(P + chunk * C, C, page, lead=2, begins=P < 2)
-        lead_and_chunk = chunk[:, None] * C + lead_offsets  # the chunk led by the 2 inputs before it (context or earlier chunk)
+        context.step(P + chunk * C, C, page, lead=LEAD, begins=P < LEAD)
+        lead_and_chunk = chunk[:, None] * C + lead_offsets  # the chunk led by the LEAD inputs before it (context or earlier chunk)
         ids = torch.where(lead_and_chunk < length[:, None], tokens[(start[:, None] + lead_and_chunk).clamp(0, last_token)], 0)
         offset = chunk[:, None] * C + chunk_offsets
         scored = offset < length[:, None]
@@ -2016,7 +2017,7 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
         context.slot_position[pages] = -1
         first_inputs = starts_on[docs]
         for first in range(0, P, CONTEXT_PIECE):
-            n, lead = min(CONTEXT_PIECE, P - first), min(2, first)
+            n, lead = min(CONTEXT_PIECE, P - first), min(LEAD, first)
             context.step(torch.full((len(docs),), first, device=device), n, pages, lead)
             positions = first_inputs[:, None] + torch.arange(first - P - lead, first + n - P, device=device)
             with torch.no_grad(), autocast:
