@@ -1865,7 +1865,6 @@ class DocumentAdapters:
         self.weights.addcdiv_(grad, (self.second_moment / correction[:, None]).sqrt_().add_(1e-10), value=-self.lr)
 
 
-CONTEXT_PIECE = 256  # TTT_LORA_CONTEXT positions run at once (the math attention holds a piece's scores at once)
 LEAD = 2  # inputs before a step's first position: they feed the bigram and smear of the first
 
 
@@ -1885,16 +1884,19 @@ class ChunkContext:
         self.cos, self.sin = (t[0].to(device) for t in rotary_tables(longest, args.rope_dims, args.rope_base))
         self.slot_position = torch.full((n_pages, self.window), -1, device=device)  # -1: empty
 
-    def step(self, first: Tensor, n: int, pages: Tensor, lead: int, begins: bool = False):
+    def step(self, first: Tensor, n: int, pages: Tensor, lead: int, begins: bool = False, empty: bool = False):
         """Row r computes positions first[r] .. first[r] + n - 1 of the document in page pages[r], its
         inputs led by `lead` positions before them; begins: mark the input at position 0 (for
-        TTT_LORA_CONTEXT < 2, where a lead reaches before it)."""
+        TTT_LORA_CONTEXT < 2, where a lead reaches before it); empty: the pages keep nothing yet (the
+        context), so a row attends to its own positions alone, by the model's causal attention."""
         device = self.slot_position.device
         positions = first[:, None] + torch.arange(n, device=device)
         self.pages, self.slots, self.lead = pages, positions % self.window, lead
-        seen = self.slot_position[pages] >= (first + n - self.window).clamp_min(0)[:, None]  # kept positions inside the chunk's window
-        causal = torch.ones(n, n, dtype=torch.bool, device=device).tril().expand(len(pages), -1, -1)
-        self.mask = torch.cat((seen[:, None].expand(-1, n, -1), causal), 2)[:, None]
+        self.mask = None
+        if not empty:
+            seen = self.slot_position[pages] >= (first + n - self.window).clamp_min(0)[:, None]  # kept positions inside the chunk's window
+            causal = torch.ones(n, n, dtype=torch.bool, device=device).tril().expand(len(pages), -1, -1)
+            self.mask = torch.cat((seen[:, None].expand(-1, n, -1), causal), 2)[:, None]
         self.rotary = (self.cos[positions], self.sin[positions])
         self.begins = first[:, None] - lead + torch.arange(lead + n, device=device) == 0 if begins else None
         self.slot_position[pages[:, None], self.slots] = positions  # the chunk's own entries are only read through the mask's second part
@@ -1904,11 +1906,14 @@ class ChunkContext:
         if place not in self.places:
             self.places[place] = tuple(torch.zeros(self.n_pages, self.window, *t.shape[2:], device=t.device, dtype=t.dtype) for t in (k, v))
         keys, values = self.places[place]
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), torch.cat((keys[self.pages], k), 1).transpose(1, 2),
-                                           torch.cat((values[self.pages], v), 1).transpose(1, 2), attn_mask=self.mask, enable_gqa=True)
+        if self.mask is None:
+            y = causal_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), torch.cat((keys[self.pages], k), 1).transpose(1, 2),
+                                               torch.cat((values[self.pages], v), 1).transpose(1, 2), attn_mask=self.mask, enable_gqa=True).transpose(1, 2)
         index = (self.pages[:, None], self.slots)
         keys[index], values[index] = k.detach(), v.detach()
-        return y.transpose(1, 2)
+        return y
 
 
 def plan_rows(n_chunks: list[int], rows: int) -> tuple[Tensor, dict[int, tuple[list[int], list[int]]]]:
@@ -2012,16 +2017,15 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     scored_step = replayable(step, device, log)
 
     def give_context(docs: list[int], pages: Tensor):
-        """The TTT_LORA_CONTEXT stream tokens before each document, kept in its page at its positions
-        0 .. P-1 (before the stream: its first token), CONTEXT_PIECE at a time."""
+        """The TTT_LORA_CONTEXT stream tokens before each document (before the stream: its first token)
+        run by the base model in one piece, kept in the document's page at its positions 0 .. P-1."""
         context.slot_position[pages] = -1
-        first_inputs = starts_on[docs]
-        for first in range(0, P, CONTEXT_PIECE):
-            n, lead = min(CONTEXT_PIECE, P - first), min(LEAD, first)
-            context.step(torch.full((len(docs),), first, device=device), n, pages, lead)
-            positions = first_inputs[:, None] + torch.arange(first - P - lead, first + n - P, device=device)
-            with torch.no_grad(), autocast:
-                model.hidden(tokens[positions.clamp_min(0)], context=context)
+        if P == 0:
+            return
+        context.step(torch.zeros(len(docs), dtype=torch.long, device=device), P, pages, lead=0, empty=True)
+        positions = starts_on[docs][:, None] + torch.arange(-P, 0, device=device)
+        with torch.no_grad(), autocast:
+            model.hidden(tokens[positions.clamp_min(0)], context=context)
 
     for s in range(len(plan)):  # what is known on the CPU stays there, so the host never waits for the GPU
         if s in fills:
@@ -2071,8 +2075,8 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
 
 
 # cuDNN's attention builds a graph for each new shape (public reports: hundreds of milliseconds), and
-# the pieces of context have several; these backends do not. The pass's attention (an explicit mask
-# over kept and new keys, and GQA) gets the math backend.
+# the context's length and the phase's rows vary; these backends do not. A step's attention (an explicit
+# mask over kept and new keys, and GQA) gets the math backend; the context's, flash.
 SHAPE_FREE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

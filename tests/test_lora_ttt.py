@@ -353,11 +353,12 @@ def test_the_ring_of_slots_keeps_what_a_store_without_reuse_would(monkeypatch, t
             self.bound, self.window = args.eval_seq_len, longest
             self.slot_position = torch.full((n_pages, longest), -1)
 
-        def step(self, first, n, pages, lead, begins=False):
+        def step(self, first, n, pages, lead, begins=False, empty=False):
             positions = first[:, None] + torch.arange(n)
-            self.pages, self.slots, self.lead, self.begins = pages, positions, lead, None
-            seen = self.slot_position[pages] >= (first + n - self.bound).clamp_min(0)[:, None]
-            self.mask = torch.cat((seen[:, None].expand(-1, n, -1), torch.ones(n, n, dtype=torch.bool).tril().expand(len(pages), -1, -1)), 2)[:, None]
+            self.pages, self.slots, self.lead, self.begins, self.mask = pages, positions, lead, None, None
+            if not empty:
+                seen = self.slot_position[pages] >= (first + n - self.bound).clamp_min(0)[:, None]
+                self.mask = torch.cat((seen[:, None].expand(-1, n, -1), torch.ones(n, n, dtype=torch.bool).tril().expand(len(pages), -1, -1)), 2)[:, None]
             self.rotary = (self.cos[positions], self.sin[positions])
             self.slot_position[pages[:, None], positions] = positions
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 400, EVAL_SEQ_LEN=8, EVAL_STRIDE=8, TTT_LORA_CHUNK=2, TTT_LORA_CONTEXT=3)
