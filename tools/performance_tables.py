@@ -515,7 +515,7 @@ LEADS = [
          "2026-11-28", "1bf7212"),
     Lead("`TTT_MODE=lora`: the step (forward, scores, backward, Adam) replayed as one CUDA graph, against the same step eagerly "
          "(commit a771d9c, first 198,656 dev-val targets, a random model; the same val_bpb to 8 decimals)",
-         "kept; not judged: the contexts, run in pieces through the masked math attention, were most of the pass (96ab55a runs them in one piece)",
+         "kept; not judged: the contexts, run in pieces through the masked math attention, were most of the pass (2fc8f5a runs them in one piece)",
          E("lora_graph/pass"),
          lambda t: f"{x(number(t, r'^CHECK eager .*?seconds:([0-9.]+)') / number(t, r'^CHECK graph_again .*?seconds:([0-9.]+)'))} (lora pass)",
          "2026-12-07", "6aedf9d", gpu="H100"),
