@@ -451,6 +451,19 @@ def test_eval_untrained_times_every_phase_without_an_artifact(bench_env, tmp_pat
     assert code == 2 and "give it no --artifact" in stderr
 
 
+def test_eval_ttt_phase_follows_ttt_mode(bench_env, tmp_path):
+    """TTT_MODE=lora: the ttt phase times the document-level LoRA pass (its own log lines), restarting
+    from the same weights on each repeat (the pass's phase changes them)."""
+    env = dict(bench_env, TTT_MODE="lora", TTT_LORA_CONTEXT="16", TTT_PHASE_DOCS="2", RUN_ID="eval_lora", ARTIFACT_PATH="missing.ptz")
+    code, stdout, stderr, log = run_bench(["eval", "--untrained", "--phases", "ttt", "--repeat", "2"], env, tmp_path)
+    assert code == 0, (stdout + stderr)[-3000:]
+    assert len(re.findall(r"^eval:ttt ttt_mode:lora documents:\d+ .* phase_documents:2 context_tokens:16$", log, re.M)) == 2
+    assert len(re.findall(r"^eval:ttt phase_sgd documents:2 steps:\d+ ", log, re.M)) == 2
+    scores = re.findall(r"^bench_eval phase:ttt repeat:(\d)/2 .* targets:(\d+) .* val_bpb:(\S+) mixed_bpb:(\S+)$", log, re.M)
+    assert [r for r, *_ in scores] == ["1", "2"] and scores[0][1:] == scores[1][1:]
+    assert "ttt_train_seconds" not in log  # not the chunk pass
+
+
 def test_eval_profile_splits_each_phase_by_kind(bench_env, tmp_path):
     """--profile: each phase's last call is profiled (CPU ops on CPU), and its time by kind adds up
     to the printed total."""

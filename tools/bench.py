@@ -11,7 +11,8 @@
 Settings come from the usual env vars (train_gpt.Hyperparameters). `train` then overrides, on the
 args object, ITERATIONS=steps, WARMDOWN_ITERS=0, MAX_WALLCLOCK_SECONDS=0, VAL_LOSS_EVERY=0 and
 TRAIN_LOG_EVERY=steps, and calls train_gpt.train(): its WARMUP_STEPS compile warm-up is not in
-the step timings. `eval` loads the artifact and calls train_gpt.evaluate() per phase as run() does.
+the step timings. `eval` loads the artifact and calls train_gpt.evaluate() per phase as run() does
+(the ttt phase follows TTT_MODE: TTT_MODE=lora times the document-level LoRA pass).
 `compare` times two versions of the program one after the other on the same GPU (`train` for
 each, in its own process, alternating for --rounds) and prints their ratio and how far their
 train losses are apart; --against takes a git ref (its train_gpt.py) or a file.
@@ -313,13 +314,15 @@ def bandwidth_report(profiler, steps: int, device) -> list:
 
 
 def run_phase(phase: str, model, args, run, val) -> dict:
-    """The evaluate() call of train_and_score() for this phase."""
+    """The evaluate() call of train_and_score() for this phase (ttt under TTT_MODE=lora: lora_evaluate())."""
     if phase == "roundtrip":
         return tg.evaluate(model, args, run, val, args.eval_seq_len, phase)
     if phase == "sliding":
         return tg.evaluate(model, args, run, val, args.eval_stride, phase)
     if phase == "ngram":
         return tg.evaluate(model, args, run, val, args.eval_stride, phase, use_mixer=True)
+    if args.ttt_mode == "lora":
+        return tg.lora_evaluate(model, args, run, val, phase, use_mixer=args.ngram_enabled)
     return tg.evaluate(model, args, run, val, args.eval_stride, phase, use_mixer=args.ngram_enabled, ttt=True,
                        temperature=args.ttt_temperature)
 
