@@ -1503,9 +1503,8 @@ class Occurrences:
 class NgramMixer:
     """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
 
-    Targets are counted in chunks, numbered in scoring order (`chunks`: each target a chunk of its
-    own in the sliding-window and chunk-TTT passes; in TTT_MODE=lora, each document's
-    TTT_LORA_CHUNK chunks, documents in stream order); a target of chunk c sees the n-grams ending
+    Targets are counted in chunks, numbered in scoring order (`chunks`: the passes make each target
+    a chunk of its own, in stream order); a target of chunk c sees the n-grams ending
     at the targets of chunks 0..c-1, including those that start in an earlier chunk, and no n-gram
     whose context starts before its target's `context_floor` (its document's start in
     TTT_MODE=lora; by default the stream's). Every n-gram of length 1..NGRAM_ORDER gets an exact id
@@ -2153,7 +2152,8 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
 def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll: Tensor, entropy: Tensor, audit: list) -> tuple[Tensor, float, int]:
     """The n-gram mixer over TTT_MODE=lora's scores, as if the documents were scored one after another
     in stream order: a target's counts cover the documents before its own and its own document's
-    TTT_LORA_CHUNK chunks before its own, and its contexts stay inside its document. The targets are
+    targets before it (as in the other passes, each target is a chunk of its own), and its contexts
+    stay inside its document. The targets are
     mixed in groups of TTT_LORA_BATCH_DOCS documents in stream order (not in the order they are
     scored, longest first), and alpha for group b is learned from groups < b: each rank takes the loss
     tables of its groups (which do not depend on alpha), all ranks add them up, and group b mixes with
@@ -2161,9 +2161,7 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
     Returns the mixed -log p of every target, the audit's max error and how many rows it checked."""
     device, tokens, per_batch = val.tokens.device, val.tokens, args.ttt_lora_batch_docs
     doc_of_target = torch.repeat_interleave(torch.arange(len(starts)), lengths)
-    first_chunk = F.pad((-(-lengths // args.ttt_lora_chunk)).cumsum(0), (1, 0))  # of each document, numbered in stream order
-    chunks = first_chunk[doc_of_target] + (torch.arange(len(doc_of_target)) - starts[doc_of_target]) // args.ttt_lora_chunk
-    mixer = NgramMixer(args, tokens, chunks.to(device), starts[doc_of_target].to(device))
+    mixer = NgramMixer(args, tokens, torch.arange(len(doc_of_target), device=device), starts[doc_of_target].to(device))
     n_groups = -(-len(starts) // per_batch)
     first_target = torch.cat((starts[::per_batch], torch.tensor([len(tokens) - 1]))) + 1  # group b: targets first[b] .. first[b+1]-1
     mine = range(run.rank, n_groups, run.world)
@@ -2341,8 +2339,8 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
         chunks = -(-(len(val.tokens) - 1) // args.ttt_chunk_tokens)
         log(f"ngram_mixer: a target's counts cover every target before it; alpha is learned from the {chunks} chunks of "
             f"TTT_CHUNK_TOKENS={args.ttt_chunk_tokens} already scored (0 for the first)"
-            + ("; in the TTT_MODE=lora pass they cover the earlier documents and the document's earlier chunks of TTT_LORA_CHUNK"
-               " targets, and alpha is learned per group of TTT_LORA_BATCH_DOCS documents in stream order"
+            + ("; in the TTT_MODE=lora pass they cover the earlier documents and the document's earlier targets,"
+               " and alpha is learned per group of TTT_LORA_BATCH_DOCS documents in stream order"
                if args.ttt_enabled and args.ttt_mode == "lora" else ""))
     # Pass 1: sliding windows, the model alone and with the mixer. Pass 2: TTT, scoring TTT alone and
     # TTT + mixer. So every run measures each part with and without the other.

@@ -209,10 +209,11 @@ def test_q_equals_brute_force_counts_of_earlier_chunks(vocab, order, discount, n
     assert brute_force_matches(mixer, brute, tokens, chunks, checks, discount) >= min(3, order - 1)  # long contexts really were used
 
 
-@pytest.mark.parametrize("vocab, chunk_tokens, seed", [(3, 4, 0), (6, 7, 1), (64, 3, 2)])
+@pytest.mark.parametrize("vocab, chunk_tokens, seed", [(3, 1, 3), (3, 4, 0), (6, 7, 1), (64, 3, 2)])
 def test_q_with_document_floors_equals_brute_force_counts_inside_documents(vocab, chunk_tokens, seed):
-    """TTT_MODE=lora's mixer: contexts and counted n-grams never reach before a target's document
-    start, and chunks are each document's chunks of chunk_tokens targets, in stream order."""
+    """TTT_MODE=lora's mixer (chunk_tokens 1, each target a chunk of its own): contexts and counted
+    n-grams never reach before a target's document start; chunks are each document's chunks of
+    chunk_tokens targets, in stream order."""
     n, order, discount = 400, 6, 0.75
     tokens = repetitive_stream(n, vocab, seed)
     cuts = sorted(set(np.random.default_rng(seed).integers(1, n - 1, size=25).tolist()))
