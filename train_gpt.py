@@ -783,8 +783,8 @@ class GPT(nn.Module):
         the last block computes alone (its keys and values still cover all T). adapters (TTT_MODE=lora):
         each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
         for the block's place in the layer order (a looped layer has an adapter for each of its runs).
-        context (TTT_MODE=lora): idx is the step's positions of each document (a chunk, or a piece of
-        the context before it) led by context.lead tokens before them (they feed only the bigram and
+        context (TTT_MODE=lora): idx is the step's positions of each document (a chunk, or the context
+        before it) led by context.lead tokens before them (they feed only the bigram and
         smear of the first; context.begins marks an input with no token before it in the stream the
         document sees, after which the bigram and smear start afresh); every attention also sees the
         keys and values the context kept of the document's earlier positions, at their places in it."""
@@ -2074,8 +2074,9 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
 
 
 # cuDNN's attention builds a graph for each new shape (public reports: hundreds of milliseconds), and
-# the context's length and the phase's rows vary; these backends do not. A step's attention (an explicit
-# mask over kept and new keys, and GQA) gets the math backend; the context's, flash.
+# the rows of the last context run and of the phase's last step vary; these backends do not. A step's
+# attention (an explicit mask over kept and new keys, and GQA) gets the math backend; the context's
+# causal attention, FlashAttention-3 where installed, else SDPA's flash kernel.
 SHAPE_FREE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

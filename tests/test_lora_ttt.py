@@ -235,8 +235,8 @@ def test_progress_reports_steps_with_an_eta_from_the_steps_left(monkeypatch, tin
 
 
 def test_the_lora_pass_keeps_cudnn_attention_out(monkeypatch, tiny_tokenizer, tiny_data):
-    """cuDNN's attention builds a graph per new shape, and the pieces of context have several: the
-    pass runs with the other backends, and the setting is back afterwards."""
+    """cuDNN's attention builds a graph per new shape, and the rows of a context run vary: the pass
+    runs with the other backends, and the setting is back afterwards."""
     model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, 300, TTT_LORA_BATCH_DOCS=5)
     score_documents, seen = train_gpt.score_documents, []
 
@@ -273,7 +273,7 @@ def test_documents_run_longest_first_on_each_side_of_the_phase(monkeypatch, tiny
         assert side[2] == sorted(side[2], reverse=True) and len(set(side[2])) > 1
 
 
-@pytest.mark.parametrize("context", [0, 1, 16, 300])  # 1: one lead token before the first chunk; 300: two pieces
+@pytest.mark.parametrize("context", [0, 1, 16, 300])  # 1: one lead token before the first chunk; 300: longer than the documents
 def test_kept_keys_and_values_score_each_document_as_one_forward_over_it(tmp_path, tiny_tokenizer, tiny_data, context):
     """With a window longer than every document and nothing learned, the chunks scored on the keys and
     values kept from earlier steps get what one forward over the whole document (led by the
