@@ -526,7 +526,7 @@ LEADS = [
     Lead("`RECIPE=modern`, seed 1337 (commit a771d9c) against seed 42 (commit 9c328b1), step-matched proxy: the spread of seeds "
          "(and of the export's changes between the commits: 34 matrices at int5 against 51)", "checked",
          ("logs/recipe/proxy_modern_seed42_h100.txt", "recipe_seed1337/modern"),
-         lambda a, b: (f"pre-quant val_bpb {number(b, PRE_QUANT) - number(a, PRE_QUANT):+.5f}; " + recipe_change(a, b)),
+         lambda a, b: (f"pre-quant val_bpb {pre_quant_bpb(b) - pre_quant_bpb(a):+.5f}; " + recipe_change(a, b)),
          "2026-12-07", "a771d9c"),
     Lead("modern: depth recurrence `LOOP_LAYERS=4,5` against none (one seed)", "kept; within seed noise",
          ("logs/recipe/proxy_modern_noloop_seed42_h100.txt", "logs/recipe/proxy_modern_seed42_h100.txt"),
@@ -544,7 +544,8 @@ def recipe_change(before: str, after: str) -> str:
     return f"sliding val_bpb {sliding_bpb(after) - sliding_bpb(before):+.5f}; ms/step {x(final_step_ms(after) / final_step_ms(before))}"
 
 
-PRE_QUANT = r"^pre_quant val_loss:\S+ val_bpb:([\d.]+)"
+def pre_quant_bpb(text: str) -> float:
+    return number(text, r"^pre_quant val_loss:\S+ val_bpb:([\d.]+)")
 
 
 def sliding_bpb(text: str) -> float:
@@ -642,7 +643,7 @@ def recipe_table() -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, arm in RECIPE_ARMS.items():
         t = texts[label]
-        pre = number(t, PRE_QUANT)
+        pre = pre_quant_bpb(t)
         roundtrip = number(t, r"^final_int6_roundtrip val_loss:\S+ val_bpb:([\d.]+)")
         sliding = sliding_bpb(t)
         int5 = int(number(t, r"^export: int6_matrices:\d+ int5_matrices:(\d+)"))
