@@ -1489,29 +1489,27 @@ def rank_slice(n: int, rank: int, world: int) -> slice:
 
 
 class Occurrences:
-    """Where ids occur, each in a chunk: counts how often an id occurred in chunks before a given one
-    (two binary searches in the sorted (id, chunk) pairs; an id < 0 counts 0)."""
+    """Where ids occur, each at an index (0 .. size-1): counts how often an id occurred at indices
+    before a given one (two binary searches in the sorted (id, index) pairs; an id < 0 counts 0)."""
 
-    def __init__(self, ids: Tensor, chunks: Tensor, n_chunks: int):
-        self.n_chunks, self.sorted = n_chunks, torch.sort(ids * n_chunks + chunks).values
+    def __init__(self, ids: Tensor, at: Tensor, size: int):
+        self.size, self.sorted = size, torch.sort(ids * size + at).values
 
-    def before(self, ids: Tensor, chunks: Tensor) -> Tensor:
-        base = ids * self.n_chunks
-        return torch.searchsorted(self.sorted, base + chunks) - torch.searchsorted(self.sorted, base)
+    def before(self, ids: Tensor, at: Tensor) -> Tensor:
+        base = ids * self.size
+        return torch.searchsorted(self.sorted, base + at) - torch.searchsorted(self.sorted, base)
 
 
 class NgramMixer:
     """Backoff n-gram cache over val tokens that are already scored, mixed into the model.
 
-    Targets are counted in chunks, numbered in scoring order (`chunks`: the passes make each target
-    a chunk of its own, in stream order); a target of chunk c sees the n-grams ending
-    at the targets of chunks 0..c-1, including those that start in an earlier chunk, and no n-gram
-    whose context starts before its target's `context_floor` (its document's start in
+    Every pass scores the targets in stream order, so target t sees the n-grams ending at targets
+    1..t-1 and no n-gram whose context starts before its `context_floor` (its document's start in
     TTT_MODE=lora; by default the stream's). Every n-gram of length 1..NGRAM_ORDER gets an exact id
     by sorting (a k-gram's key is (id of its first k-1 tokens) * V + its last token, so two
     different n-grams never share an id), and all counts are taken once, up front, as "occurrences
-    in earlier chunks": nothing a position is scored with depends on tokens of its own chunk or
-    later (tests check this against a brute-force count).
+    at earlier targets": nothing target t is scored with depends on token t or later (tests check
+    this against a brute-force count).
 
     The cache distribution q is interpolated absolute discounting: q_0(v) = (N(v) + 1) / (N + V)
     over the scored targets, then for each longer context seen before, q_m(v) = (max(N(ctx, v) - D,
@@ -1524,14 +1522,13 @@ class NgramMixer:
     ALPHAS = [i / 20 for i in range(20)]
     ENTROPY_BINS = 8
 
-    def __init__(self, args, tokens: Tensor, chunks: Tensor, context_floor: Tensor | None = None):
+    def __init__(self, args, tokens: Tensor, context_floor: Tensor | None = None):
         self.vocab, self.discount, self.order = args.vocab_size, args.ngram_discount, args.ngram_order
         targets = torch.arange(1, len(tokens), device=tokens.device)
-        self.chunks = chunk = chunks  # chunk[t - 1]: the chunk of target t
-        self.floor = torch.zeros_like(targets) if context_floor is None else context_floor
-        n_chunks = int(chunk.max()) + 1
-        self.unigram = Occurrences(tokens[targets], chunk, n_chunks)
-        self.targets_before = F.pad(torch.bincount(chunk, minlength=n_chunks).cumsum(0), (1, 0))  # [c]: targets in chunks < c
+        earlier = targets - 1  # earlier[t - 1]: how many targets come before target t
+        n = len(targets)
+        self.floor = torch.zeros_like(targets) if context_floor is None else context_floor  # floor[t - 1]: of target t
+        self.unigram = Occurrences(tokens[targets], earlier, n)
         self.ids, self.keys = [None, tokens], [None, None]  # ids[k][a]: id of the k-gram starting at token a
         for k in range(2, self.order + 1):
             keys, ids = torch.unique(self.ids[k - 1][:-1] * self.vocab + tokens[k - 1:], return_inverse=True)
@@ -1540,13 +1537,13 @@ class NgramMixer:
         self.as_context, self.as_ngram, self.distinct = {}, {}, {}
         for m in range(1, self.order):  # the m tokens before target t start at t - m
             later = targets - m >= self.floor
-            start, c = targets[later] - m, chunk[later]
-            self.as_context[m] = Occurrences(self.ids[m][start], c, n_chunks)
+            start, at = targets[later] - m, earlier[later]
+            self.as_context[m] = Occurrences(self.ids[m][start], at, n)
             followed = self.ids[m + 1][start]
-            self.as_ngram[m + 1] = Occurrences(followed, c, n_chunks)
-            # each (context, token) once, in the chunk it is first counted in (n_chunks: never, as it only crosses a context floor)
-            first = torch.full_like(self.keys[m + 1], n_chunks).scatter_reduce_(0, followed, c, "amin")
-            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n_chunks + 1)
+            self.as_ngram[m + 1] = Occurrences(followed, at, n)
+            # each (context, token) once, at the target it is first counted at (n: never, as it only crosses a context floor)
+            first = torch.full_like(self.keys[m + 1], n).scatter_reduce_(0, followed, at, "amin")
+            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n + 1)
         del self.ids[self.order]  # only contexts (up to NGRAM_ORDER-1 tokens) are looked up from here on
         self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=tokens.device)
         self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=tokens.device)
@@ -1554,17 +1551,17 @@ class NgramMixer:
     def cache_probabilities(self, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
         """q at the token ids `columns` (n, k) of each target position, and the longest context
         length seen (n,)."""
-        chunk, floor = self.chunks[positions - 1], self.floor[positions - 1]
-        q = (self.unigram.before(columns, chunk[:, None].expand_as(columns)).double() + 1) / (self.targets_before[chunk] + self.vocab)[:, None]
+        earlier, floor = positions - 1, self.floor[positions - 1]  # targets 1 .. t-1 count for target t
+        q = (self.unigram.before(columns, earlier[:, None].expand_as(columns)).double() + 1) / (earlier + self.vocab)[:, None]
         longest = torch.zeros_like(positions)
         for m in range(1, self.order):  # every row, unseen contexts masked: no host sync per order
             context = torch.where(positions - m >= floor, self.ids[m][(positions - m).clamp_min(0)], -1)
-            seen = self.as_context[m].before(context, chunk)
+            seen = self.as_context[m].before(context, earlier)
             keys, known = context[:, None] * self.vocab + columns, self.keys[m + 1]
             at = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
             followed = torch.where(known[at] == keys, at, -1)
-            count = self.as_ngram[m + 1].before(followed, chunk[:, None].expand_as(followed)).double()
-            n, backoff = seen[:, None].double(), self.discount * self.distinct[m].before(context, chunk)[:, None].double()
+            count = self.as_ngram[m + 1].before(followed, earlier[:, None].expand_as(followed)).double()
+            n, backoff = seen[:, None].double(), self.discount * self.distinct[m].before(context, earlier)[:, None].double()
             q = torch.where(n > 0, ((count - self.discount).clamp_min(0) + backoff * q) / n.clamp_min(1), q)
             longest = torch.where(seen > 0, m, longest)
         return q, longest
@@ -1692,7 +1689,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
     laps = [("", mark())]  # (part of the loop that ended here, mark)
     t0 = last_report = time.perf_counter()
     # the counts of a target cover every target before it (all counting happens here, by sorting)
-    mixer = NgramMixer(args, tokens, torch.arange(n_targets, device=device)) if use_mixer else None
+    mixer = NgramMixer(args, tokens) if use_mixer else None
     if mixer:
         laps.append(("mixer", mark()))
     for c in range(n_chunks):
@@ -2152,16 +2149,15 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
 
 def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll: Tensor, entropy: Tensor, audit: list) -> tuple[Tensor, float, int]:
     """The n-gram mixer over TTT_MODE=lora's scores, as if the documents were scored one after another
-    in stream order: a target's counts cover the documents before its own and its own document's
-    targets before it (as in the other passes, each target is a chunk of its own), and its contexts
-    stay inside its document. The targets are mixed in groups of TTT_LORA_BATCH_DOCS documents in
+    in stream order: a target's counts cover every target before it (the documents before its own,
+    and its own document's earlier targets), and its contexts stay inside its document. The targets are mixed in groups of TTT_LORA_BATCH_DOCS documents in
     stream order (not in the order they are scored, longest first), and alpha for group b is learned
     from groups < b: each rank takes the loss tables of its groups (which do not depend on alpha),
     all ranks add them up, and group b mixes with their sum over the groups before it.
     Returns the mixed -log p of every target, the audit's max error and how many rows it checked."""
     device, tokens, per_batch = val.tokens.device, val.tokens, args.ttt_lora_batch_docs
     doc_of_target = torch.repeat_interleave(torch.arange(len(starts)), lengths)
-    mixer = NgramMixer(args, tokens, torch.arange(len(doc_of_target), device=device), starts[doc_of_target].to(device))
+    mixer = NgramMixer(args, tokens, starts[doc_of_target].to(device))
     n_groups = -(-len(starts) // per_batch)
     first_target = torch.cat((starts[::per_batch], torch.tensor([len(tokens) - 1]))) + 1  # group b: targets first[b] .. first[b+1]-1
     mine = range(run.rank, n_groups, run.world)

@@ -1,11 +1,10 @@
-"""The eval-time n-gram cache: exact n-gram ids and earlier-chunk counts (Occurrences) against a
+"""The eval-time n-gram cache: exact n-gram ids and earlier-target counts (Occurrences) against a
 brute-force dict count, and normalization of the mixed distribution over the vocabulary."""
 from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import train_gpt
 from conftest import tiny_args
@@ -18,14 +17,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ----------------------------------------------------------------------------- helpers
 
-def make_mixer(tokens: torch.Tensor, vocab: int, order: int, chunk_tokens: int, discount: float = 0.75) -> train_gpt.NgramMixer:
+def make_mixer(tokens: torch.Tensor, vocab: int, order: int, discount: float = 0.75, floor: torch.Tensor | None = None) -> train_gpt.NgramMixer:
     args = tiny_args(VOCAB_SIZE=vocab, NGRAM_ORDER=order, NGRAM_DISCOUNT=discount)
-    return train_gpt.NgramMixer(args, tokens, torch.arange(len(tokens) - 1) // chunk_tokens)
-
-
-def chunk_positions(n: int, chunk_tokens: int, c: int) -> torch.Tensor:
-    """The targets of chunk c (targets are 1..n-1)."""
-    return torch.arange(c * chunk_tokens + 1, min((c + 1) * chunk_tokens, n - 1) + 1)
+    return train_gpt.NgramMixer(args, tokens, floor)
 
 
 def repetitive_stream(n: int, vocab: int, seed: int) -> torch.Tensor:
@@ -54,6 +48,7 @@ class BruteNgrams:
         self.added: set[int] = set()
 
     def add(self, tokens: list[int], first: int, end: int):
+        """Targets first .. end-1 are scored: now they count."""
         for t in range(max(first, 1), end):
             assert t not in self.added  # the test never adds a target twice
             self.added.add(t)
@@ -99,21 +94,21 @@ def random_model_rows(n: int, vocab: int, seed: int) -> tuple[torch.Tensor, torc
     return p, -(p * p.log()).sum(1)
 
 
-def brute_force_matches(mixer, brute: BruteNgrams, tokens, chunks: list, checks: set, discount: float) -> int:
-    """Chunk by chunk ((c, positions) in scoring order): q and the longest context of every target of
-    the chunks in `checks` equal the brute-force ones over the earlier chunks. Returns the longest
-    context length seen."""
-    listed, deepest = tokens.tolist(), 0
-    for c, positions in chunks:
-        if c in checks:
-            q, longest = all_columns(mixer, tokens, positions)
-            for i, pos in enumerate(positions.tolist()):
-                expected, expected_longest = brute.q(listed, pos, discount, mixer.vocab)
-                assert int(longest[i]) == expected_longest, (c, pos)
-                np.testing.assert_allclose(q[i].numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=f"{c} {pos}")
-            deepest = max(deepest, int(longest.max()))
-        brute.add(listed, int(positions[0]), int(positions[-1]) + 1)
-    return deepest
+def brute_force_matches(mixer, brute: BruteNgrams, tokens, checks: torch.Tensor, discount: float) -> int:
+    """Target by target in stream order: q and the longest context of every target in `checks`
+    (asked of the mixer in one call) equal the brute-force ones over the targets before it.
+    Returns the longest context length seen."""
+    listed = tokens.tolist()
+    q, longest = all_columns(mixer, tokens, checks)
+    row = {pos: i for i, pos in enumerate(checks.tolist())}
+    for pos in range(1, len(listed)):
+        if pos in row:
+            i = row[pos]
+            expected, expected_longest = brute.q(listed, pos, discount, mixer.vocab)
+            assert int(longest[i]) == expected_longest, pos
+            np.testing.assert_allclose(q[i].numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=str(pos))
+        brute.add(listed, pos, pos + 1)
+    return int(longest.max())
 
 
 def entropy_bin(entropy_nats: float) -> int:
@@ -125,16 +120,16 @@ def entropy_bin(entropy_nats: float) -> int:
 @pytest.mark.parametrize("discount", [0.0, 0.75, 1.0])
 @pytest.mark.parametrize("order", [2, 3, 10])
 def test_mixed_rows_sum_to_one_and_follow_the_documented_formula(order, discount):
-    vocab, n, chunk_tokens = 16, 400, 100
+    vocab, n, batch = 16, 400, 100
     tokens = repetitive_stream(n, vocab, seed=order * 10 + int(discount * 4))
     listed = tokens.tolist()
-    mixer = make_mixer(tokens, vocab, order, chunk_tokens, discount)
+    mixer = make_mixer(tokens, vocab, order, discount)
     # a learned alpha per bin: bin b prefers candidate b % 20 (all 20 candidates, 0 and 0.95 included)
     bins = mixer.alpha_losses.size(0)
     mixer.alpha_losses[torch.arange(bins), torch.arange(bins) % len(mixer.ALPHAS)] = -1.0
-    brute = BruteNgrams(order - 1)
-    for c in range(4):
-        positions = chunk_positions(n, chunk_tokens, c)
+    brute, longest_seen = BruteNgrams(order - 1), 0
+    for c in range(4):  # the targets in batches of 100, in stream order
+        positions = torch.arange(c * batch + 1, min((c + 1) * batch, n - 1) + 1)
         target = tokens[positions, None]
         model_p, _ = random_model_rows(len(positions), vocab, seed=c)
         entropy = torch.linspace(0.0, 7.0, len(positions), dtype=torch.float64)  # every entropy bin
@@ -147,24 +142,24 @@ def test_mixed_rows_sum_to_one_and_follow_the_documented_formula(order, discount
         scored = mixer.probabilities(model_p.gather(1, target), entropy, tokens, positions, target)[0]
         assert torch.equal(scored.squeeze(1), p.gather(1, target).squeeze(1)), c
         # and both follow p = (1 - alpha) p_model + alpha q, q and alpha's bin from the brute force
-        # over the targets of earlier chunks only
-        longest_seen = 0
+        # over the targets before each one
         for i, pos in enumerate(positions.tolist()):
             q, longest = brute.q(listed, pos, discount, vocab)
+            assert pos > 1 or longest == 0
             longest_seen = max(longest_seen, longest)
             b = longest * mixer.ENTROPY_BINS + entropy_bin(float(entropy[i]))
             alpha = mixer.ALPHAS[b % len(mixer.ALPHAS)]
             expected = (1 - alpha) * model_p[i] + alpha * torch.from_numpy(q)
             torch.testing.assert_close(p[i], expected, rtol=0, atol=1e-12)
-        assert longest_seen == (0 if c == 0 else order - 1), c
-        brute.add(listed, int(positions[0]), int(positions[-1]) + 1)  # chunk c is scored: now it counts
+            brute.add(listed, pos, pos + 1)  # target pos is scored: now it counts
+    assert longest_seen == order - 1
 
 
 def test_alpha_is_zero_without_history_then_the_best_candidate_of_each_bin():
     vocab, n = 12, 601
     tokens = repetitive_stream(n, vocab, seed=5)
-    mixer = make_mixer(tokens, vocab, 4, chunk_tokens=300)
-    positions = chunk_positions(n, 300, 1)  # 301..600: they see chunk 0
+    mixer = make_mixer(tokens, vocab, 4)
+    positions = torch.arange(301, 601)
     model_p, entropy = random_model_rows(len(positions), vocab, seed=5)
     target = tokens[positions, None]
     # nothing learned yet: alpha = 0 everywhere, so p is the model's, bit for bit
@@ -189,58 +184,51 @@ def test_alpha_is_zero_without_history_then_the_best_candidate_of_each_bin():
 
 # ----------------------------------------------------------------------------- 2. exact counts
 
-# (vocab, NGRAM_ORDER, NGRAM_DISCOUNT, stream length, chunk tokens, seed)
-COUNT_CASES = [(2, 4, 0.75, 300, 37, 0), (3, 10, 0.5, 400, 64, 1), (5, 10, 0.0, 500, 1, 2), (8, 3, 1.0, 600, 97, 3),
-               (8, 10, 0.75, 600, 50, 4), (1024, 10, 0.75, 1500, 256, 5), (1024, 5, 0.3, 1500, 300, 6)]
+# (vocab, NGRAM_ORDER, NGRAM_DISCOUNT, stream length, seed)
+COUNT_CASES = [(2, 4, 0.75, 300, 0), (3, 10, 0.5, 400, 1), (5, 10, 0.0, 500, 2), (8, 3, 1.0, 600, 3),
+               (8, 10, 0.75, 600, 4), (1024, 10, 0.75, 1500, 5), (1024, 5, 0.3, 1500, 6)]
 
 
-@pytest.mark.parametrize("vocab, order, discount, n, chunk_tokens, seed", COUNT_CASES)
-def test_q_equals_brute_force_counts_of_earlier_chunks(vocab, order, discount, n, chunk_tokens, seed):
+@pytest.mark.parametrize("vocab, order, discount, n, seed", COUNT_CASES)
+def test_q_equals_brute_force_counts_of_earlier_targets(vocab, order, discount, n, seed):
     tokens = repetitive_stream(n, vocab, seed)
-    if vocab > 64:  # mostly rare tokens, with a few very frequent ones: short and long repeats
+    checks = torch.arange(1, n)
+    if vocab > 64:  # mostly rare tokens, with a few very frequent ones: short and long repeats; the first and last 250 targets
         tokens = torch.where(torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.3, tokens % 7, tokens)
-    mixer = make_mixer(tokens, vocab, order, chunk_tokens, discount)
-    brute = BruteNgrams(order - 1)
-    n_chunks = -(-(n - 1) // chunk_tokens)
-    checks = set(range(n_chunks)) if chunk_tokens > 1 else set(range(0, n_chunks, 37))
-    if vocab > 64:
-        checks = {1, n_chunks - 1}
-    chunks = [(c, chunk_positions(n, chunk_tokens, c)) for c in range(n_chunks)]
-    assert brute_force_matches(mixer, brute, tokens, chunks, checks, discount) >= min(3, order - 1)  # long contexts really were used
+        checks = torch.cat((checks[:250], checks[-250:]))
+    mixer = make_mixer(tokens, vocab, order, discount)
+    assert brute_force_matches(mixer, BruteNgrams(order - 1), tokens, checks, discount) >= min(3, order - 1)  # long contexts really were used
 
 
-@pytest.mark.parametrize("vocab, chunk_tokens, seed", [(3, 1, 3), (3, 4, 0), (6, 7, 1), (64, 3, 2)])
-def test_q_with_document_floors_equals_brute_force_counts_inside_documents(vocab, chunk_tokens, seed):
-    """TTT_MODE=lora's mixer (chunk_tokens 1, each target a chunk of its own): contexts and counted
-    n-grams never reach before a target's document start; chunks are each document's chunks of
-    chunk_tokens targets, in stream order."""
+@pytest.mark.parametrize("vocab, seed", [(3, 3), (3, 0), (6, 1), (64, 2)])
+def test_q_with_document_floors_equals_brute_force_counts_inside_documents(vocab, seed):
+    """TTT_MODE=lora's mixer: a target's counts cover every target before it, in stream order, but
+    contexts and counted n-grams never reach before its document's start."""
     n, order, discount = 400, 6, 0.75
     tokens = repetitive_stream(n, vocab, seed)
     cuts = sorted(set(np.random.default_rng(seed).integers(1, n - 1, size=25).tolist()))
     starts, lengths = torch.tensor([0] + cuts), torch.diff(torch.tensor([0] + cuts + [n - 1]))
-    doc = torch.repeat_interleave(torch.arange(len(starts)), lengths)  # of each target (index t - 1)
-    first_chunk = F.pad((-(-lengths // chunk_tokens)).cumsum(0), (1, 0))
-    chunks = first_chunk[doc] + (torch.arange(n - 1) - starts[doc]) // chunk_tokens
-    floor = starts[doc]
-    mixer = train_gpt.NgramMixer(tiny_args(VOCAB_SIZE=vocab, NGRAM_ORDER=order, NGRAM_DISCOUNT=discount), tokens, chunks, floor)
-    in_order = [(c, (chunks == c).nonzero().flatten() + 1) for c in range(int(chunks.max()) + 1)]
-    assert all(len(p) <= chunk_tokens and p.max() - p.min() == len(p) - 1 for _, p in in_order)  # consecutive targets
-    assert brute_force_matches(mixer, BruteNgrams(order - 1, floor.tolist()), tokens, in_order, {c for c, _ in in_order}, discount) >= 3
+    floor = starts[torch.repeat_interleave(torch.arange(len(starts)), lengths)]  # of each target (index t - 1)
+    mixer = make_mixer(tokens, vocab, order, discount, floor)
+    assert brute_force_matches(mixer, BruteNgrams(order - 1, floor.tolist()), tokens, torch.arange(1, n), discount) >= 3
 
 
-def test_ngrams_straddling_chunks_count_once_both_ends_are_scored_and_never_in_their_own_chunk():
+def test_ngrams_count_once_both_ends_are_scored_and_never_at_their_own_target():
     vocab = 4
-    tokens = torch.tensor([0, 1, 2, 3, 0, 1, 2])  # chunks of 3 targets: {1, 2, 3}, {4, 5, 6}
-    mixer = make_mixer(tokens, vocab, 3, chunk_tokens=3, discount=0.0)  # no discount: plain relative frequencies
+    tokens = torch.tensor([0, 1, 2, 3, 0, 1, 2])  # targets 1..6
+    mixer = make_mixer(tokens, vocab, 3, discount=0.0)  # no discount: plain relative frequencies
     q, longest = all_columns(mixer, tokens, torch.tensor([4, 5, 6]))
-    # target 4 (context 2 3): (2 3) was never a context before chunk 1; (3) neither: unigram of targets 1..3
+    # target 4 (context 2 3): (3) was never a context before it: unigram of targets 1..3
     assert longest[0] == 0 and torch.allclose(q[0], torch.tensor([1, 2, 2, 2], dtype=torch.float64) / 7)
-    # target 5 (context 3 0): (3 0) occurs only at target 4, in its own chunk: not counted; (0) -> 1 once
+    # target 5 (context 3 0): (3 0) is a context first at target 5 itself: not counted; (0) -> 1 once, at target 1
     assert longest[1] == 1 and q[1].tolist() == [0, 1, 0, 0]
     # target 6 (context 0 1): the 3-gram (0 1 2) ended at target 2, its context reaching back to token 0
     assert longest[2] == 2 and q[2].tolist() == [0, 0, 1, 0]
-    # a target of the first chunk sees nothing but the add-one unigram
-    q0, longest0 = all_columns(mixer, tokens, torch.tensor([2]))
+    # the target just before counts: context (0) was seen at targets 1 and 5 when target 6 is scored
+    assert mixer.as_context[1].before(tokens[:1], torch.tensor([5])).tolist() == [2]
+    assert mixer.as_context[1].before(tokens[:1], torch.tensor([4])).tolist() == [1]  # for target 5: only target 1
+    # the first target sees nothing but the add-one unigram
+    q0, longest0 = all_columns(mixer, tokens, torch.tensor([1]))
     assert longest0.tolist() == [0] and torch.allclose(q0[0], torch.full((4,), 0.25, dtype=torch.float64))
 
 
@@ -248,72 +236,68 @@ def test_two_contexts_sharing_8_of_9_tokens_get_different_counters():
     vocab = 64
     shared = list(range(10, 18))  # 8 tokens
     a, b, t1, t2 = 1, 2, 3, 4
-    stream = [30, a] + shared + [t1] + [40, 41, 42] + [b] + shared + [t2] + [43, 44] + [a] + shared + [5] + [b] + shared + [6]
-    tokens = torch.tensor(stream)
-    query_a = len(stream) - 11  # the target after the second "a + shared"
-    query_b = len(stream) - 1   # the target after the second "b + shared"
-    assert stream[query_a - 9:query_a] == [a] + shared and stream[query_b - 9:query_b] == [b] + shared
-    mixer = make_mixer(tokens, vocab, 10, chunk_tokens=query_a - 1, discount=0.0)  # the queries: chunk 1
-    chunk = torch.tensor([1, 1])
-    positions = torch.tensor([query_a, query_b])
-    ids8, ids9 = mixer.ids[8][positions - 8], mixer.ids[9][positions - 9]
-    assert ids8[0] == ids8[1]  # the shared 8-token suffix is one context, seen twice
-    assert mixer.as_context[8].before(ids8, chunk).tolist() == [2, 2] and mixer.distinct[8].before(ids8, chunk).tolist() == [2, 2]
-    assert ids9[0] != ids9[1]  # the 9-token contexts differ
-    assert mixer.as_context[9].before(ids9, chunk).tolist() == [1, 1]
-    q, longest = all_columns(mixer, tokens, positions)
-    assert longest.tolist() == [9, 9]
-    assert q[0].nonzero().flatten().tolist() == [t1] and q[0, t1] == 1
-    assert q[1].nonzero().flatten().tolist() == [t2] and q[1, t2] == 1
+    seen = [30, a] + shared + [t1] + [40, 41, 42] + [b] + shared + [t2] + [43, 44]
+    # two streams, each the same history and then one query: the target after "a + shared", or after "b + shared"
+    streams = [torch.tensor(seen + [a] + shared + [5]), torch.tensor(seen + [b] + shared + [6])]
+    query = torch.tensor([len(seen) + 9])
+    assert streams[0][query - 9:query].tolist() == [a] + shared and streams[1][query - 9:query].tolist() == [b] + shared
+    mixers = [make_mixer(tokens, vocab, 10, discount=0.0) for tokens in streams]
+    earlier = query - 1
+    ids8 = [m.ids[8][query - 8] for m in mixers]
+    ids9 = [m.ids[9][query - 9] for m in mixers]
+    assert streams[0][query - 8:query].tolist() == streams[1][query - 8:query].tolist()  # the shared 8-token suffix: one context, seen twice
+    for m, i8, i9 in zip(mixers, ids8, ids9):
+        assert m.as_context[8].before(i8, earlier).tolist() == [2] and m.distinct[8].before(i8, earlier).tolist() == [2]
+        assert m.as_context[9].before(i9, earlier).tolist() == [1]  # the 9-token contexts differ: each seen once
+    q = [all_columns(m, tokens, query) for m, tokens in zip(mixers, streams)]
+    assert [int(longest) for _, longest in q] == [9, 9]
+    assert q[0][0][0].nonzero().flatten().tolist() == [t1] and q[0][0][0, t1] == 1
+    assert q[1][0][0].nonzero().flatten().tolist() == [t2] and q[1][0][0, t2] == 1
     # with a discount each 9-token context hands D of its single count to the shared 8-token one
-    q2, _ = all_columns(make_mixer(tokens, vocab, 10, chunk_tokens=query_a - 1, discount=0.5), tokens, positions)
-    assert q2[0, t1] > q2[0, t2] > 0 and q2[1, t2] > q2[1, t1] > 0
-    assert q2[0, t1] == q2[1, t2] and q2[0, t2] == q2[1, t1]  # the two contexts are symmetric
+    q2 = [all_columns(make_mixer(tokens, vocab, 10, discount=0.5), tokens, query)[0][0] for tokens in streams]
+    assert q2[0][t1] > q2[0][t2] > 0 and q2[1][t2] > q2[1][t1] > 0
+    assert q2[0][t1] == q2[1][t2] and q2[0][t2] == q2[1][t1]  # the two contexts are symmetric
 
 
-def test_q_of_a_target_does_not_depend_on_it_or_anything_after_its_chunk_start():
-    vocab, n, chunk_tokens = 8, 160, 40
+def test_q_of_a_target_does_not_depend_on_it_or_anything_after_it():
+    vocab, n = 8, 160
     tokens = repetitive_stream(n, vocab, seed=3)
-    base = make_mixer(tokens, vocab, 5, chunk_tokens)
-    for pos in (5, 40, 41, 59, 80, 81, 119, 159):
+    base = make_mixer(tokens, vocab, 5)
+    for pos in (1, 2, 5, 40, 41, 59, 80, 81, 119, 159):
         changed = tokens.clone()
         changed[pos:] = (changed[pos:] + 3) % vocab  # the target and everything after it
-        other = make_mixer(changed, vocab, 5, chunk_tokens)  # counted from the changed stream
+        other = make_mixer(changed, vocab, 5)  # counted from the changed stream
         q, longest = all_columns(base, tokens, torch.tensor([pos]))
         q2, longest2 = all_columns(other, changed, torch.tensor([pos]))
         assert torch.equal(q, q2) and torch.equal(longest, longest2), pos
-        # and within its chunk, earlier targets do not count either: changing them changes nothing
-        start = (pos - 1) // chunk_tokens * chunk_tokens + 1
-        if start < pos - 1:
-            inside = tokens.clone()
-            inside[start + 1:pos - 4] = (inside[start + 1:pos - 4] + 1) % vocab  # keep the 4-token context
-            if start + 1 < pos - 4:
-                q3, _ = all_columns(make_mixer(inside, vocab, 5, chunk_tokens), inside, torch.tensor([pos]))
-                assert torch.equal(q, q3), pos
+        if pos > 1:  # the target just before does count: changing it changes q
+            before = tokens.clone()
+            before[pos - 1] = (before[pos - 1] + 1) % vocab
+            assert not torch.equal(all_columns(make_mixer(before, vocab, 5), before, torch.tensor([pos]))[0], q), pos
     assert int(all_columns(base, tokens, torch.arange(121, 160))[1].max()) == 4
 
 
 # ----------------------------------------------------------------------------- 3. Occurrences and ids
 
-def test_occurrences_count_each_id_in_earlier_chunks_only():
+def test_occurrences_count_each_id_at_earlier_indices_only():
     rng = np.random.default_rng(0)
-    n_chunks = 13
+    size = 13
     ids = torch.from_numpy(rng.choice([0, 1, 5, 2**40, 2**40 + 1, 2**45 - 3], size=500))
-    chunks = torch.from_numpy(rng.integers(0, n_chunks, size=500))
-    occ = train_gpt.Occurrences(ids, chunks, n_chunks)
+    at = torch.from_numpy(rng.integers(0, size, size=500))
+    occ = train_gpt.Occurrences(ids, at, size)
     queries = torch.tensor([0, 1, 5, 2**40, 2**40 + 1, 2**45 - 3, 2, 2**40 - 1, -1])
-    for c in range(n_chunks + 1):
-        got = occ.before(queries, torch.full_like(queries, c)).tolist()
-        want = [int(((ids == i) & (chunks < c)).sum()) for i in queries.tolist()]
-        assert got == want, c
+    for index in range(size + 1):
+        got = occ.before(queries, torch.full_like(queries, index)).tolist()
+        want = [int(((ids == i) & (at < index)).sum()) for i in queries.tolist()]
+        assert got == want, index
     assert occ.before(queries, torch.zeros_like(queries)).tolist() == [0] * len(queries)
-    assert occ.before(torch.tensor([-1, -1]), torch.tensor([5, n_chunks])).tolist() == [0, 0]  # -1: unseen
+    assert occ.before(torch.tensor([-1, -1]), torch.tensor([5, size])).tolist() == [0, 0]  # -1: unseen
 
 
 def test_ngram_ids_are_exact_for_every_length():
     tokens = repetitive_stream(3000, 1024, seed=3)
     tokens[::7] = 1023  # the largest token id
-    mixer = make_mixer(tokens, 1024, 10, chunk_tokens=500)
+    mixer = make_mixer(tokens, 1024, 10)
     listed = tokens.tolist()
     assert len(mixer.ids) == 10  # ids of 1..9-grams are kept (contexts); 10-grams live on as keys only
     grams10 = {tuple(listed[a:a + 10]) for a in range(len(listed) - 9)}

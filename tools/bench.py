@@ -407,7 +407,7 @@ def bench_mixer(cli, args, run, log, log_path):
     log(f"bench_mixer tokens:{len(tokens)} from {len(parts)} shard(s) of {args.data_path} chunks:{n_chunks}")
     tg.synchronize(device)
     t0 = time.perf_counter()
-    mixer = tg.NgramMixer(args, tokens, torch.arange(len(tokens) - 1, device=device))  # as evaluate(): every earlier target counts
+    mixer = tg.NgramMixer(args, tokens)  # as evaluate(): every earlier target counts
     tg.synchronize(device)
     count_seconds = time.perf_counter() - t0
     g = torch.Generator(device=device).manual_seed(0)
@@ -435,7 +435,7 @@ def bench_mixer(cli, args, run, log, log_path):
     log(f"bench_mixer count_seconds:{count_seconds:.2f} per_chunk_seconds:{per_chunk:.5f} chunks_timed:{len(picked)} "
         f"full_pass_seconds_per_gpu:{full_seconds:.1f} audit_max_abs_err:{err:.3e}")
     rows += [("tokens", len(tokens), f"{n_chunks} chunks of {chunk_tokens}"),
-             ("count_seconds", f"{count_seconds:.2f}", "NgramMixer(...): all n-gram ids and earlier-chunk counts, once per pass"),
+             ("count_seconds", f"{count_seconds:.2f}", "NgramMixer(...): all n-gram ids and earlier-target counts, once per pass"),
              ("per_chunk_ms", f"{1000 * per_chunk:.2f}", f"one rank of 8: {share} target columns + {audit} full audit rows"),
              ("pass_seconds", f"{full_seconds:.1f}", "count_seconds + per_chunk * chunks: the mixer's share of one eval pass per GPU")]
     if cuda:

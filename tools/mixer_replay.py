@@ -35,17 +35,17 @@ import train_gpt as tg  # noqa: E402
 
 def reference_q(mixer: tg.NgramMixer, tokens, positions, min_count: int):
     """q(target) at the longest context seen >= min_count times, and whether one qualified."""
-    chunk = mixer.chunks[positions - 1]
+    earlier = positions - 1  # targets before each position's
     q = torch.zeros(len(positions), dtype=torch.float64)
     found = torch.zeros(len(positions), dtype=torch.bool)
     for m in range(1, mixer.order):
         context = torch.where(positions >= m, mixer.ids[m][(positions - m).clamp_min(0)], -1)
-        seen = mixer.as_context[m].before(context, chunk)
+        seen = mixer.as_context[m].before(context, earlier)
         ok = seen >= min_count
         keys, known = context * mixer.vocab + tokens[positions], mixer.keys[m + 1]
         at = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
         followed = torch.where(known[at] == keys, at, -1)
-        count = mixer.as_ngram[m + 1].before(followed, chunk).double()
+        count = mixer.as_ngram[m + 1].before(followed, earlier).double()
         q = torch.where(ok, count / seen.clamp_min(1), q)
         found |= ok
     return q, found
@@ -57,7 +57,7 @@ def replay(dump, tokens: torch.Tensor, args, rule: str, min_count: int) -> tuple
     model_p = torch.from_numpy(np.exp2(-dump["model_nll_bits"].astype(np.float64)))
     entropy = torch.from_numpy(dump["entropy_bits"].astype(np.float64) * math.log(2))
     n_bytes = float(dump["bytes"].astype(np.float64).sum())
-    mixer = tg.NgramMixer(args, tokens[:n + 1], torch.arange(n))  # as evaluate(): a target's counts cover every target before it
+    mixer = tg.NgramMixer(args, tokens[:n + 1])  # as evaluate(): a target's counts cover every target before it
     mixed_bits = 0.0
     for start in range(0, n, args.ttt_chunk_tokens):
         positions = torch.arange(start + 1, min(start + args.ttt_chunk_tokens, n) + 1)
