@@ -168,3 +168,20 @@ def test_the_recipe_logs_ran_the_commits_the_table_names():
         checked += 1
     if not checked:
         pytest.skip("none of the recipe commits is in this clone")
+
+
+def test_the_ttt_logs_ran_the_commit_the_table_names():
+    """Both logs of docs/evaluation.md's lora-vs-chunk table ran train_gpt.py of pt.TTT_COMMIT and
+    scored the same artifact (its path and size; the roundtrip scores agree to 1e-5, as kernels
+    compiled in two processes may round differently)."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+    texts = [(REPO_ROOT / path).read_text() for path in pt.TTT_LOGS.values()]
+    loaded = {(re.search(r"^eval_only: loading (\S+)", t, re.M)[1], pt.number(t, r"^Total submission size int6\+lzma: (\d+)")) for t in texts}
+    assert len(loaded) == 1
+    assert abs(pt.bpb(texts[0], "final_int6_roundtrip") - pt.bpb(texts[1], "final_int6_roundtrip")) < 1e-5
+    source = git("show", f"{pt.TTT_COMMIT}:train_gpt.py")
+    if source is None:
+        pytest.skip(f"{pt.TTT_COMMIT} is not in this clone")
+    expected = hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest()
+    assert all(re.search(r"^code_sha256:(\S+)", t, re.M)[1] == expected for t in texts)

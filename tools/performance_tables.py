@@ -524,6 +524,12 @@ LEADS = [
          E("lora_one_piece/a771d9c", "lora_one_piece/now"),
          lambda a, b: f"{x(eval_line(a, 'ttt') / eval_line(b, 'ttt'))} (lora pass, second call)",
          "2026-12-07", "2fc8f5a"),
+    Lead("`TTT_MODE=lora` against `chunk`, one artifact (modern, seed 1337), the whole dev val: full stack; TTT gains; the TTT pass",
+         "kept: `RECIPE=modern`'s mode", ("logs/ttt/lora_vs_chunk_chunk_h100.txt", "logs/ttt/lora_vs_chunk_lora_h100.txt"),
+         lambda a, b: (f"val_bpb {bpb(b, 'final_ngram_ttt') - bpb(a, 'final_ngram_ttt'):+.5f}; ttt_gain "
+                       f"{number(b, r'^gains_bpb .*?ttt_gain:([0-9.-]+)'):.5f} against {number(a, r'^gains_bpb .*?ttt_gain:([0-9.-]+)'):.5f}; "
+                       f"{x(eval_seconds(a, 'ngram_ttt') / eval_seconds(b, 'ngram_ttt'))} (pass)"),
+         "2026-12-08", "32f564a"),
     Lead("`RECIPE=modern` against `RECIPE=pr803`, step-matched proxy (one seed)", "kept, the default",
          ("logs/recipe/proxy_pr803_seed42_h100.txt", "logs/recipe/proxy_modern_seed42_h100.txt"),
          lambda a, b: recipe_change(a, b),
