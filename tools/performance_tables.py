@@ -228,7 +228,8 @@ FIGURES = [
            lambda t: thousands(eval_line(t, "sliding", "tokens_per_s_per_gpu")), "d6fb001"),
     Figure("ttt_pass_h100", "TTT + mixer pass, dev val, one H100, second call: seconds, tokens/s per GPU", (EVAL_H100,),
            lambda t: f"{eval_line(t, 'ttt'):.3f} s, {thousands(eval_line(t, 'ttt', 'tokens_per_s_per_gpu'))}", "0081bab"),
-    Figure("eval_8gpu_estimate", "Legal eval of the full val set on 8 GPUs, estimated from one GPU (two at 8192) doing a rank's share",
+    Figure("eval_8gpu_estimate", "Legal eval of the full val set on 8 GPUs (`TTT_MODE=chunk`; the sliding-window pass, which the program "
+           "also runs, not counted: `TTT_MODE=lora`'s estimate in docs/evaluation.md counts it), estimated from one GPU (two at 8192) doing a rank's share",
            (EVAL_H100, RANK_SHARE_1GPU, RANK_SHARE_2GPU), lambda *t: estimate_value(),
            "0081bab, caee05a, f25b638", gpu="H100; 2×H200"),
     Figure("e2e_main", "Whole program, 220 s of training (the Results protocol), one run per GPU of a 4×H200 host, seeds 42 and 1337",
