@@ -73,15 +73,15 @@ SETTINGS = dict(
 # twice from 35% of the run on, parallel attention/MLP lanes from layer 7, gated U-Net skips, Muon with
 # row-normalized updates and Polar-Express coefficients, weight decay 0.09, warmdown over the last 85%
 # of the run, never below 0.1x the LR, EMA 0.9965, no QAT; and document-level LoRA TTT (TTT_MODE=lora: it
-# gained 0.0042 BPB on a modern artifact where chunk TTT gained 0.0007, docs/evaluation.md). A setting
-# given in the environment overrides both.
+# gained 0.0042 BPB on a modern artifact where chunk TTT gained 0.0007, one H100, proxy text, not
+# FineWeb; docs/evaluation.md). A setting given in the environment overrides both.
 RECIPES = dict(
     pr803={},
     modern=dict(MLP_MULT=4.0, XSA_LAST_N=11, QK_GAIN_INIT=5.0, LOOP_LAYERS="4,5", LOOP_START_FRAC=0.35, PARALLEL_RESIDUAL_FROM=7,
                 SKIP_GATES=True, MUON_NS_COEFFS="polar", MUON_ROW_NORM=True, MUON_WD=0.09, MUON_MOMENTUM=0.97,
                 WARMDOWN_FRAC=0.85, MIN_LR_FRAC=0.1, EMA_DECAY=0.9965, LATE_QAT_THRESHOLD=0.0, TTT_MODE="lora"),
 )
-# SMOKE=1: a model of 0.26M parameters on the sample shipped in data/sample, every part of the stack
+# SMOKE=1: a model of 0.29M parameters (RECIPE=modern) on the sample shipped in data/sample, every part of the stack
 # on, no compile warm-up and no cap: about a minute on 2 CPU cores. Any setting still overrides it.
 SAMPLE_DATA = Path(__file__).resolve().parent / "data" / "sample"
 SMOKE_PRESET = dict(

@@ -259,21 +259,27 @@ def test_two_contexts_sharing_8_of_9_tokens_get_different_counters():
     assert q2[0][t1] == q2[1][t2] and q2[0][t2] == q2[1][t1]  # the two contexts are symmetric
 
 
-def test_q_of_a_target_does_not_depend_on_it_or_anything_after_it():
+@pytest.mark.parametrize("documents", [False, True])
+def test_q_of_a_target_does_not_depend_on_it_or_anything_after_it(documents):
+    """Also with TTT_MODE=lora's document floors (documents starting at 0, 30, 41, 90 and 130)."""
     vocab, n = 8, 160
     tokens = repetitive_stream(n, vocab, seed=3)
-    base = make_mixer(tokens, vocab, 5)
-    for pos in (1, 2, 5, 40, 41, 59, 80, 81, 119, 159):
+    floor = None
+    if documents:
+        starts = torch.tensor([0, 30, 41, 90, 130])
+        floor = starts[torch.searchsorted(starts, torch.arange(n - 1), right=True) - 1]  # of target t at t - 1
+    base = make_mixer(tokens, vocab, 5, floor=floor)
+    for pos in (1, 2, 5, 31, 40, 41, 59, 80, 81, 119, 131, 159):
         changed = tokens.clone()
         changed[pos:] = (changed[pos:] + 3) % vocab  # the target and everything after it
-        other = make_mixer(changed, vocab, 5)  # counted from the changed stream
+        other = make_mixer(changed, vocab, 5, floor=floor)  # counted from the changed stream
         q, longest = all_columns(base, tokens, torch.tensor([pos]))
         q2, longest2 = all_columns(other, changed, torch.tensor([pos]))
         assert torch.equal(q, q2) and torch.equal(longest, longest2), pos
         if pos > 1:  # the target just before does count: changing it changes q
             before = tokens.clone()
             before[pos - 1] = (before[pos - 1] + 1) % vocab
-            assert not torch.equal(all_columns(make_mixer(before, vocab, 5), before, torch.tensor([pos]))[0], q), pos
+            assert not torch.equal(all_columns(make_mixer(before, vocab, 5, floor=floor), before, torch.tensor([pos]))[0], q), pos
     assert int(all_columns(base, tokens, torch.arange(121, 160))[1].max()) == 4
 
 

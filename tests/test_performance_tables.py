@@ -185,3 +185,20 @@ def test_the_ttt_logs_ran_the_commit_the_table_names():
         pytest.skip(f"{pt.TTT_COMMIT} is not in this clone")
     expected = hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest()
     assert all(re.search(r"^code_sha256:(\S+)", t, re.M)[1] == expected for t in texts)
+
+
+def test_the_lora_estimate_adds_up_from_its_logs():
+    """lora_8gpu_estimate, re-derived from the log lines: compile once (the cold run's roundtrip and
+    sliding against the warm run's, the bench's first lora call against its second), every warm pass
+    times a rank's share of the full val set, and the high end adds the mixer's seconds unshared."""
+    lora, chunk, calls = (pt.read(r) for r in (pt.TTT_LOGS["lora"], pt.TTT_LOGS["chunk"], pt.LORA_FIRST_CALL))
+    seconds = lambda t, label: float(re.search(rf"^eval:{label} seconds:([\d.]+)", t, re.M)[1])  # noqa: E731
+    bench = [float(re.search(rf"^bench_eval phase:ttt repeat:{r}/2 seconds:([\d.]+)", calls, re.M)[1]) for r in (1, 2)]
+    mixer = sum(float(re.search(rf"^eval:{label} seconds:.*mixer_seconds:([\d.]+)", lora, re.M)[1])
+                for label in ("int6_sliding_window", "ngram_ttt"))
+    share = 62_021_632 / 8 / 999_424
+    compile_s = sum(seconds(lora, p) - seconds(chunk, p) for p in ("int6_roundtrip", "int6_sliding_window")) + bench[0] - bench[1]
+    warm = seconds(chunk, "int6_roundtrip") + seconds(chunk, "int6_sliding_window") + seconds(lora, "ngram_ttt") - (bench[0] - bench[1])
+    low, high, parts = pt.lora_8gpu_estimate()
+    assert low == pytest.approx(compile_s + warm * share) and high == pytest.approx(low + 7 * share * mixer)
+    assert 0 < parts["compile"] < low / 5 and 300 < low < high < 600  # what docs/evaluation.md states: inside the 600 s

@@ -387,6 +387,10 @@ def test_smoke_preset_runs_from_any_folder_on_the_shipped_sample(tmp_path):
     assert sorted(train_losses(log)) == [1, 2, 3, 4] and "compile_warmup" not in log
     assert "WARNING" not in log  # the shipped tokenizer is the official one
     assert log_line(log, "ngram_audit") is not None and log_line(log, "final_ngram_ttt") is not None
+    # RECIPE=modern's TTT_MODE=lora, with SMOKE's rows and phase, so the mixer and the phase do work
+    lora = re.search(r"^eval:ngram_ttt ttt_mode:lora documents:39 .* rows:8 .* phase_documents:4 ", log, re.M)
+    assert lora is not None, [line for line in log.splitlines() if line.startswith("eval:ngram_ttt")]
+    assert float(re.search(r"^gains_bpb .*ngram_gain:(\S+)", log, re.M)[1]) > 0
     assert (tmp_path / "elsewhere" / "final_model_smoke.int6.ptz").is_file()
 
 
