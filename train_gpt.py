@@ -1529,9 +1529,9 @@ class NgramMixer:
         self.vocab, self.discount, self.order = args.vocab_size, args.ngram_discount, args.ngram_order
         targets = torch.arange(1, len(tokens), device=tokens.device)
         earlier = targets - 1  # earlier[t - 1]: how many targets come before target t
-        n = len(targets)
+        n_targets = len(targets)
         self.floor = torch.zeros_like(targets) if context_floor is None else context_floor  # floor[t - 1]: of target t
-        self.unigram = Occurrences(tokens[targets], earlier, n)
+        self.unigram = Occurrences(tokens[targets], earlier, n_targets)
         self.ids, self.keys = [None, tokens], [None, None]  # ids[k][a]: id of the k-gram starting at token a
         for k in range(2, self.order + 1):
             keys, ids = torch.unique(self.ids[k - 1][:-1] * self.vocab + tokens[k - 1:], return_inverse=True)
@@ -1540,13 +1540,13 @@ class NgramMixer:
         self.as_context, self.as_ngram, self.distinct = {}, {}, {}
         for m in range(1, self.order):  # the m tokens before target t start at t - m
             later = targets - m >= self.floor
-            start, at = targets[later] - m, earlier[later]
-            self.as_context[m] = Occurrences(self.ids[m][start], at, n)
+            start, counted_at = targets[later] - m, earlier[later]
+            self.as_context[m] = Occurrences(self.ids[m][start], counted_at, n_targets)
             followed = self.ids[m + 1][start]
-            self.as_ngram[m + 1] = Occurrences(followed, at, n)
-            # each (context, token) once, at the target it is first counted at (n: never, as it only crosses a context floor)
-            first = torch.full_like(self.keys[m + 1], n).scatter_reduce_(0, followed, at, "amin")
-            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n + 1)
+            self.as_ngram[m + 1] = Occurrences(followed, counted_at, n_targets)
+            # each (context, token) once, at the target it is first counted at (n_targets: never, as it only crosses a context floor)
+            first = torch.full_like(self.keys[m + 1], n_targets).scatter_reduce_(0, followed, counted_at, "amin")
+            self.distinct[m] = Occurrences(self.keys[m + 1] // self.vocab, first, n_targets + 1)
         del self.ids[self.order]  # only contexts (up to NGRAM_ORDER-1 tokens) are looked up from here on
         self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=tokens.device)
         self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=tokens.device)
