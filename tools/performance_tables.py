@@ -276,7 +276,7 @@ FIGURES = [
     Figure("target_ttt_lora", f"Target: TTT + mixer ≥ {EVAL_SPEED_TARGET:.0f}× the reference's {thousands(REFERENCE_TTT_TOKS)} tokens/s per "
            "GPU, `TTT_MODE=lora` (`RECIPE=modern`'s): its pass over the dev val, compile included",
            (TTT_LOGS["lora"],), lambda t: (lambda r: f"{r:.2f}×: {'met' if r >= EVAL_SPEED_TARGET else 'not met'}")(
-               eval_key(t, "ngram_ttt", "tokens_per_s_per_gpu") / REFERENCE_TTT_TOKS), TTT_COMMIT),
+               key(t, "eval:ngram_ttt seconds:", "tokens_per_s_per_gpu") / REFERENCE_TTT_TOKS), TTT_COMMIT),
     Figure("target_eval_8gpu_lora", f"Target: legal eval on 8 GPUs ≤ {EVAL_8GPU_TARGET_S:.0f} s, `TTT_MODE=lora`: the whole eval, "
            "the sliding pass included (docs/evaluation.md)",
            (TTT_LOGS["lora"], TTT_LOGS["chunk"], LORA_FIRST_CALL),
@@ -291,8 +291,13 @@ def figure_gpu(f: Figure) -> str:
     return f.gpu or gpu(read(f.logs[0]))
 
 
+def ref_cell(ref: str) -> str:
+    """A kept log by its path, an excerpt by its section of tried_excerpts.txt."""
+    return f"`{ref}`" if ref.startswith("logs/") else f"`tried_excerpts.txt` § {ref.split('/')[0]}"
+
+
 def log_cell(refs) -> str:
-    return ", ".join(f"`{r}`" if r.startswith("logs/") else f"`tried_excerpts.txt` § {r.split('/')[0]}" for r in refs)
+    return ", ".join(map(ref_cell, refs))
 
 
 def current_figures() -> str:
@@ -540,9 +545,9 @@ LEADS = [
          lambda a, b: f"{x(eval_line(a, 'ttt') / eval_line(b, 'ttt'))} (lora pass, second call)",
          "2026-12-07", "2fc8f5a"),
     Lead("`TTT_MODE=lora` against `chunk`, one artifact (modern, seed 1337), the whole dev val: full stack; TTT gains; the TTT pass",
-         "kept: `RECIPE=modern`'s mode", ("logs/ttt/lora_vs_chunk_chunk_h100.txt", "logs/ttt/lora_vs_chunk_lora_h100.txt"),
+         "kept: `RECIPE=modern`'s mode", (TTT_LOGS["chunk"], TTT_LOGS["lora"]),
          lambda a, b: (f"val_bpb {bpb(b, 'final_ngram_ttt') - bpb(a, 'final_ngram_ttt'):+.5f}; ttt_gain "
-                       f"{number(b, r'^gains_bpb .*?ttt_gain:([0-9.-]+)'):.5f} against {number(a, r'^gains_bpb .*?ttt_gain:([0-9.-]+)'):.5f}; "
+                       f"{gain(b, 'ttt_gain'):.5f} against {gain(a, 'ttt_gain'):.5f}; "
                        f"{x(eval_seconds(a, 'ngram_ttt') / eval_seconds(b, 'ngram_ttt'))} (pass)"),
          "2026-12-08", "32f564a"),
     Lead("`RECIPE=modern` against `RECIPE=pr803`, step-matched proxy (one seed)", "kept, the default",
@@ -552,17 +557,17 @@ LEADS = [
     Lead("`RECIPE=modern`, seed 1337 (commit a771d9c) against seed 42 (commit 9c328b1), step-matched proxy: the spread of seeds "
          "(and of the export's changes between the commits: 34 matrices at int5 against 51)", "checked",
          ("logs/recipe/proxy_modern_seed42_h100.txt", "logs/recipe/proxy_modern_seed1337_h100.txt"),
-         lambda a, b: (f"pre-quant val_bpb {pre_quant_bpb(b) - pre_quant_bpb(a):+.5f}; " + recipe_change(a, b)),
+         lambda a, b: recipe_change_with_pre_quant(a, b),
          "2026-12-07", "a771d9c"),
     Lead("`RECIPE=pr803`, seed 1337 (commit 13eec11) against seed 42 (commit 9c328b1), step-matched proxy: the spread of seeds "
          "(all 66 matrices at int6 in both)", "checked",
          ("logs/recipe/proxy_pr803_seed42_h100.txt", "logs/recipe/proxy_pr803_seed1337_h100.txt"),
-         lambda a, b: (f"pre-quant val_bpb {pre_quant_bpb(b) - pre_quant_bpb(a):+.5f}; " + recipe_change(a, b)),
+         lambda a, b: recipe_change_with_pre_quant(a, b),
          "2026-12-08", "13eec11"),
     Lead("The proxy's check: `RECIPE=pr803` with `XSA_LAST_N=0` against 4, seed 1337 (on the 220 s protocol XSA off cost +0.011)",
          "checked: ranks the other way, within the pr803 seed spread (0.0039)",
          ("logs/recipe/proxy_pr803_seed1337_h100.txt", "logs/recipe/proxy_pr803_xsa0_seed1337_h100.txt"),
-         lambda a, b: (f"pre-quant val_bpb {pre_quant_bpb(b) - pre_quant_bpb(a):+.5f}; " + recipe_change(a, b)),
+         lambda a, b: recipe_change_with_pre_quant(a, b),
          "2026-12-08", "13eec11"),
     Lead("`RECIPE=modern`'s training step against `RECIPE=pr803`'s, the proxy's batch, timed in one job (`tools/bench.py train`, 60 steps)",
          "checked", E("recipe_ms/pr803", "recipe_ms/modern"),
@@ -579,17 +584,31 @@ LEADS = [
 ]
 
 
+def recipe_change_with_pre_quant(before: str, after: str) -> str:
+    return f"pre-quant val_bpb {pre_quant_bpb(after) - pre_quant_bpb(before):+.5f}; " + recipe_change(before, after)
+
+
 def recipe_change(before: str, after: str) -> str:
     """A recipe lead's effect: the change in sliding val_bpb, and ms/step after against before."""
     return f"sliding val_bpb {sliding_bpb(after) - sliding_bpb(before):+.5f}; ms/step {final_step_ms(after):.1f} against {final_step_ms(before):.1f}"
 
 
+def bpb(text: str, line: str) -> float:
+    """val_bpb of the last `line val_loss:… val_bpb:…` line."""
+    return number(text, rf"^{line} val_loss:\S+ val_bpb:([\d.]+)")
+
+
 def pre_quant_bpb(text: str) -> float:
-    return number(text, r"^pre_quant val_loss:\S+ val_bpb:([\d.]+)")
+    return bpb(text, "pre_quant")
 
 
 def sliding_bpb(text: str) -> float:
-    return number(text, r"^final_int6_sliding_window val_loss:\S+ val_bpb:([\d.]+)")
+    return bpb(text, "final_int6_sliding_window")
+
+
+def gain(text: str, name: str) -> float:
+    """ttt_gain or ngram_gain of the gains_bpb line (either may be negative)."""
+    return number(text, rf"^gains_bpb .*?\b{name}:([\d.-]+)")
 
 
 def final_step_ms(text: str) -> float:
@@ -601,12 +620,8 @@ def final_step_ms(text: str) -> float:
 def what_was_tried() -> str:
     lines = ["| lead | outcome | measured ratio | GPU | date | commit | log |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for ld in LEADS:
-        logs = []
-        for r in ld.refs:
-            cell = f"`{r}`" if r.startswith("logs/") else f"`tried_excerpts.txt` § {r.split('/')[0]}"
-            if cell not in logs:
-                logs.append(cell)
-        lines.append(f"| {ld.lead} | {ld.outcome} | {ld.ratio(*map(read, ld.refs))} | {lead_gpu(ld)} | {ld.date} | {ld.commit} | {', '.join(logs)} |")
+        logs = ", ".join(dict.fromkeys(map(ref_cell, ld.refs)))
+        lines.append(f"| {ld.lead} | {ld.outcome} | {ld.ratio(*map(read, ld.refs))} | {lead_gpu(ld)} | {ld.date} | {ld.commit} | {logs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -711,7 +726,7 @@ def recipe_table() -> str:
     for r in RECIPE_RUNS:
         t = texts[r.log]
         pre, sliding = pre_quant_bpb(t), sliding_bpb(t)
-        roundtrip = number(t, r"^final_int6_roundtrip val_loss:\S+ val_bpb:([\d.]+)")
+        roundtrip = bpb(t, "final_int6_roundtrip")
         int5 = int(number(t, r"^export: int6_matrices:\d+ int5_matrices:(\d+)"))
         steps = int(number(t, r"^training_done steps:(\d+)"))
         total = int(number(t, r"^artifact:.* total_bytes:(\d+)"))
@@ -765,14 +780,6 @@ def eval_seconds(text: str, label: str) -> float:
     return number(text, rf"^eval:{label} seconds:([\d.]+)")
 
 
-def eval_key(text: str, label: str, name: str) -> float:
-    return number(text, rf"^eval:{label} seconds:.*?\b{name}:([\d.]+)")
-
-
-def bpb(text: str, line: str) -> float:
-    return number(text, rf"^{line} val_loss:\S+ val_bpb:([\d.]+)")
-
-
 def lora_8gpu_estimate() -> tuple[float, float, dict[str, float]]:
     """The whole eval of TTT_MODE=lora as the program runs it (roundtrip, sliding + mixer, the lora pass
     + mixer) on 8 GPUs, from one GPU scoring the whole dev val. Compile once: the lora run (the first
@@ -788,7 +795,7 @@ def lora_8gpu_estimate() -> tuple[float, float, dict[str, float]]:
                 lora=eval_seconds(lora, "ngram_ttt") - lora_compile)
     compile_s = (eval_seconds(lora, "int6_roundtrip") - warm["roundtrip"] + eval_seconds(lora, "int6_sliding_window")
                  - warm["sliding"] + lora_compile)
-    mixer = eval_key(lora, "int6_sliding_window", "mixer_seconds") + eval_key(lora, "ngram_ttt", "mixer_seconds")
+    mixer = sum(key(lora, f"eval:{label} seconds:", "mixer_seconds") for label in ("int6_sliding_window", "ngram_ttt"))
     passes = sum(warm.values()) * share
     parts = dict(compile=compile_s, passes=passes, mixer_unshared=mixer * share * 7, share=share, **warm)
     return compile_s + passes, compile_s + passes + parts["mixer_unshared"], parts
@@ -805,10 +812,10 @@ def lora_vs_chunk() -> str:
              "| final (with the mixer) | ngram_gain | TTT pass s | audit |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode, t in texts.items():
-        ttt_gain, ngram_gain = number(t, r"^gains_bpb .*?ttt_gain:([\d.-]+)"), number(t, r"^gains_bpb .*?ngram_gain:([\d.-]+)")
+        ttt_gain, ngram_gain = gain(t, "ttt_gain"), gain(t, "ngram_gain")
         audit = number(t, r"^ngram_audit .*max_abs_err:(\S+)")
         roundtrip, ttt_only = bpb(t, "final_int6_roundtrip"), bpb(t, "ttt_only")
-        lines.append(f"| `{mode}` | {roundtrip:.5f} | {bpb(t, 'final_int6_sliding_window'):.5f} | {ttt_only:.5f} | {ttt_gain:.5f} | "
+        lines.append(f"| `{mode}` | {roundtrip:.5f} | {sliding_bpb(t):.5f} | {ttt_only:.5f} | {ttt_gain:.5f} | "
                      f"{roundtrip - ttt_only:.5f} | {bpb(t, 'final_ngram_ttt'):.5f} | {ngram_gain:.5f} | {eval_seconds(t, 'ngram_ttt'):.1f} | "
                      f"{audit:.1e} |")
     low, high, p = lora_8gpu_estimate()
