@@ -30,15 +30,26 @@ def git(*args: str) -> str | None:
 
 
 @lru_cache(maxsize=None)
-def program_shas(commit: str) -> set[str]:
-    """What a run of the commit's train_gpt.py logs as code_sha256: the source's sha256 (runs before
-    the packed form was counted) or its packed form's."""
+def packed_sha(commit: str) -> str | None:
+    """What a run of the commit's train_gpt.py logs as code_sha256 since the packed form is counted:
+    the sha256 of that form (None if the clone lacks the commit)."""
     source = git("show", f"{commit}:train_gpt.py")
     if source is None:
-        return set()
+        return None
     sys.path.insert(0, str(REPO_ROOT))
     import train_gpt
-    return {hashlib.sha256(source.encode()).hexdigest(), hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest()}
+    return hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest()
+
+
+def program_shas(commit: str) -> set[str]:
+    """The code_sha256 a run of the commit's train_gpt.py may log: the source's sha256 (runs before
+    the packed form was counted) or its packed form's."""
+    source = git("show", f"{commit}:train_gpt.py")
+    return set() if source is None else {hashlib.sha256(source.encode()).hexdigest(), packed_sha(commit)}
+
+
+def logged_sha(text: str) -> str:
+    return re.search(r"^code_sha256:(\S+)", text, re.M)[1]
 
 
 def line_numbers(spec: str) -> list[int]:
@@ -151,26 +162,20 @@ def test_logs_readme_names_exactly_the_files_in_logs():
 def test_the_gptq_logs_ran_the_commit_the_table_names():
     """The four GPTQ logs ran one program: the training log's code_sha256 is the packed form of
     train_gpt.py at pt.QUANT_COMMIT."""
-    sys.path.insert(0, str(REPO_ROOT))
-    import train_gpt
-    source = git("show", f"{pt.QUANT_COMMIT}:train_gpt.py")
-    if source is None:
+    expected = packed_sha(pt.QUANT_COMMIT)
+    if expected is None:
         pytest.skip(f"{pt.QUANT_COMMIT} is not in this clone")
-    logged = re.search(r"^code_sha256:(\S+)", (REPO_ROOT / pt.QUANT_LOGS["train"]).read_text(), re.M)[1]
-    assert hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest() == logged
+    assert logged_sha((REPO_ROOT / pt.QUANT_LOGS["train"]).read_text()) == expected
 
 
 def test_the_recipe_logs_ran_the_commits_the_table_names():
     """Each recipe log's code_sha256 is the packed form of train_gpt.py at the commit its row names."""
-    sys.path.insert(0, str(REPO_ROOT))
-    import train_gpt
     checked = 0
     for run in pt.RECIPE_RUNS:
-        source = git("show", f"{run.commit}:train_gpt.py")
-        if source is None:
+        expected = packed_sha(run.commit)
+        if expected is None:
             continue
-        logged = re.search(r"^code_sha256:(\S+)", (REPO_ROOT / pt.RECIPE / run.log).read_text(), re.M)[1]
-        assert hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest() == logged, run.log
+        assert logged_sha((REPO_ROOT / pt.RECIPE / run.log).read_text()) == expected, run.log
         checked += 1
     if not checked:
         pytest.skip("none of the recipe commits is in this clone")
@@ -180,17 +185,14 @@ def test_the_ttt_logs_ran_the_commit_the_table_names():
     """Both logs of docs/evaluation.md's lora-vs-chunk table ran train_gpt.py of pt.TTT_COMMIT and
     scored the same artifact (its path and size; the roundtrip scores agree to 1e-5, as kernels
     compiled in two processes may round differently)."""
-    sys.path.insert(0, str(REPO_ROOT))
-    import train_gpt
     texts = [(REPO_ROOT / path).read_text() for path in pt.TTT_LOGS.values()]
     loaded = {(re.search(r"^eval_only: loading (\S+)", t, re.M)[1], pt.number(t, r"^Total submission size int6\+lzma: (\d+)")) for t in texts}
     assert len(loaded) == 1
     assert abs(pt.bpb(texts[0], "final_int6_roundtrip") - pt.bpb(texts[1], "final_int6_roundtrip")) < 1e-5
-    source = git("show", f"{pt.TTT_COMMIT}:train_gpt.py")
-    if source is None:
+    expected = packed_sha(pt.TTT_COMMIT)
+    if expected is None:
         pytest.skip(f"{pt.TTT_COMMIT} is not in this clone")
-    expected = hashlib.sha256(train_gpt.pack_source(source.encode())).hexdigest()
-    assert all(re.search(r"^code_sha256:(\S+)", t, re.M)[1] == expected for t in texts)
+    assert all(logged_sha(t) == expected for t in texts)
 
 
 def test_the_lora_estimate_adds_up_from_its_logs():
