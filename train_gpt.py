@@ -2153,10 +2153,11 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
 def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll: Tensor, entropy: Tensor, audit: list) -> tuple[Tensor, float, int]:
     """The n-gram mixer over TTT_MODE=lora's scores, as if the documents were scored one after another
     in stream order: a target's counts cover every target before it (the documents before its own,
-    and its own document's earlier targets), and its contexts stay inside its document. The targets are mixed in groups of TTT_LORA_BATCH_DOCS documents in
-    stream order (not in the order they are scored, longest first), and alpha for group b is learned
-    from groups < b: each rank takes the loss tables of its groups (which do not depend on alpha),
-    all ranks add them up, and group b mixes with their sum over the groups before it.
+    and its own document's earlier targets), and its contexts stay inside its document. The targets
+    are mixed in groups of TTT_LORA_BATCH_DOCS documents in stream order (not in the order they are
+    scored, longest first), and alpha for group b is learned from groups < b: each rank takes the
+    loss tables of its groups (which do not depend on alpha), all ranks add them up, and group b
+    mixes with their sum over the groups before it.
     Returns the mixed -log p of every target, the audit's max error and how many rows it checked."""
     device, tokens, per_batch = val.tokens.device, val.tokens, args.ttt_lora_batch_docs
     doc_of_target = torch.repeat_interleave(torch.arange(len(starts)), lengths)
