@@ -68,7 +68,7 @@ SETTINGS = dict(
     TTT_PHASE_DOCS=2500, TTT_PHASE_LR=0.001,
 )
 # RECIPE=pr803 is #803's record configuration (SETTINGS as they stand). RECIPE=modern, the default
-# (it scored 0.022 BPB better on the step-matched proxy, README "Recipes"), is what the best sp1024
+# (it scored 0.024 BPB better on the step-matched proxy, two seeds each, README "Recipes"), is what the best sp1024
 # stacks since then share (README, "Recipes"): MLP 4x, XSA on every layer, QK gain 5, layers 4-5 run
 # twice from 35% of the run on, parallel attention/MLP lanes from layer 7, gated U-Net skips, Muon with
 # row-normalized updates and Polar-Express coefficients, weight decay 0.09, warmdown over the last 85%
@@ -110,6 +110,14 @@ NEWTON_SCHULZ_COEFFS = dict(
            (3.8916678022926607, -2.772484153217685, 0.5060648178503393), (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
            (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)),
 )
+# Settings of the reference script (#803) that this program does not have: reported, then ignored
+REFERENCE_ONLY_SETTINGS = ("ADAPTIVE_LR", "ADAPTIVE_LR_MAX", "BYTE_WEIGHTED_TTT", "EMBED_LR", "GATED_ATTENTION", "HEAD_LR", "MIXER_ETA",
+                           "MIXER_MIN_TOKENS", "MTP_NUM_HEADS", "NGRAM_BUCKETS", "SKIP_SLIDING_WINDOW", "SOFT_ROUND_QAT",
+                           "SOFT_ROUND_TEMP_END", "SOFT_ROUND_TEMP_START", "SWA_ENABLED", "SWA_EVERY", "TIE_EMBEDDINGS",
+                           "TTT_BATCH_SEQS", "TTT_OPTIMIZER", "USE_HEDGE_MIXER", "USE_POLYAK")
+# Prefixes of our settings that other programs' variables share (MAX_JOBS, RUN_...): a name with one of
+# them is reported only when it is very close to one of our settings (a typo)
+COMMON_PREFIXES = ("DATA_", "MAX_", "MIN_", "MODEL_", "NUM_", "RUN_")
 # A tiny model whose every part is on, for the message that reports conflicting settings
 TINY_EXAMPLE = ("NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 ROPE_DIMS=16 XSA_LAST_N=1 VE_LAYERS=1 LOOP_LAYERS=1 "
                 "PARALLEL_RESIDUAL_FROM=1 (or SMOKE=1)")
@@ -163,10 +171,15 @@ class Hyperparameters:
     def _unknown_var_warning(name: str) -> str | None:
         if name in ("NGRAM_MIN_COUNT", "ALPHA_BASE", "ALPHA_RANGE", "ALPHA_CENTER"):
             return f"{name} (the reference mixer's) ignored: ours smooths over all context lengths and learns alpha online"
+        if name in REFERENCE_ONLY_SETTINGS:
+            return f"{name} (a setting of the reference script that this program does not have) ignored"
         prefixes = {n.split("_")[0] + "_" for n in SETTINGS if "_" in n}
         if name in SETTINGS or not any(name.startswith(p) for p in prefixes):
             return None
-        close = difflib.get_close_matches(name, SETTINGS, n=1)
+        common = name.startswith(COMMON_PREFIXES)
+        close = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.8 if common else 0.6)
+        if not close and common:
+            return None
         return f"unknown setting {name} ignored" + (f" (did you mean {close[0]}?)" if close else "")
 
     def _validate(self):
@@ -174,7 +187,7 @@ class Hyperparameters:
         head_dim = self.model_dim // self.num_heads if self.num_heads > 0 else 0
         checks = [(getattr(self, name.lower()) > 0, f"{name} must be > 0") for name in (
             "VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN",
-            "ITERATIONS", "TRAIN_LOG_EVERY", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS")]
+            "ITERATIONS", "TRAIN_LOG_EVERY", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS", "NGRAM_AUDIT_POSITIONS", "TTT_GRAD_CLIP")]
         checks += [
             (head_dim and self.model_dim % self.num_heads == 0, f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}"),
             (self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads == 0, f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}"),
@@ -185,12 +198,12 @@ class Hyperparameters:
              f"VE_LAYERS={','.join(map(str, self.ve_layers))} must be layer indices in 0..{self.num_layers - 1} (NUM_LAYERS-1), or VE_ENABLED=0"),
             (self.bigram_vocab_size == 0 or self.bigram_vocab_size >= 2, "BIGRAM_VOCAB_SIZE must be 0 (off) or >= 2"),
             (0 < self.eval_stride <= self.eval_seq_len, f"EVAL_STRIDE={self.eval_stride} must be in 1..EVAL_SEQ_LEN={self.eval_seq_len}"),
-            (self.warmdown_iters >= 0 and self.warmup_steps >= 0 and self.grad_accum_steps >= 0,
-             "WARMDOWN_ITERS, WARMUP_STEPS and GRAD_ACCUM_STEPS must be >= 0"),
+            (min(self.warmdown_iters, self.warmup_steps, self.grad_accum_steps, self.val_max_tokens) >= 0,
+             "WARMDOWN_ITERS, WARMUP_STEPS, GRAD_ACCUM_STEPS and VAL_MAX_TOKENS must be >= 0"),
             (0 <= self.complement_alpha <= 1, "COMPLEMENT_ALPHA must be in [0, 1]"),
             (0 <= self.ema_decay < 1 and 0 <= self.late_qat_threshold <= 1, "EMA_DECAY must be in [0, 1) and LATE_QAT_THRESHOLD in [0, 1]"),
-            (self.eval_seq_len > 0 and self.ttt_chunk_tokens % self.eval_seq_len == 0,
-             f"TTT_CHUNK_TOKENS={self.ttt_chunk_tokens} must be a multiple of EVAL_SEQ_LEN={self.eval_seq_len}"),
+            (self.eval_seq_len > 0 and (not self.ttt_enabled or self.ttt_mode != "chunk" or self.ttt_chunk_tokens % self.eval_seq_len == 0),
+             f"TTT_CHUNK_TOKENS={self.ttt_chunk_tokens} must be a multiple of EVAL_SEQ_LEN={self.eval_seq_len} (TTT_MODE=chunk trains on whole sequences)"),
             (self.ngram_order >= 2 and 0 <= self.ngram_discount <= 1, "NGRAM_ORDER must be >= 2 and NGRAM_DISCOUNT in [0, 1]"),
             (0 <= self.ttt_freeze_blocks <= self.num_layers and self.ttt_epochs >= 0,
              f"TTT_FREEZE_BLOCKS={self.ttt_freeze_blocks} must be in 0..NUM_LAYERS={self.num_layers} and TTT_EPOCHS >= 0"),
@@ -233,6 +246,21 @@ class Run:
     rank: int
     world: int
     log: Callable[[str], None]
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ceil_div(a, b):
+    """The smallest integer >= a / b (elementwise for a tensor a)."""
+    return -(-a // b)
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 # ----------------------------------------------------------------------------- DATA
@@ -374,7 +402,8 @@ def bf16_autocast(device: torch.device):
 
 class CastedLinear(nn.Linear):
     """fp32 master weight used in the activation dtype. With `qat` set (late training), the weight
-    goes through soft rounding onto the int6 grid the export uses, so training sees its error.
+    goes through soft rounding onto #803's int6 grid (per row, max |w| / 31), so training sees a
+    rounding error (GPTQ's grid is finer: its rows are clipped at QUANT_CLIP_SIGMAS std).
     `out_scale` (one number or one per output) multiplies the weight's rows instead of the output:
     a few KB instead of a pass over the activations, forward and backward. While GPTQ calibrates
     (export), `hessian` sums X^T X of the layer's inputs X; otherwise it is None."""
@@ -783,7 +812,8 @@ class GPT(nn.Module):
 
     def hidden(self, idx: Tensor, last: int = 0, adapters: DocumentAdapters | None = None, context: ChunkContext | None = None) -> Tensor:
         """Final normed hidden states (B, T, model_dim); last > 0: of the last `last` positions only, which
-        the last block computes alone (its keys and values still cover all T). adapters (TTT_MODE=lora):
+        the last block computes alone (its keys and values still cover all T). adapters (TTT_MODE=lora;
+        DocumentAdapters and ChunkContext are defined with the LoRA pass, under EVALUATION):
         each block gets adapt(target, input, output) -> output plus the adapter's low-rank map of input,
         for the block's place in the layer order (a looped layer has an adapter for each of its runs).
         context (TTT_MODE=lora): idx is the step's positions of each document (a chunk, or the context
@@ -860,6 +890,14 @@ def share_gradients(params: list[Tensor], world: int):
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     for p, g in zip(params, all_reduce_flat(grads) if world > 1 else grads):
         p.grad = g
+
+
+def shared_clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], world: int, max_norm: float):
+    """One step on the gradients summed over ranks and clipped to max_norm; then they are cleared."""
+    share_gradients(params, world)
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def newton_schulz(g: Tensor, steps: int, coeffs: tuple[tuple[float, float, float], ...]) -> Tensor:
@@ -1136,50 +1174,6 @@ def train(args, model: GPT, run: Run, val: ValSet | None = None) -> int:
     return step
 
 
-def collect_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
-    """GPTQ's calibration: X^T X of every int6 matrix's inputs over GPTQ_CALIBRATION_BATCHES training
-    micro-batches (never val), split over ranks and summed by one all-reduce, so every rank holds the
-    same Hessians. Runs the model eagerly (the compiled graphs have no Hessian hooks). Timed and
-    logged: with a cap, it runs in the GPTQ_RESERVE_SECONDS the training loop left."""
-    synchronize(run.device)
-    t0 = time.perf_counter()
-    hessians = input_hessians(model, args, run)
-    synchronize(run.device)
-    seconds, capped = time.perf_counter() - t0, args.max_wallclock_seconds > 0
-    run.log(f"gptq_hessians: matrices:{len(hessians)} batches:{args.gptq_calibration_batches} seconds:{seconds:.1f} (training data"
-            + (f"; inside the cap, which the training loop left GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} early)" if capped else ")"))
-    if capped and seconds > args.gptq_reserve_seconds:
-        run.log(f"WARNING: the Hessians took {seconds:.1f} s, more than GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds}: "
-                "training + calibration overran the cap; raise GPTQ_RESERVE_SECONDS")
-    return hessians
-
-
-def input_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
-    """The sums themselves (collect_hessians times and logs them)."""
-    micro_tokens = micro_batching(args, run.world)[1]
-    files = find_shards(args.data_path, "train")
-    assert all(f.name.startswith("fineweb_train_") for f in files)  # calibration never reads val
-    linears = {name + ".weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear) and int6_matrix(name + ".weight", m.weight)}
-    if not linears:  # a model too small for int6 matrices (e.g. SMOKE=1): nothing to calibrate
-        return {}
-    for m in linears.values():
-        m.hessian = torch.zeros(m.in_features, m.in_features, device=run.device)
-    stream = TrainStream(files)
-    autocast = bf16_autocast(run.device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), autocast:
-        for _ in range(-(-args.gptq_calibration_batches // run.world)):  # each call gives every rank its own span
-            model.hidden(next_batch(stream, micro_tokens, args.train_seq_len, run.rank, run.world, run.device)[0])
-    model.train(was_training)
-    hessians = [m.hessian for m in linears.values()]
-    for m in linears.values():
-        m.hessian = None
-    if run.world > 1:
-        hessians = all_reduce_flat(hessians)
-    return dict(zip(linears, hessians))
-
-
 # ----------------------------------------------------------------------------- EXPORT
 # Attention/MLP matrices: int6 per row (int5 where needed to fit the cap). QUANT_METHOD=rtn rounds
 # each weight to the nearest step, the clip percentile chosen per tensor by reconstruction error;
@@ -1190,6 +1184,49 @@ def input_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
 # packed program's bytes (below).
 
 INT6_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+
+
+def collect_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
+    """GPTQ's calibration: X^T X of every int6 matrix's inputs over GPTQ_CALIBRATION_BATCHES training
+    micro-batches (never val), split over ranks and summed by one all-reduce, so every rank holds the
+    same Hessians. Runs the model eagerly (the compiled graphs have no Hessian hooks). Timed and
+    logged: with a cap, it runs in the GPTQ_RESERVE_SECONDS the training loop left."""
+    synchronize(run.device)
+    t0 = time.perf_counter()
+    hessians = input_hessians(model, args, run)
+    synchronize(run.device)
+    seconds, capped = time.perf_counter() - t0, args.max_wallclock_seconds > 0
+    run.log(f"gptq_hessians: matrices:{len(hessians)} batches:{ceil_div(args.gptq_calibration_batches, run.world) * run.world} seconds:{seconds:.1f} (training data"
+            + (f"; inside the cap, which the training loop left GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} early)" if capped else ")"))
+    if capped and seconds > args.gptq_reserve_seconds:
+        run.log(f"WARNING: the Hessians took {seconds:.1f} s, more than GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds}: "
+                "training + calibration overran the cap; raise GPTQ_RESERVE_SECONDS")
+    return hessians
+
+
+def input_hessians(model: GPT, args, run: Run) -> dict[str, Tensor]:
+    """The sums themselves (collect_hessians times and logs them)."""
+    micro_tokens = micro_batching(args, run.world)[1]
+    files = find_shards(args.data_path, "train")  # calibration never reads val
+    linears = {name + ".weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear) and int6_matrix(name + ".weight", m.weight)}
+    if not linears:  # a model too small for int6 matrices (e.g. SMOKE=1): nothing to calibrate
+        return {}
+    for m in linears.values():
+        m.hessian = torch.zeros(m.in_features, m.in_features, device=run.device)
+    stream = TrainStream(files)
+    autocast = bf16_autocast(run.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast:
+        for _ in range(ceil_div(args.gptq_calibration_batches, run.world)):  # each call gives every rank its own span
+            model.hidden(next_batch(stream, micro_tokens, args.train_seq_len, run.rank, run.world, run.device)[0])
+    model.train(was_training)
+    hessians = [m.hessian for m in linears.values()]
+    for m in linears.values():
+        m.hessian = None
+    if run.world > 1:
+        hessians = all_reduce_flat(hessians)
+    return dict(zip(linears, hessians))
 
 
 def quantize_rows(w: Tensor, clip: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
@@ -1352,10 +1389,16 @@ def code_bytes_estimate(q: Tensor) -> float:
     return -(p[p > 0] * p[p > 0].log2()).sum().item() * q.numel() / 8
 
 
+def int5_saving(state: dict[str, Tensor], name: str, hessians, clip_sigmas, done: dict) -> float:
+    """Estimated bytes saved by storing matrix `name` at int5 instead of int6 (the codes' entropies)."""
+    return (code_bytes_estimate(quantized_matrix(done, name, state[name], INT6_MAX, hessians, clip_sigmas)[0])
+            - code_bytes_estimate(quantized_matrix(done, name, state[name], INT5_MAX, hessians, clip_sigmas)[0]))
+
+
 def int5_order(state: dict[str, Tensor], matrices: list[str], hessians: dict[str, Tensor] | None, clip_sigmas, done: dict) -> list[str]:
     """The order in which matrices drop to int5 to fit the cap. With GPTQ's Hessians: by the increase
     of the layer's output error on its calibration inputs, tr(dW H dW^T), per byte saved, cheapest
-    first. Rounding has no such measure: MLP matrices first."""
+    first. Rounding has no such measure: MLP matrices first (after those with Hessians, if any)."""
     if not hessians:
         return sorted(matrices, key=lambda n: ".attn." in n)
 
@@ -1364,14 +1407,8 @@ def int5_order(state: dict[str, Tensor], matrices: list[str], hessians: dict[str
         delta = state[name].float() - q.float() * scale.float()[:, None]
         return ((delta @ hessians[name].float()) * delta).sum().item()
     cost = {n: (output_error(n, INT5_MAX) - output_error(n, INT6_MAX)) / max(int5_saving(state, n, hessians, clip_sigmas, done), 1.0)
-            for n in matrices}
+            if n in hessians else math.inf for n in matrices}  # a matrix without a usable Hessian (rounded): last
     return sorted(matrices, key=cost.__getitem__)
-
-
-def int5_saving(state: dict[str, Tensor], name: str, hessians, clip_sigmas, done: dict) -> float:
-    """Estimated bytes saved by storing matrix `name` at int5 instead of int6 (the codes' entropies)."""
-    return (code_bytes_estimate(quantized_matrix(done, name, state[name], INT6_MAX, hessians, clip_sigmas)[0])
-            - code_bytes_estimate(quantized_matrix(done, name, state[name], INT5_MAX, hessians, clip_sigmas)[0]))
 
 
 def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[str, Tensor] | None = None,
@@ -1403,7 +1440,7 @@ def save_artifact(model: GPT, path: Path, code_bytes: int, log, hessians: dict[s
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
-    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)} quant_method:{'rtn' if hessians is None else 'gptq'} "
+    log(f"export: int6_matrices:{len(matrices) - len(int5)} int5_matrices:{len(int5)} quant_method:{'gptq' if hessians else 'rtn'} "
         f"seconds:{time.perf_counter() - t0:.1f}")
     return len(data)
 
@@ -1491,6 +1528,20 @@ def rank_slice(n: int, rank: int, world: int) -> slice:
     return slice(n * rank // world, n * (rank + 1) // world)
 
 
+def write_nll_dump(path: str, bits: Tensor, n_bytes: Tensor, log, label: str):
+    """EVAL_DUMP_NLL: per target, in bits, the NLL scored (with the mixer, if on), the model's alone
+    and its entropy (the rows of `bits`), and the target's UTF-8 bytes."""
+    d = bits.float().cpu().numpy()
+    np.savez(path, nll_bits=d[0], model_nll_bits=d[1], entropy_bits=d[2], bytes=n_bytes.cpu().numpy().astype(np.int32))
+    log(f"eval:{label} per-token NLL written to {path}")
+
+
+def log_eval_seconds(log, label: str, seconds: float, targets: int, world: int, parts: dict[str, float], extra: str = ""):
+    """A pass's closing line: its seconds, throughput and the seconds of each of its parts."""
+    log(f"eval:{label} seconds:{seconds:.1f} targets:{targets} tokens_per_s_per_gpu:{targets / seconds / world:.0f} "
+        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v) + extra)
+
+
 class Occurrences:
     """Where ids occur, each at an index (0 .. size-1): counts how often an id occurred at indices
     before a given one (two binary searches in the sorted (id, index) pairs; an id < 0 counts 0)."""
@@ -1551,7 +1602,7 @@ class NgramMixer:
         self.alphas = torch.tensor(self.ALPHAS, dtype=torch.float64, device=tokens.device)
         self.alpha_losses = torch.zeros(self.order * self.ENTROPY_BINS, len(self.ALPHAS), dtype=torch.float64, device=tokens.device)
 
-    def cache_probabilities(self, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
+    def cache_probabilities(self, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
         """q at the token ids `columns` (n, k) of each target position, and the longest context
         length seen (n,)."""
         earlier, floor = positions - 1, self.floor[positions - 1]  # targets 1 .. t-1 count for target t
@@ -1569,14 +1620,20 @@ class NgramMixer:
             longest = torch.where(seen > 0, m, longest)
         return q, longest
 
-    def probabilities(self, model_p: Tensor, entropy: Tensor, tokens: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def probabilities(self, model_p: Tensor, entropy: Tensor, positions: Tensor, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mixed p(v) at the token ids `columns` (n, k) of each position, given the model's
         probabilities there (n, k) and its entropy in nats (n,); also q there and each position's
         alpha bin. Scoring asks for the target column only, the audit for all columns: one formula,
         so what is audited is what is scored."""
-        q, longest = self.cache_probabilities(tokens, positions, columns)
+        q, longest = self.cache_probabilities(positions, columns)
         bins = self.bins(longest, entropy)
         return self.mix(model_p, q, bins), q, bins
+
+    def audit_error(self, model_p: Tensor, entropy: Tensor, positions: Tensor, targets: Tensor, scored_p: Tensor) -> Tensor:
+        """The audit of positions already scored, given the model's full rows (n, vocab): the largest
+        |sum_v p(v) - 1| and |p(target) - the p that was scored| over them, from the same formula."""
+        full = self.probabilities(model_p, entropy, positions, torch.arange(self.vocab, device=positions.device).expand(len(positions), -1))[0]
+        return torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, targets[:, None]).squeeze(1) - scored_p).abs()).max()
 
     def bins(self, longest: Tensor, entropy: Tensor) -> Tensor:
         """alpha's bin of each position: the longest context seen, the model's entropy in whole bits."""
@@ -1646,10 +1703,7 @@ class TestTimeTrainer:
                     torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs (its gradients) are used up
                 with autocast:
                     self.loss(x[mine], y[mine], weights).backward()
-            share_gradients(self.params, run.world)
-            torch.nn.utils.clip_grad_norm_(self.params, args.ttt_grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            shared_clipped_step(self.optimizer, self.params, run.world, args.ttt_grad_clip)
             with torch.no_grad():
                 torch._foreach_lerp_(self.polyak, self.params, 1 - args.polyak_decay)
         self.model.eval()
@@ -1668,7 +1722,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
     length = min(args.eval_seq_len, n_targets)
     ends, skips = window_plan(len(tokens), args.eval_seq_len, stride)
     chunk_tokens = args.ttt_chunk_tokens if use_mixer or ttt else n_targets
-    n_chunks = -(-n_targets // chunk_tokens)
+    n_chunks = ceil_div(n_targets, chunk_tokens)
     window_chunk = (ends - length + skips) // chunk_tokens  # chunk of each window's first scored target
     bounds = torch.searchsorted(window_chunk, torch.arange(n_chunks + 1)).tolist()
     trainer = TestTimeTrainer(model, args, run, val, n_chunks) if ttt else None
@@ -1679,7 +1733,6 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
     autocast = bf16_autocast(device)
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # model nll, mixed nll (nats), bytes, targets, audited
     audit = torch.zeros((), device=device, dtype=torch.float64)  # max |sum_v p - 1| and |p_full(x) - p_scored(x)|
-    vocab = torch.arange(args.vocab_size, device=device)
     dump = torch.zeros(4, n_targets, device=device, dtype=torch.float64) if dump_path else None  # scored, model nll, entropy (bits), bytes
     to_dump_units = torch.tensor([[1 / math.log(2)]] * 3 + [[1.0]], device=device, dtype=torch.float64)
 
@@ -1698,7 +1751,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
     for c in range(n_chunks):
         part = rank_slice(bounds[c + 1] - bounds[c], rank, world)
         windows = slice(bounds[c] + part.start, bounds[c] + part.stop)
-        audit_per_batch = -(-args.ngram_audit_positions // (world * max(1, -(-(part.stop - part.start) // args.eval_batch_seqs))))
+        audit_per_batch = ceil_div(args.ngram_audit_positions, world * max(1, ceil_div(part.stop - part.start, args.eval_batch_seqs)))
         scored, audited = [], []
         learned = mixer.alpha_losses.new_zeros(mixer.alpha_losses.shape) if mixer else None
         with trainer.averaged_weights() if trainer else contextlib.nullcontext(), torch.inference_mode(), autocast:
@@ -1719,16 +1772,15 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
             if mixer and scored:
                 idx, nll, entropy, n_bytes = map(torch.cat, zip(*scored))
                 model_p = torch.exp(-nll)
-                mixed_p, q, bins = mixer.probabilities(model_p[:, None], entropy, tokens, idx, tokens[idx, None])
+                mixed_p, q, bins = mixer.probabilities(model_p[:, None], entropy, idx, tokens[idx, None])
                 mixed_nll = -mixed_p.squeeze(1).log()
                 learned += mixer.alpha_loss_table(model_p, q.squeeze(1), bins)
                 sums[1] += mixed_nll.sum() - nll.sum()
                 if dump is not None:
                     dump[0, idx - 1] = mixed_nll / math.log(2)
                 a_idx, a_probs, a_entropy = map(torch.cat, zip(*audited))
-                full = mixer.probabilities(a_probs, a_entropy, tokens, a_idx, vocab.expand(len(a_idx), -1))[0]
                 scored_p = torch.exp(-mixed_nll[torch.searchsorted(idx, a_idx)])
-                audit = torch.maximum(audit, torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, tokens[a_idx, None]).squeeze(1) - scored_p).abs()).max())
+                audit = torch.maximum(audit, mixer.audit_error(a_probs, a_entropy, a_idx, tokens[a_idx], scored_p))
                 sums[4] += len(a_idx)
         if mixer:  # what this chunk teaches alpha is shared by every rank before the next
             if world > 1:
@@ -1750,9 +1802,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
         if dump is not None:
             dist.all_reduce(dump)
     if dump is not None and rank == 0:
-        d = dump.float().cpu().numpy()
-        np.savez(dump_path, nll_bits=d[0], model_nll_bits=d[1], entropy_bits=d[2], bytes=d[3].astype(np.int32))
-        log(f"eval:{label} per-token NLL written to {dump_path}")
+        write_nll_dump(dump_path, dump[:3], dump[3], log, label)
     model.train(was_training)
     nll, mixed_nll, n_bytes, count, audited = sums.tolist()  # also waits for the GPU
     seconds = time.perf_counter() - t0
@@ -1765,8 +1815,7 @@ def evaluate(model: GPT, args, run: Run, val: ValSet, stride: int, label: str, u
         scores[rank] = parts["score"]
         dist.all_reduce(scores)
         by_rank = " score_seconds_by_rank:" + ",".join(f"{v:.1f}" for v in scores.tolist())
-    log(f"eval:{label} seconds:{seconds:.1f} targets:{int(count)} tokens_per_s_per_gpu:{count / seconds / world:.0f} "
-        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in parts.items() if v) + by_rank)
+    log_eval_seconds(log, label, seconds, int(count), world, parts, by_rank)
     result = dict(val_loss=nll / count, val_bpb=nll / math.log(2) / n_bytes, seconds=seconds)
     if mixer:
         result.update(mixed_loss=mixed_nll / count, mixed_bpb=mixed_nll / math.log(2) / n_bytes, audit_max_abs_err=audit.item(), audit_positions=int(audited))
@@ -1976,7 +2025,7 @@ def score_documents(model: GPT, args, tokens: Tensor, starts: Tensor, lengths: T
     adapters, training each adapter on a chunk right after scoring it (not on a document's last
     chunk: nothing is scored after it), the TTT_LORA_CONTEXT stream tokens before each document run
     first. Writes -log p (nats) and the entropy of each target t at scores[:, t - 1] (the last column
-    of `scores` is spare); appends a few (targets, full probability rows, entropies) to `audit` for
+    of `scores` is spare); appends one (target, full probability row, entropy) per step to `audit` for
     the mixer's check; calls on_step() after each step; log: for a warning."""
     device, C, P = tokens.device, args.ttt_lora_chunk, args.ttt_lora_context
     rows, last_token, spare = plan.size(2), len(tokens) - 1, scores.size(1) - 1
@@ -2050,7 +2099,7 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
     first = int(starts[0])  # documents follow each other: their inputs are one span of the stream
     n_rows = (int(starts[-1] + lengths[-1]) - first) // W
     x, y = (tokens[first + shift:first + shift + n_rows * W].view(n_rows, W) for shift in (0, 1))
-    steps = -(-n_rows // per_step)
+    steps = ceil_div(n_rows, per_step)
     params = list(model.parameters())
     model.requires_grad_(True)
     optimizer = torch.optim.SGD(params, lr=args.ttt_phase_lr, momentum=0.9)
@@ -2063,12 +2112,9 @@ def phase_sgd(model: GPT, args, run: Run, tokens: Tensor, starts: Tensor, length
             with autocast:  # the local mean, weighted to its share of the step's rows: the sum over ranks is the step's mean
                 loss = model(x[mine], y[mine]) * (mine.stop - mine.start) / (rows.stop - rows.start)
             loss.backward()
-        share_gradients(params, run.world)
-        torch.nn.utils.clip_grad_norm_(params, args.ttt_grad_clip)
         for group in optimizer.param_groups:
             group["lr"] = args.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        shared_clipped_step(optimizer, params, run.world, args.ttt_grad_clip)
     model.requires_grad_(False)
     return steps
 
@@ -2094,10 +2140,10 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
     # to the ranks in turn. Each rank's steps are planned on the CPU: the ETA counts them.
     segments = [torch.arange(phase_docs), torch.arange(phase_docs, n_docs)] if phase_docs else [torch.arange(n_docs)]
     mine = [side[torch.argsort(lengths[side], descending=True, stable=True)][rank::world] for side in segments]
-    plans = [plan_rows((-(-lengths[docs] // args.ttt_lora_chunk)).tolist(), min(args.ttt_lora_batch_docs, len(docs))) for docs in mine]
+    plans = [plan_rows(ceil_div(lengths[docs], args.ttt_lora_chunk).tolist(), min(args.ttt_lora_batch_docs, len(docs))) for docs in mine]
     my_steps = sum(len(plan) for plan, _ in plans)
     log(f"eval:{label} ttt_mode:lora documents:{n_docs} mean_targets:{lengths.float().mean():.0f} longest:{int(lengths.max())} "
-        f"rows:{args.ttt_lora_batch_docs} steps_rank0:{my_steps} phase_documents:{phase_docs} context_tokens:{args.ttt_lora_context}")
+        f"rows:{max(min(args.ttt_lora_batch_docs, len(docs)) for docs in mine)} steps_rank0:{my_steps} phase_documents:{phase_docs} context_tokens:{args.ttt_lora_context}")
     was_training = model.training
     model.eval()
     model.requires_grad_(False)
@@ -2140,13 +2186,10 @@ def lora_evaluate(model: GPT, args, run: Run, val: ValSet, label: str, use_mixer
         result.update(mixed_loss=mixed_nll.mean().item(), mixed_bpb=(mixed_nll.sum() / math.log(2) / n_bytes.sum()).item())
         seconds["mixer"] = time.perf_counter() - t
     if dump_path and rank == 0:
-        d = torch.stack((mixed_nll / math.log(2), nll / math.log(2), entropy / math.log(2))).float().cpu().numpy()
-        np.savez(dump_path, nll_bits=d[0], model_nll_bits=d[1], entropy_bits=d[2], bytes=n_bytes.cpu().numpy().astype(np.int32))
-        log(f"eval:{label} per-token NLL written to {dump_path}")
+        write_nll_dump(dump_path, torch.stack((mixed_nll, nll, entropy)) / math.log(2), n_bytes, log, label)
     model.train(was_training)
     result["seconds"] = time.perf_counter() - t0
-    log(f"eval:{label} seconds:{result['seconds']:.1f} targets:{n_targets} tokens_per_s_per_gpu:{n_targets / result['seconds'] / world:.0f} "
-        + " ".join(f"{k}_seconds:{v:.1f}" for k, v in seconds.items() if v))
+    log_eval_seconds(log, label, result["seconds"], n_targets, world, seconds)
     return result
 
 
@@ -2157,19 +2200,19 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
     are mixed in groups of TTT_LORA_BATCH_DOCS documents in stream order (not in the order they are
     scored, longest first), and alpha for group b is learned from groups < b: each rank takes the
     loss tables of its groups (which do not depend on alpha), all ranks add them up, and group b
-    mixes with their sum over the groups before it.
+    mixes with their sum over the groups before it. The audit checks every row score_documents kept.
     Returns the mixed -log p of every target, the audit's max error and how many rows it checked."""
     device, tokens, per_batch = val.tokens.device, val.tokens, args.ttt_lora_batch_docs
     doc_of_target = torch.repeat_interleave(torch.arange(len(starts)), lengths)
     mixer = NgramMixer(args, tokens, starts[doc_of_target].to(device))
-    n_groups = -(-len(starts) // per_batch)
+    n_groups = ceil_div(len(starts), per_batch)
     first_target = torch.cat((starts[::per_batch], torch.tensor([len(tokens) - 1]))) + 1  # group b: targets first[b] .. first[b+1]-1
     mine = range(run.rank, n_groups, run.world)
     parts, tables = {}, torch.zeros(n_groups + 1, *mixer.alpha_losses.shape, dtype=torch.float64, device=device)
     for b in mine:
         positions = torch.arange(int(first_target[b]), int(first_target[b + 1]), device=device)
         model_p = torch.exp(-nll[positions - 1])
-        q, longest = mixer.cache_probabilities(tokens, positions, tokens[positions, None])
+        q, longest = mixer.cache_probabilities(positions, tokens[positions, None])
         bins = mixer.bins(longest, entropy[positions - 1])
         parts[b] = positions, model_p, q, bins
         tables[b + 1] = mixer.alpha_loss_table(model_p, q.squeeze(1), bins)
@@ -2185,17 +2228,12 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
     worst, checked = torch.zeros((), dtype=torch.float64, device=device), 0
     if audit:
         idx, probs, ent = (torch.cat(t) for t in zip(*audit))
-        keep = torch.linspace(0, len(idx) - 1, min(len(idx), -(-args.ngram_audit_positions // run.world)), device=device).long()
-        idx, probs, ent = idx[keep], probs[keep], ent[keep]
         group_of = torch.searchsorted(first_target.to(device), idx, right=True) - 1
-        vocab = torch.arange(args.vocab_size, device=device)
         for b in group_of.unique().tolist():
             rows = group_of == b
             mixer.alpha_losses = history[b]
-            full = mixer.probabilities(probs[rows], ent[rows], tokens, idx[rows], vocab.expand(int(rows.sum()), -1))[0]
             scored = torch.exp(-mixed_nll[idx[rows] - 1])
-            errors = torch.maximum((full.sum(1) - 1).abs(), (full.gather(1, tokens[idx[rows], None]).squeeze(1) - scored).abs())
-            worst = torch.maximum(worst, errors.max())
+            worst = torch.maximum(worst, mixer.audit_error(probs[rows], ent[rows], idx[rows], tokens[idx[rows]], scored))
         checked = len(idx)
     if run.world > 1:
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)
@@ -2206,16 +2244,6 @@ def lora_mixer(args, run: Run, val: ValSet, starts: Tensor, lengths: Tensor, nll
 
 
 # ----------------------------------------------------------------------------- MAIN
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def format_seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
 
 def make_logger(run_id: str, rank: int, folder: str = "logs"):
     path = Path(folder) / f"{run_id}.txt"
@@ -2336,7 +2364,7 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
     result = evaluate(model, args, run, val, args.eval_seq_len, "int6_roundtrip")
     log(f"final_int6_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
     if args.ngram_enabled:
-        chunks = -(-(len(val.tokens) - 1) // args.ttt_chunk_tokens)
+        chunks = ceil_div(len(val.tokens) - 1, args.ttt_chunk_tokens)
         log(f"ngram_mixer: a target's counts cover every target before it; alpha is learned from the {chunks} chunks of "
             f"TTT_CHUNK_TOKENS={args.ttt_chunk_tokens} already scored (0 for the first)"
             + ("; in the TTT_MODE=lora pass they cover the earlier documents and the document's earlier targets,"
@@ -2375,7 +2403,8 @@ def train_and_score(args, run: Run, code: CodeSize, log_path: Path):
     else:
         log(f"peak memory allocated: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB (cpu: process peak RSS)")
     if args.ngram_enabled and worst > AUDIT_TOLERANCE:
-        raise UserError(f"ngram audit failed: a mixed distribution sums to 1 +- {worst:.3e} (> {AUDIT_TOLERANCE}); the score is not valid")
+        raise UserError(f"ngram audit failed: a mixed distribution's sum is off 1, or its value at the target off the scored one, "
+                        f"by {worst:.3e} (> {AUDIT_TOLERANCE}); the score is not valid")
     if total > SIZE_LIMIT_BYTES:
         raise UserError(f"ARTIFACT OVER LIMIT: {total} bytes > {SIZE_LIMIT_BYTES} (everything was saved; shrink the model or the code)")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import train_gpt
-from conftest import OFFICIAL_TOKENIZER, REPO_ROOT, error_lines, log_line, run_trainer, train_losses, write_shard
+from conftest import OFFICIAL_TOKENIZER, REPO_ROOT, error_lines, log_line, run_trainer, tiny_args, train_losses, write_shard
 
 
 def assert_user_error(result, capsys, *fragments):
@@ -171,7 +171,17 @@ BAD_SETTINGS = [
     (dict(TTT_LORA_TARGETS="q,ffn"), "TTT_LORA_TARGETS=q,ffn must name some of q,k,v,o,mlp,head"),
     (dict(TTT_MODE="lora", TTT_LORA_CHUNK="65"), "TTT_LORA_CHUNK at most EVAL_SEQ_LEN=64"),
     (dict(TTT_PHASE_DOCS="-1"), "TTT_PHASE_DOCS must be a document count (0: no phase)"),
+    (dict(NGRAM_AUDIT_POSITIONS="0"), "NGRAM_AUDIT_POSITIONS must be > 0"),
+    (dict(TTT_GRAD_CLIP="0"), "TTT_GRAD_CLIP must be > 0"),
+    (dict(VAL_MAX_TOKENS="-5"), "VAL_MAX_TOKENS must be >= 0"),
+    (dict(TTT_MODE="chunk", TTT_CHUNK_TOKENS="100"), "TTT_CHUNK_TOKENS=100 must be a multiple of EVAL_SEQ_LEN=64"),
 ]
+
+
+def test_the_chunk_size_need_not_fit_the_window_where_chunk_ttt_does_not_run():
+    """Only TTT_MODE=chunk trains on whole EVAL_SEQ_LEN sequences of a chunk; the mixer's chunks may be any size."""
+    assert tiny_args(TTT_MODE="lora", TTT_CHUNK_TOKENS=100).ttt_chunk_tokens == 100
+    assert tiny_args(TTT_MODE="chunk", TTT_ENABLED=0, TTT_CHUNK_TOKENS=100).ttt_chunk_tokens == 100
 
 
 @pytest.mark.parametrize("overrides, message", BAD_SETTINGS, ids=[next(iter(o)) + "=" + next(iter(o.values())) for o, _ in BAD_SETTINGS])
@@ -255,6 +265,16 @@ def test_unknown_setting_warning():
     assert args.warnings[0] == "unknown setting COMPLEMENT_ALHPA ignored (did you mean COMPLEMENT_ALPHA?)"
     assert len(args.warnings) == 2 and args.warnings[1].startswith("unknown setting TRAIN_STEPS ignored")
     assert train_gpt.Hyperparameters(environ={"PATH": "/bin", "LANG": "C"}).warnings == []
+
+
+def test_settings_of_the_reference_and_other_programs():
+    """The reference's settings we lack are named as such; other programs' variables that share a
+    common prefix with ours (MAX_JOBS) pass in silence unless they are close to one of ours."""
+    env = {"USE_HEDGE_MIXER": "1", "GATED_ATTENTION": "0", "MAX_JOBS": "4", "RUN_ALL": "1", "MAX_WALLCLOK_SECONDS": "60"}
+    assert train_gpt.Hyperparameters(environ=env).warnings == [
+        "GATED_ATTENTION (a setting of the reference script that this program does not have) ignored",
+        "unknown setting MAX_WALLCLOK_SECONDS ignored (did you mean MAX_WALLCLOCK_SECONDS?)",
+        "USE_HEDGE_MIXER (a setting of the reference script that this program does not have) ignored"]
 
 
 def test_unknown_setting_is_logged_as_warning(run_main, tiny_data_env, tmp_path):

@@ -201,7 +201,9 @@ def test_gptq_survives_hessians_that_float_error_leaves_indefinite():
     assert output_error(w, q, scale, x) < output_error(w, rounded, scale, x)
 
 
-def test_matrices_with_non_finite_hessians_are_rounded_and_reported(tmp_path):
+def test_matrices_with_non_finite_hessians_are_rounded_and_reported(tmp_path, monkeypatch):
+    """A matrix whose Hessian is not finite is rounded; over the cap the others drop to int5 first,
+    as only they have a measure of what int5 costs."""
     args = tiny_args(**GPTQ_MODEL)
     torch.manual_seed(0)
     model = randomize_(train_gpt.GPT(args), std=0.05)
@@ -215,3 +217,10 @@ def test_matrices_with_non_finite_hessians_are_rounded_and_reported(tmp_path):
     loaded = train_gpt.GPT(args)
     train_gpt.load_artifact(tmp_path / "a.ptz", loaded)
     assert all(torch.isfinite(p).all() for p in loaded.parameters())
+    usable, _ = train_gpt.finite_hessians(hessians)
+    assert train_gpt.int5_order(state, matrices, usable, (7.0, 7.0), {})[-1] == matrices[0]
+    monkeypatch.setattr(train_gpt, "SIZE_LIMIT_BYTES", (tmp_path / "a.ptz").stat().st_size - 2000)
+    lines = []
+    train_gpt.save_artifact(model, tmp_path / "b.ptz", 0, lines.append, hessians)
+    exported = [line for line in lines if line.startswith("export: int6_matrices:")]
+    assert len(exported) == 1 and " int5_matrices:0 " not in exported[0] and " quant_method:gptq " in exported[0]

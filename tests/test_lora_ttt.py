@@ -5,6 +5,7 @@ it, with and without the phase's SGD and the stream context), a document's score
 on its batch (its adapters start fresh), the adapters do learn, and chunks scored on kept keys and
 values get what one forward over the document (and its context) gives."""
 import contextlib
+import re
 
 import numpy as np
 import pytest
@@ -44,11 +45,11 @@ def tiny_lora_setup(tiny_tokenizer, tiny_data, n_targets: int, **overrides):
 
 
 def lora_scores(model, args, val, tmp_path, name: str) -> tuple[dict, dict]:
-    """lora_evaluate with the mixer on; returns its result and its per-token dump."""
-    dump = tmp_path / f"{name}.npz"
-    result = train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lambda m: None), val, name,
+    """lora_evaluate with the mixer on; returns its result (with its log lines under "log") and its per-token dump."""
+    dump, lines = tmp_path / f"{name}.npz", []
+    result = train_gpt.lora_evaluate(model, args, train_gpt.Run(torch.device("cpu"), 0, 1, lines.append), val, name,
                                      use_mixer=True, dump_path=str(dump))
-    return result, dict(np.load(dump))
+    return dict(result, log=lines), dict(np.load(dump))
 
 
 def test_fresh_adapters_change_nothing_and_every_target_adapts(tiny_tokenizer, tiny_data):
@@ -168,7 +169,8 @@ def test_a_changed_token_changes_no_score_before_it(tmp_path, tiny_tokenizer, ti
         for key in ("model_nll_bits", "nll_bits", "entropy_bits"):
             assert np.array_equal(a[key][:P - 1], b[key][:P - 1]), (key, P)  # targets 1 .. P-1
         assert a["model_nll_bits"][P - 1] != b["model_nll_bits"][P - 1]
-    assert a_result["audit_positions"] > 0 and a_result["audit_max_abs_err"] <= 1e-9
+    steps = int(re.search(r" steps_rank0:(\d+) ", a_result["log"][0])[1])
+    assert a_result["audit_positions"] == steps and a_result["audit_max_abs_err"] <= 1e-9  # one position of every step
 
 
 @pytest.mark.parametrize("context", [0, 16])

@@ -80,11 +80,11 @@ class BruteNgrams:
 
 def full_rows(mixer, model_p, entropy, tokens, positions):
     vocab = model_p.size(1)
-    return mixer.probabilities(model_p, entropy, tokens, positions, torch.arange(vocab).expand(len(positions), -1))[0]
+    return mixer.probabilities(model_p, entropy, positions, torch.arange(vocab).expand(len(positions), -1))[0]
 
 
 def all_columns(mixer, tokens, positions):
-    return mixer.cache_probabilities(tokens, positions, torch.arange(mixer.vocab).expand(len(positions), -1))
+    return mixer.cache_probabilities(positions, torch.arange(mixer.vocab).expand(len(positions), -1))
 
 
 def random_model_rows(n: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +139,7 @@ def test_mixed_rows_sum_to_one_and_follow_the_documented_formula(order, discount
         err = (p.sum(1) - 1).abs()
         assert err.max() <= 1e-9, (c, int(err.argmax()))
         # what is scored (target column only) is exactly what is audited (full row)
-        scored = mixer.probabilities(model_p.gather(1, target), entropy, tokens, positions, target)[0]
+        scored = mixer.probabilities(model_p.gather(1, target), entropy, positions, target)[0]
         assert torch.equal(scored.squeeze(1), p.gather(1, target).squeeze(1)), c
         # and both follow p = (1 - alpha) p_model + alpha q, q and alpha's bin from the brute force
         # over the targets before each one
@@ -163,7 +163,7 @@ def test_alpha_is_zero_without_history_then_the_best_candidate_of_each_bin():
     model_p, entropy = random_model_rows(len(positions), vocab, seed=5)
     target = tokens[positions, None]
     # nothing learned yet: alpha = 0 everywhere, so p is the model's, bit for bit
-    p, q, bins = mixer.probabilities(model_p, entropy, tokens, positions, torch.arange(vocab).expand(len(positions), -1))
+    p, q, bins = mixer.probabilities(model_p, entropy, positions, torch.arange(vocab).expand(len(positions), -1))
     assert torch.equal(p, model_p)
     # learn from the first half of the positions, score the second half
     first, second = slice(0, 150), slice(150, None)
@@ -176,7 +176,7 @@ def test_alpha_is_zero_without_history_then_the_best_candidate_of_each_bin():
         nll = [sum(-np.log((1 - a) * float(p_t[i]) + a * float(q_t[i])) for i in rows) for a in mixer.ALPHAS]
         expected_alpha[b] = mixer.ALPHAS[int(np.argmin(nll))]
     assert any(a > 0 for a in expected_alpha.values()) and len(expected_alpha) >= 3
-    again = mixer.probabilities(p_t[second, None], entropy[second], tokens, positions[second], target[second])[0].squeeze(1)
+    again = mixer.probabilities(p_t[second, None], entropy[second], positions[second], target[second])[0].squeeze(1)
     for j, i in enumerate(range(150, len(positions))):
         alpha = expected_alpha.get(int(bins[i]), 0.0)  # a bin never seen keeps alpha = 0
         assert float(again[j]) == pytest.approx((1 - alpha) * float(p_t[i]) + alpha * float(q_t[i]), abs=1e-12)

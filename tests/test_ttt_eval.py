@@ -49,13 +49,13 @@ def test_every_target_is_scored_before_the_cache_or_ttt_sees_it(monkeypatch, tmp
     cache_probabilities, mixer_probabilities, train_chunk = (train_gpt.NgramMixer.cache_probabilities, train_gpt.NgramMixer.probabilities,
                                                              train_gpt.TestTimeTrainer.train_chunk)
 
-    def cache(self, tokens, positions, columns):
-        q, longest = cache_probabilities(self, tokens, positions, columns)
+    def cache(self, positions, columns):
+        q, longest = cache_probabilities(self, positions, columns)
         events.append(("cache", positions.tolist(), columns.clone(), q.clone()))
         return q, longest
 
-    def probabilities(self, model_p, entropy, tokens, positions, columns):
-        result = mixer_probabilities(self, model_p, entropy, tokens, positions, columns)
+    def probabilities(self, model_p, entropy, positions, columns):
+        result = mixer_probabilities(self, model_p, entropy, positions, columns)
         events.append(("score" if columns.size(1) == 1 else "audit", positions.tolist(), result[0].clone()))
         if columns.size(1) == 1:
             scored_max[0] = max([scored_max[0]] + positions.tolist())
@@ -447,9 +447,9 @@ def test_unnormalized_mixture_fails_the_audit(run_main, monkeypatch, artifact):
 
 # ----------------------------------------------------------------------------- 10. tools/mixer_replay.py
 
-def replay(artifact, dump, *argv) -> dict:
+def replay(artifact, dump, *argv, env: dict | None = None) -> dict:
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "mixer_replay.py"), str(dump), *argv],
-                          env={**_clean_environ(), **artifact.env}, capture_output=True, text=True)
+                          env={**_clean_environ(), **artifact.env, **(env or {})}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert line.startswith("mixer_replay "), line
@@ -470,6 +470,8 @@ def test_mixer_replay_reproduces_the_run_from_its_dump(stream_a, artifact):
     assert "rule:reference min_count=1 " in reference["line"]
     other = replay(artifact, dump, "--discount", "0.3")
     assert other["mixed_bpb"] != ours["mixed_bpb"] and " NGRAM_DISCOUNT=0.3 " in other["line"]
+    # with TTT off the mixer runs over the stream's chunks whatever TTT_MODE says (RECIPE=modern's lora)
+    assert replay(artifact, dump, env=dict(LORA, TTT_ENABLED="0"))["mixed_bpb"] == ours["mixed_bpb"]
 
 
 def test_mixer_replay_refuses_a_dump_without_the_model_part(artifact, tmp_path):

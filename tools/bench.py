@@ -182,7 +182,7 @@ def profile_rows(profiler, steps: int, cuda: bool) -> list:
 
     def own_ms(e):
         return (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000 / steps
-    # Calls per step tell where a kernel runs: layers x micro-steps (88x at the default config), once
+    # Calls per step tell where a kernel runs: layers x micro-steps (88x for RECIPE=pr803 at its batch), once
     # per micro-step (8x), or once per step (1x: the optimizers, EMA, clipping).
     kinds: dict[str, float] = {}
     by_calls: dict[int, dict[str, float]] = {}
@@ -424,10 +424,10 @@ def bench_mixer(cli, args, run, log, log_path):
         target = tokens[positions, None]
         tg.synchronize(device)
         t0 = time.perf_counter()
-        mixed, q, bins = mixer.probabilities(p.gather(1, target), entropy, tokens, positions, target)
+        mixed, q, bins = mixer.probabilities(p.gather(1, target), entropy, positions, target)
         mixer.alpha_losses += mixer.alpha_loss_table(p.gather(1, target).squeeze(1), q.squeeze(1), bins)
         rows_at = torch.linspace(0, len(positions) - 1, audit, device=device).long()
-        full = mixer.probabilities(p[rows_at], entropy[rows_at], tokens, positions[rows_at], vocab.expand(audit, -1))[0]
+        full = mixer.probabilities(p[rows_at], entropy[rows_at], positions[rows_at], vocab.expand(audit, -1))[0]
         err = float((full.sum(1) - 1).abs().max())  # also waits for the device
         mixer_seconds += time.perf_counter() - t0
     per_chunk = mixer_seconds / len(picked)

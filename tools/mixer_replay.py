@@ -63,7 +63,7 @@ def replay(dump, tokens: torch.Tensor, args, rule: str, min_count: int) -> tuple
         positions = torch.arange(start + 1, min(start + args.ttt_chunk_tokens, n) + 1)
         p, e = model_p[positions - 1], entropy[positions - 1]
         if rule == "ours":
-            mixed, q, bins = mixer.probabilities(p[:, None], e, tokens, positions, tokens[positions, None])
+            mixed, q, bins = mixer.probabilities(p[:, None], e, positions, tokens[positions, None])
             mixer.alpha_losses += mixer.alpha_loss_table(p, q.squeeze(1), bins)
             mixed = mixed.squeeze(1)
         else:
@@ -83,7 +83,7 @@ def main(argv=None):
     cli = parser.parse_args(argv)
     try:
         args = tg.Hyperparameters()
-        if args.ttt_mode == "lora":
+        if args.ttt_enabled and args.ttt_mode == "lora":
             raise tg.UserError("TTT_MODE=lora: this tool replays the stream's chunks (TTT_MODE=chunk, or TTT off); "
                                "a lora run's mixer counts inside documents (train_gpt.lora_mixer)")
         if cli.discount is not None:
