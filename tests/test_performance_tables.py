@@ -70,7 +70,7 @@ def test_docs_blocks_are_what_the_logs_give():
 
 def test_readme_block_is_what_the_logs_give_where_marked():
     table = pt.readme_table()
-    assert 4 <= len(table.splitlines()) - 2 <= 8
+    assert 3 <= len(table.splitlines()) - 2 <= 8  # a few rows: the README links the rest
     text = pt.README.read_text()
     span = pt.block_span(text, "performance-table")
     if span is not None:
