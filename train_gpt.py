@@ -95,7 +95,7 @@ SMOKE_PRESET = dict(
 SMOKE_RECIPE_PRESET = dict(modern=dict(XSA_LAST_N=4, LOOP_LAYERS="1,2", PARALLEL_RESIDUAL_FROM=3))  # the recipe's layer indices, for 4 layers
 OFFICIAL_TOKENIZER_SHA256 = "4f5e8adb109c66b4886963bc75a7befd73bda36d27fd7102df8e9e66503b0e2a"
 SIZE_LIMIT_BYTES = 16_000_000
-AUDIT_TOLERANCE = 1e-6  # max |sum_v p(v) - 1| allowed for a mixed distribution
+AUDIT_TOLERANCE = 1e-6  # largest |sum_v p(v) - 1|, and |p(target) - p scored|, allowed for a mixed distribution
 # TTT_MODE=lora adds low-rank maps (per document, per layer run) to: attention's q, k and v and its
 # output (o), each read from the block's normed input; the MLP's output (mlp), read from its normed
 # input; and the logits (head), read from the final hidden state
@@ -402,8 +402,8 @@ def bf16_autocast(device: torch.device):
 
 class CastedLinear(nn.Linear):
     """fp32 master weight used in the activation dtype. With `qat` set (late training), the weight
-    goes through soft rounding onto #803's int6 grid (per row, max |w| / 31), so training sees a
-    rounding error (GPTQ's grid is finer: its rows are clipped at QUANT_CLIP_SIGMAS std).
+    goes through soft rounding onto #803's int6 grid (a row's step: max |w| / 31), so training sees a
+    rounding error (GPTQ's step is another: QUANT_CLIP_SIGMAS standard deviations of the row / 31).
     `out_scale` (one number or one per output) multiplies the weight's rows instead of the output:
     a few KB instead of a pass over the activations, forward and backward. While GPTQ calibrates
     (export), `hessian` sums X^T X of the layer's inputs X; otherwise it is None."""
@@ -1398,7 +1398,8 @@ def int5_saving(state: dict[str, Tensor], name: str, hessians, clip_sigmas, done
 def int5_order(state: dict[str, Tensor], matrices: list[str], hessians: dict[str, Tensor] | None, clip_sigmas, done: dict) -> list[str]:
     """The order in which matrices drop to int5 to fit the cap. With GPTQ's Hessians: by the increase
     of the layer's output error on its calibration inputs, tr(dW H dW^T), per byte saved, cheapest
-    first. Rounding has no such measure: MLP matrices first (after those with Hessians, if any)."""
+    first, and matrices without a usable Hessian (rounded) last. Rounding has no such measure: MLP
+    matrices first."""
     if not hessians:
         return sorted(matrices, key=lambda n: ".attn." in n)
 

@@ -224,3 +224,6 @@ def test_matrices_with_non_finite_hessians_are_rounded_and_reported(tmp_path, mo
     train_gpt.save_artifact(model, tmp_path / "b.ptz", 0, lines.append, hessians)
     exported = [line for line in lines if line.startswith("export: int6_matrices:")]
     assert len(exported) == 1 and " int5_matrices:0 " not in exported[0] and " quant_method:gptq " in exported[0]
+    lines = []  # no usable Hessian at all: every matrix rounded, and the log says so
+    train_gpt.save_artifact(model, tmp_path / "c.ptz", 0, lines.append, {n: h * float("inf") for n, h in hessians.items()})
+    assert any(line.startswith("export: int6_matrices:") and " quant_method:rtn " in line for line in lines)

@@ -150,7 +150,8 @@ def test_a_changed_token_changes_no_score_before_it(tmp_path, tiny_tokenizer, ti
     """Scored before learned from: a token changed at P (boundaries kept) leaves every target < P
     as it was, for the model (adapters, the phase's SGD, the stream context) and the mixer; targets >= P move."""
     n = 700
-    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_PHASE_DOCS=phase_docs, TTT_PHASE_LR=0.05, TTT_LORA_CONTEXT=context)
+    model, args, val = tiny_lora_setup(tiny_tokenizer, tiny_data, n, TTT_PHASE_DOCS=phase_docs, TTT_PHASE_LR=0.05, TTT_LORA_CONTEXT=context,
+                                       NGRAM_AUDIT_POSITIONS=4)  # fewer than the steps: the lora audit does not use it
     starts, lengths = train_gpt.document_spans(val.tokens, val.bos_id)
     assert len(starts) > 12 and (lengths[8:] > 2 * args.ttt_lora_chunk).any()  # several batches; documents of several chunks
     base = {k: v.clone() for k, v in model.state_dict().items()}
