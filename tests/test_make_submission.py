@@ -446,6 +446,59 @@ def test_significance_in_json(submission, three, tmp_path, capsys):
     assert sig["p_value"] > 0.5 and sig["baseline_n"] == 3 and sig["baseline_n_assumed"] is True
 
 
+def baseline_pair(logs, tmp_path) -> list[Path]:
+    """Two seeds of another configuration: the ablation's log (MATRIX_LR=0.05, SEED=1) and a copy of it
+    as SEED=2 with a full-stack score 0.01 higher."""
+    text = logs["ablation"].read_text()
+    final = grab(text, r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)")
+    second = edited(logs["ablation"], tmp_path / "baseline_seed2.txt", lambda t: sub_line(
+        r"^hyperparameter SEED=1$", "hyperparameter SEED=2")(sub_line(
+        r"^final_ngram_ttt val_loss:(\S+) val_bpb:\S+", rf"final_ngram_ttt val_loss:\1 val_bpb:{final + 0.01:.8f}")(t)))
+    return [logs["ablation"], second]
+
+
+def test_baseline_seeds_from_their_logs(logs, three, tmp_path, capsys):
+    """--baseline-log: the test's X, S and N are the baseline logs' own; the json names them and what
+    differs from ours; --table adds the baseline's row and the test's line."""
+    baseline, out, table = baseline_pair(logs, tmp_path), tmp_path / "s.json", tmp_path / "t.md"
+    argv = [*three, "-o", out, "--table", table]
+    for path in baseline:
+        argv += ["--baseline-log", path]
+    code, stdout, err = make(argv, capsys)
+    assert code == 0, err
+    sig = json.loads(out.read_text())["significance"]
+    base = [grab(p.read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)") for p in baseline]
+    assert (sig["baseline_mean"], sig["baseline_std"], sig["baseline_n"]) == (statistics.fmean(base), statistics.stdev(base), 2)
+    assert sig["baseline_changes"] == {"MATRIX_LR": "0.05"} and "baseline_n_assumed" not in sig
+    assert [(s["seed"], s["log"], s["val_bpb"]) for s in sig["baseline_seeds"]] == [(1, str(baseline[0]), base[0]), (2, str(baseline[1]), base[1])]
+    ours = [grab(p.read_text(), r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)") for p in three]
+    assert sig["improvement_bpb"] == pytest.approx(statistics.fmean(base) - statistics.fmean(ours)) and f"p={sig['p_value']:.3g}" in stdout
+    lines = table.read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| baseline: `MATRIX_LR=0.05`; seeds 1, 2 |")).split(" | ")
+    assert row[1] == f"{statistics.fmean(base):.5f} ± {statistics.stdev(base):.5f}" and f"`{baseline[1]}`" in row[-1]
+    assert f"Mean minus the baseline's: {statistics.fmean(ours) - statistics.fmean(base):+.5f} BPB" in table.read_text()
+    assert f"p = {sig['p_value']:.3g}." in table.read_text()
+
+
+@pytest.mark.parametrize("case", ["one_seed", "ours_too", "other_val"])
+def test_baseline_log_refusals(case, logs, three, tmp_path, capsys):
+    baseline = baseline_pair(logs, tmp_path)
+    baseline, expected = dict(
+        one_seed=(baseline[:1], "at least 2 seeds"),
+        ours_too=([three[2], edited(three[2], tmp_path / "s4.txt", sub_line(r"^hyperparameter SEED=3$", "hyperparameter SEED=4"))],
+                  "both as ours and as the baseline"),
+        other_val=([edited(p, tmp_path / f"v{i}.txt", sub_line(r"^val_tokens:(\d+)", "val_tokens:99")) for i, p in enumerate(baseline)],
+                   "not the same val set"))[case]
+    argv = [*three, "-o", tmp_path / "s.json"]
+    for path in baseline:
+        argv += ["--baseline-log", path]
+    code, _, err = make(argv, capsys)
+    assert code == 2 and expected in err, err
+    with pytest.raises(SystemExit) as e:  # numbers and logs for one baseline: one or the other
+        ms.main([str(p) for p in three] + ["--baseline-log", str(baseline[0]), "--baseline-mean", "1", "--baseline-std", "0.1"])
+    assert e.value.code == 2
+
+
 def test_significance_needs_two_seeds(logs, tmp_path, capsys):
     code, _, err = make([logs["seed1"], "-o", tmp_path / "x.json", "--baseline-mean", 1.0, "--baseline-std", 0.01], capsys)
     assert code == 2 and "at least 2 seeds" in err

@@ -266,6 +266,31 @@ def test_training_and_eval_jobs_are_joined(runs, tmp_path, capsys):
     assert "`train_seed2.log` + `eval_seed2.log`" in readme and "EVAL_ONLY=1" in readme
 
 
+def test_the_baseline_logs_go_into_the_folder(runs, tmp_path, capsys):
+    """--baseline-log: the baseline's logs are copied beside ours (baseline_train_seed*.log), the json and
+    the README's table name the copies."""
+    logs = [runs["source"].log_path, runs["packed_seed2"].log_path]
+    baseline = []
+    for path in logs:  # another configuration of the same code: a changed setting and a worse score
+        text = path.read_text()
+        final = float(re.search(r"^final_ngram_ttt val_loss:\S+ val_bpb:(\S+)", text, re.M)[1])
+        text = re.sub(r"^hyperparameter MATRIX_LR=\S+$", "hyperparameter MATRIX_LR=0.5", text, flags=re.M)
+        text = re.sub(r"^(final_ngram_ttt val_loss:\S+ val_bpb:)\S+", rf"\g<1>{final + 0.1:.8f}", text, flags=re.M)
+        baseline.append(tmp_path / f"base_{path.name}")
+        baseline[-1].write_text(text)
+    out = tmp_path / "folder"
+    code, stdout, err = pack(["-o", out, *logs, "--baseline-log", baseline[0], "--baseline-log", baseline[1]], capsys, runs["source_file"])
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "baseline_train_seed1.log", "baseline_train_seed2.log",
+                                                     "submission.json", "train_gpt.py", "train_seed1.log", "train_seed2.log"]
+    assert [(out / f"baseline_train_seed{k}.log").read_bytes() for k in (1, 2)] == [p.read_bytes() for p in baseline]
+    sig = json.loads((out / "submission.json").read_text())["significance"]
+    assert sig["baseline_changes"] == {"MATRIX_LR": "0.5"} and sig["improvement_bpb"] == pytest.approx(0.1, abs=1e-7)
+    assert [s["log"] for s in sig["baseline_seeds"]] == ["baseline_train_seed1.log", "baseline_train_seed2.log"]
+    readme = (out / "README.md").read_text()
+    assert "| baseline: `MATRIX_LR=0.5`; seeds 1, 2 |" in readme and "`baseline_train_seed2.log`" in readme
+
+
 def test_refused_when_the_logs_ran_other_code(runs, tmp_path, capsys):
     other = tmp_path / "other_train_gpt.py"
     other.write_bytes(runs["source_bytes"] + b"\n# one more line\n")

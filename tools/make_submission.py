@@ -9,7 +9,8 @@ path and sha256 of each log are recorded. The logs must be distinct, complete, v
 one configuration; anything else is refused with a one-line error and exit code 2 (see REFUSALS
 in --help and tools/README.md).
 
-Optional: a one-sided Welch t-test against a baseline (--baseline-mean/--baseline-std), and a
+Optional: a one-sided Welch t-test against a baseline (its seeds' logs, --baseline-log, or its
+numbers, --baseline-mean/--baseline-std), and a
 2x2 PNG of training and validation curves (--plot out.png; --plot-only for ablation logs that
 differ in settings, writes no json). Standard library only; the plot needs matplotlib.
 """
@@ -53,7 +54,7 @@ refusals (exit code 2, one line on stderr; nothing is written):
     the packed train_gpt.py it counts), or whose code_bytes is not PATH's size."""
 
 SIGNIFICANCE_HELP = """\
-significance test (--baseline-mean X --baseline-std S [--baseline-n N] [--delta D]):
+significance test (--baseline-log LOG ... or --baseline-mean X --baseline-std S [--baseline-n N]; [--delta D]):
   one-sided Welch t-test of H1: mean_ours < X - D against H0: mean_ours >= X - D, where
   mean_ours/std_ours are the mean and sample std (ddof=1) of our seeds' val_bpb (full legal stack).
       t  = ((X - D) - mean_ours) / sqrt(std_ours^2/n_ours + S^2/N)
@@ -62,7 +63,11 @@ significance test (--baseline-mean X --baseline-std S [--baseline-n N] [--delta 
   from nats. The challenge's rule is an improvement of 0.005 nats (val_loss, per token); the json
   records bpb_per_nat = val_bpb / val_loss of our logs (= tokens / (bytes * ln 2) of the val set)
   and delta_nats = D / bpb_per_nat, so for the nats rule pass --delta 0.005*bpb_per_nat.
-  improvement_bpb = X - mean_ours. N defaults to our number of seeds (recorded as assumed)."""
+  improvement_bpb = X - mean_ours. N defaults to our number of seeds (recorded as assumed).
+  --baseline-log: X, S and N are the mean, sample std and count of the full-stack val_bpb of the
+  baseline's seed logs, checked as ours are (distinct, finished, valid trainings of one
+  configuration; EVAL_ONLY logs joined to their trainings) and scored on as many val tokens; the
+  json lists them and the settings in which the baseline differs from ours, and --table adds its row."""
 
 
 class Refusal(Exception):
@@ -439,6 +444,32 @@ def check_distinct(logs: list[RunLog], allow_different: bool, ignored: set[str])
     return diffs
 
 
+def checked_baseline(args, ours: list[RunLog]) -> list[RunLog]:
+    """The --baseline-log runs, checked as ours are (finished, valid, distinct trainings of one
+    configuration, EVAL_ONLY logs joined), at least two, none of them ours, scored on our val set."""
+    if not args.baseline_log:
+        return []
+    baseline = pair_split_runs([parse_log(p) for p in args.baseline_log])
+    for log in baseline:
+        check_training(log)
+    check_distinct(baseline, False, set(ALWAYS_DIFFERENT) | set(args.ignore_setting))
+    if len(baseline) < 2:
+        raise Refusal("--baseline-log needs the logs of at least 2 seeds (the test uses their sample std)")
+    shared = {log.sha256 for log in baseline} & {log.sha256 for log in ours}
+    if shared:
+        raise Refusal(f"a log is given both as ours and as the baseline's ({len(shared)} of them)")
+    if baseline[0].val_tokens != ours[0].val_tokens:
+        raise Refusal(f"the baseline was scored on {baseline[0].val_tokens} val tokens and ours on {ours[0].val_tokens}: "
+                      "not the same val set")
+    return baseline
+
+
+def baseline_changes(ours: RunLog, baseline: RunLog, args) -> dict:
+    """{setting: the baseline's value} where it differs from our first seed's."""
+    ignored = set(ALWAYS_DIFFERENT) | set(args.ignore_setting)
+    return {n: vals[1] for n, vals in setting_differences([ours, baseline], ignored).items()}
+
+
 def check_code(logs: list[RunLog], code: bytes, name: str, allow_mismatch: bool = False) -> dict:
     """The submitted program `code` (the file named `name`) against every run that counted it (a training
     and its EVAL_ONLY log): the header's code_sha256 (a run hashes what it counts: since 2026-12 the packed
@@ -513,8 +544,9 @@ def seed_result(log: RunLog) -> dict:
     return result
 
 
-def build_submission(logs: list[RunLog], args, diffs: dict, code: dict | None = None) -> dict:
-    """The json. `code`: check_code's fields of the submitted program (--code), placed after bytes_code."""
+def build_submission(logs: list[RunLog], args, diffs: dict, code: dict | None = None, baseline: list[RunLog] = ()) -> dict:
+    """The json. `code`: check_code's fields of the submitted program (--code), placed after bytes_code;
+    `baseline`: the --baseline-log runs (checked_baseline), for the significance test."""
     seeds = [seed_result(log) for log in logs]
     bpb = [s["val_bpb"] for s in seeds]
     mean, std = _mean_std(bpb)
@@ -550,11 +582,17 @@ def build_submission(logs: list[RunLog], args, diffs: dict, code: dict | None = 
     )
     if diffs:
         sub["settings_differ"] = {n: dict(zip((str(log.path) for log in logs), vals)) for n, vals in diffs.items()}
-    if args.baseline_mean is not None:
+    if baseline:
+        base_bpb = [log.finals["final_ngram_ttt"]["val_bpb"] for log in baseline]
+        sig = welch_one_sided(bpb, statistics.fmean(base_bpb), statistics.stdev(base_bpb), len(base_bpb), args.delta)
+        sig["baseline_changes"] = baseline_changes(logs[0], baseline[0], args)
+        sig["baseline_seeds"] = [seed_result(log) for log in baseline]
+    elif args.baseline_mean is not None:
         n_assumed = args.baseline_n is None
         sig = welch_one_sided(bpb, args.baseline_mean, args.baseline_std, len(bpb) if n_assumed else args.baseline_n,
                               args.delta)
         sig["baseline_n_assumed"] = n_assumed
+    if baseline or args.baseline_mean is not None:
         ratios = [s["val_bpb"] / s["val_loss"] for s in seeds]  # the same val set: equal up to print rounding
         sig["bpb_per_nat"] = statistics.fmean(ratios)
         sig["delta_nats"] = args.delta / sig["bpb_per_nat"]
@@ -595,10 +633,11 @@ def _paths(log: RunLog) -> str:
     return f"`{log.path}`" + (f" + `{log.eval_log.path}`" if log.eval_log else "")
 
 
-def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
-    """Markdown: one row per seed with mean +- std, then the ablation: from the first seed's own log
-    the scores without the mixer (ttt_only) and without TTT (ngram_only) when it has them, then what
-    each ablation log changed against the seed log of its SEED (else the first) and its score."""
+def results_table(seeds: list[RunLog], ablations: list[RunLog], baseline: list[RunLog] = (), significance: dict | None = None) -> str:
+    """Markdown: one row per seed with mean +- std, the baseline's mean +- std (--baseline-log) and the
+    test against it, then the ablation: from the first seed's own log the scores without the mixer
+    (ttt_only) and without TTT (ngram_only) when it has them, then what each ablation log changed
+    against the seed log of its SEED (else the first) and its score."""
     out = ["| seed | val_bpb (full stack) | sliding, model alone | TTT alone | TTT gain | mixer gain | bytes | steps | step_avg | log |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for log in seeds:
@@ -610,6 +649,16 @@ def results_table(seeds: list[RunLog], ablations: list[RunLog]) -> str:
         stats = [_mean_std([_bpb(log, name) for log in seeds]) for name in ("final_ngram_ttt", "final_int6_sliding_window")]
         out.append(f"| mean ± std | {stats[0][0]:.5f} ± {stats[0][1]:.5f} | {stats[1][0]:.5f} ± {stats[1][1]:.5f} | | | | "
                    f"max {max(log.total_bytes for log in seeds):,} | | | |")
+    if baseline:
+        stats = [_mean_std([_bpb(log, name) for log in baseline]) for name in ("final_ngram_ttt", "final_int6_sliding_window")]
+        changes = ", ".join(f"`{n}={v}`" for n, v in significance["baseline_changes"].items()) or "(no setting differs)"
+        out.append(f"| baseline: {changes}; seeds {', '.join(str(log.settings['SEED']) for log in baseline)} | "
+                   f"{stats[0][0]:.5f} ± {stats[0][1]:.5f} | {stats[1][0]:.5f} ± {stats[1][1]:.5f} | | | | "
+                   f"max {max(log.total_bytes for log in baseline):,} | | | {', '.join(_paths(log) for log in baseline)} |")
+        t = significance["t"]
+        out += ["", f"Mean minus the baseline's: {-significance['improvement_bpb']:+.5f} BPB (full stack); one-sided Welch test "
+                    f"of an improvement by more than {significance['delta']} BPB: t = {'inf' if t is None else f'{t:.2f}'}, "
+                    f"p = {significance['p_value']:.3g}."]
     first, rows = seeds[0], []
     final = _bpb(first, "final_ngram_ttt")
     if mixer_on(first) and _bpb(first, "ttt_only") is not None:
@@ -733,6 +782,9 @@ def add_submission_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-setting", action="append", default=[], metavar="NAME",
                         help="also let setting NAME differ (e.g. ARTIFACT_PATH); repeatable")
     sig = parser.add_argument_group("significance (one-sided Welch t-test, in val_bpb units; see below)")
+    sig.add_argument("--baseline-log", type=Path, action="append", default=[], metavar="LOG",
+                     help="a log of the baseline's seeds (a training, or its EVAL_ONLY log); repeatable: X, S and N "
+                          "come from them")
     sig.add_argument("--baseline-mean", type=float, help="baseline mean val_bpb X")
     sig.add_argument("--baseline-std", type=float, help="baseline sample std S (needed with --baseline-mean)")
     sig.add_argument("--baseline-n", type=int, help="baseline number of runs N (default: our number of seeds)")
@@ -743,6 +795,9 @@ def add_submission_options(parser: argparse.ArgumentParser) -> None:
 def check_option_pairs(parser: argparse.ArgumentParser, args) -> None:
     if (args.baseline_mean is None) != (args.baseline_std is None):
         parser.error("--baseline-mean and --baseline-std go together")
+    if args.baseline_log and (args.baseline_mean is not None or args.baseline_n is not None):
+        parser.error("--baseline-log takes the baseline's mean, std and count from its logs: "
+                     "not with --baseline-mean, --baseline-std or --baseline-n")
 
 
 def checked_logs(args) -> tuple[list[RunLog], dict]:
@@ -796,11 +851,12 @@ def main(argv: list[str] | None = None) -> int:
                 code = check_code(logs, args.code.read_bytes(), str(args.code))
             except OSError as e:
                 raise Refusal(f"{args.code}: cannot read --code ({e.strerror or e})") from None
-        submission = build_submission(logs, args, diffs, code)
+        baseline = checked_baseline(args, logs)
+        submission = build_submission(logs, args, diffs, code, baseline)
         ablations = checked_ablations(args.ablation)
         if args.table is not None:
             args.table.parent.mkdir(parents=True, exist_ok=True)
-            args.table.write_text(results_table(logs, ablations))
+            args.table.write_text(results_table(logs, ablations, baseline, submission.get("significance")))
         if args.plot is not None:
             plot_logs(logs, args.plot)
     except Refusal as e:

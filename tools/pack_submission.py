@@ -93,9 +93,10 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "log"
 
 
-def log_names(logs: list[ms.RunLog], ablations: list[ms.RunLog]) -> dict[Path, str]:
+def log_names(logs: list[ms.RunLog], ablations: list[ms.RunLog], baseline: list[ms.RunLog] = ()) -> dict[Path, str]:
     """{path given: file name in the folder}: train_seed<SEED>.log and eval_seed<SEED>.log for the seeds,
-    ablation_<file stem>.log for ablations; names are made unique with _2, _3, ..."""
+    the same with a baseline_ prefix for the baseline's, ablation_<file stem>.log for ablations; names are
+    made unique with _2, _3, ..."""
     names: dict[Path, str] = {}
 
     def add(path: Path, stem: str):
@@ -106,11 +107,12 @@ def log_names(logs: list[ms.RunLog], ablations: list[ms.RunLog]) -> dict[Path, s
             name, k = f"{stem}_{k}.log", k + 1
         names[path] = name
 
-    for log in logs:
-        seed = _safe(str(log.settings["SEED"]))
-        add(log.path, f"train_seed{seed}")
-        if log.eval_log:
-            add(log.eval_log.path, f"eval_seed{seed}")
+    for prefix, runs in (("", logs), ("baseline_", baseline)):
+        for log in runs:
+            seed = _safe(str(log.settings["SEED"]))
+            add(log.path, f"{prefix}train_seed{seed}")
+            if log.eval_log:
+                add(log.eval_log.path, f"{prefix}eval_seed{seed}")
     for log in ablations:
         for run in (log, log.eval_log):
             if run:
@@ -136,7 +138,7 @@ def run_command(log: ms.RunLog) -> str:
 
 
 def readme(args, logs: list[ms.RunLog], ablations: list[ms.RunLog], submission: dict, packed: bytes, source: bytes,
-           diffs: dict) -> str:
+           diffs: dict, baseline: list[ms.RunLog] = ()) -> str:
     first, n = logs[0], len(logs)
     std = submission["val_bpb_std"]
     seeds = ", ".join(str(log.settings["SEED"]) for log in logs)
@@ -148,7 +150,7 @@ def readme(args, logs: list[ms.RunLog], ablations: list[ms.RunLog], submission: 
     out = [f"# {args.name or '(name)'}", "", args.blurb or "(blurb)", "",
            score + f". Largest total {submission['bytes_total']:,} bytes (code {len(packed):,} + model). "
            f"Hardware: {submission['hardware']}; torch {submission['torch']}.", "",
-           "## Results", "", ms.results_table(logs, ablations).rstrip("\n"), "",
+           "## Results", "", ms.results_table(logs, ablations, baseline, sig).rstrip("\n"), "",
            "Every number above is in the logs of this folder; `submission.json` (written by "
            "`tools/make_submission.py`) has them per seed with each log's sha256.", "",
            "## Run", "",
@@ -189,12 +191,13 @@ def pack(args) -> str:
     for problem in code.get("code_differs_from_logs", []):
         print(f"pack_submission: warning (--allow-code-mismatch): {problem}", file=sys.stderr)
     ablations = ms.checked_ablations(args.ablation)
-    names = log_names(logs, ablations)
+    baseline = ms.checked_baseline(args, logs)
+    names = log_names(logs, ablations, baseline)
     contents = {name: path.read_bytes() for path, name in names.items()}
-    for run in (r for log in logs + ablations for r in (log, log.eval_log) if r):
+    for run in (r for log in logs + ablations + baseline for r in (log, log.eval_log) if r):
         run.path = Path(names[run.path])  # the json and the table name the copies in the folder
-    submission = ms.build_submission(logs, args, diffs, code)
-    text = readme(args, logs, ablations, submission, packed, source, diffs)
+    submission = ms.build_submission(logs, args, diffs, code, baseline)
+    text = readme(args, logs, ablations, submission, packed, source, diffs, baseline)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_gpt.py").write_bytes(packed)
     for name, data in contents.items():
