@@ -478,6 +478,13 @@ def test_baseline_seeds_from_their_logs(logs, three, tmp_path, capsys):
     assert row[1] == f"{statistics.fmean(base):.5f} ± {statistics.stdev(base):.5f}" and f"`{baseline[1]}`" in row[-1]
     assert f"Mean minus the baseline's: {statistics.fmean(ours) - statistics.fmean(base):+.5f} BPB" in table.read_text()
     assert f"p = {sig['p_value']:.3g}." in table.read_text()
+    # another preset: the row names it and counts the other settings, the json lists them all
+    recipe = [edited(p, tmp_path / f"r{i}.txt", sub_line(r"^hyperparameter RECIPE=\w+$", "hyperparameter RECIPE=other"))
+              for i, p in enumerate(baseline)]
+    code, _, err = make([*three, "-o", out, "--table", table, "--baseline-log", recipe[0], "--baseline-log", recipe[1]], capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["significance"]["baseline_changes"] == {"RECIPE": "other", "MATRIX_LR": "0.05"}
+    assert "| baseline: `RECIPE=other` and 1 more setting (`baseline_changes` in the json); seeds 1, 2 |" in table.read_text()
 
 
 @pytest.mark.parametrize("case", ["one_seed", "ours_too", "other_val"])

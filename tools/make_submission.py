@@ -651,7 +651,12 @@ def results_table(seeds: list[RunLog], ablations: list[RunLog], baseline: list[R
                    f"max {max(log.total_bytes for log in seeds):,} | | | |")
     if baseline:
         stats = [_mean_std([_bpb(log, name) for log in baseline]) for name in ("final_ngram_ttt", "final_int6_sliding_window")]
-        changes = ", ".join(f"`{n}={v}`" for n, v in significance["baseline_changes"].items()) or "(no setting differs)"
+        changes = significance["baseline_changes"]
+        if "RECIPE" in changes and len(changes) > 1:  # a preset changes many settings: the json lists them
+            more = len(changes) - 1
+            changes = f"`RECIPE={changes['RECIPE']}` and {more} more setting{'s' if more > 1 else ''} (`baseline_changes` in the json)"
+        else:
+            changes = ", ".join(f"`{n}={v}`" for n, v in changes.items()) or "(no setting differs)"
         out.append(f"| baseline: {changes}; seeds {', '.join(str(log.settings['SEED']) for log in baseline)} | "
                    f"{stats[0][0]:.5f} ± {stats[0][1]:.5f} | {stats[1][0]:.5f} ± {stats[1][1]:.5f} | | | | "
                    f"max {max(log.total_bytes for log in baseline):,} | | | {', '.join(_paths(log) for log in baseline)} |")

@@ -146,7 +146,7 @@ def readme(args, logs: list[ms.RunLog], ablations: list[ms.RunLog], submission: 
         f" (mean over {n} seed{'s' if n > 1 else ''}: {seeds}; the full eval stack, `final_ngram_ttt`)"
     sig = submission.get("significance")
     if sig:
-        score += f", p = {sig['p_value']:.3g} for an improvement over {sig['baseline_mean']} by more than {sig['delta']} bpb"
+        score += f", p = {sig['p_value']:.3g} for an improvement over {sig['baseline_mean']:.5f} by more than {sig['delta']} bpb"
     out = [f"# {args.name or '(name)'}", "", args.blurb or "(blurb)", "",
            score + f". Largest total {submission['bytes_total']:,} bytes (code {len(packed):,} + model). "
            f"Hardware: {submission['hardware']}; torch {submission['torch']}.", "",
